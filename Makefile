@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (the main job on the built-in models) and `make test`.
+# Each creates .venv with the CPU build of torch on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+DEMO_OUT ?= out/demo
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/insetgan: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e .[test]
+	@touch $@
+
+setup: $(BIN)/insetgan
+
+demo: setup
+	$(BIN)/insetgan generate --network $(SHARED)/fixtures/sg2ada_face64.pkl --seeds 0-7 --trunc 0.7 --outdir $(DEMO_OUT)
+	@echo "Images, grid.png and report.json written to $(DEMO_OUT)"
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python scripts/bench_generator.py
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

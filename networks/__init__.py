@@ -1,0 +1,1 @@
+"""StyleGAN2 generators and the checkpoint formats they are stored in."""

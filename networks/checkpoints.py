@@ -1,0 +1,298 @@
+"""Load generators from every supported checkpoint format, detected from the file's content.
+
+Formats:
+- ``nvidia-pkl``: stylegan2-ada-pytorch / StyleGAN-Human / stylegan3-repo StyleGAN2 pickles,
+  read with :mod:`networks.safe_pickle` (embedded code is never run); ``G_ema`` is used.
+- ``rosinality``: rosinality stylegan2-pytorch ``torch.save`` files (converted or training
+  checkpoints), read with torch's weights-only unpickler.
+- ``insetgan-safetensors``: our own format (:mod:`networks.native`).
+StyleGAN3 pickles are recognised and refused.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from networks import native
+from networks.config import GeneratorConfig
+from networks.errors import CheckpointError, UnsafePickleError
+from networks.generator import Generator
+from networks.safe_pickle import PersistentRecord, safe_load_pickle
+from torch_utils.ops.upfirdn2d import setup_filter
+
+log = logging.getLogger(__name__)
+
+# The first pickle of a legacy (pre-zip) torch.save stream is this magic number.
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+W_AVG_SAMPLES = 10_000
+W_AVG_SEED = 0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded generator with where it came from."""
+
+    generator: Generator
+    format: str
+    path: str
+    notes: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Name the checkpoint format of ``path`` from its first bytes (never from its extension)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise CheckpointError(f"{path}: file is empty")
+    if native.looks_like_safetensors(head):
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head.startswith(_LEGACY_TORCH_MAGIC):
+        return "torch-legacy"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if head.startswith(b"\x89PNG"):
+        raise CheckpointError(f"{path}: is a PNG image, not a checkpoint")
+    if head[:3] == b"\xff\xd8\xff":
+        raise CheckpointError(f"{path}: is a JPEG image, not a checkpoint")
+    raise CheckpointError(f"{path}: unrecognised file format (not a pickle, torch.save archive or safetensors file)")
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load the generator stored in ``path`` (any supported format) in eval mode on ``device``."""
+    kind = detect_format(path)
+    if kind == "safetensors":
+        G, meta = native.load(path)
+        ckpt = Checkpoint(G, "insetgan-safetensors", str(path), metadata=meta)
+    elif kind == "pickle":
+        ckpt = _load_nvidia_pickle(Path(path))
+    else:
+        ckpt = _load_rosinality(Path(path))
+    ckpt.generator.eval().requires_grad_(False).to(device)
+    return ckpt
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+    """Load just the generator from ``path`` (see :func:`load_checkpoint`)."""
+    return load_checkpoint(path, device).generator
+
+
+def build_generator(cfg: GeneratorConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> Generator:
+    """Build a Generator from ``cfg`` and load ``state_dict``, cross-checking every key and shape."""
+    G = Generator(cfg)
+    expected = G.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{source}: state dict does not match its config: {'; '.join(parts)}")
+    for key, ref in expected.items():
+        got = state_dict[key]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{source}: tensor {key} has shape {list(got.shape)} but the config implies {list(ref.shape)}"
+            )
+        if not got.dtype.is_floating_point:
+            raise CheckpointError(f"{source}: tensor {key} has non-float dtype {got.dtype}")
+    G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
+    return G
+
+
+def estimate_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED) -> torch.Tensor:
+    """Mean of the mapping output over ``samples`` random z (fixed ``seed``), for files without w_avg."""
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros(G.w_dim, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, samples, 1000):
+            n = min(1000, samples - start)
+            z = torch.randn([n, G.z_dim], generator=gen)
+            c = None
+            if G.c_dim:
+                c = torch.nn.functional.one_hot(torch.randint(G.c_dim, [n], generator=gen), G.c_dim).float()
+            total += G.mapping(z, c)[:, 0].sum(dim=0).double()
+    return (total / samples).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# NVIDIA pickles
+
+
+def _load_nvidia_pickle(path: Path) -> Checkpoint:
+    data = safe_load_pickle(path.read_bytes())
+    if isinstance(data, PersistentRecord):
+        data = {"G_ema": data}  # a bare pickled network
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: pickle does not hold a StyleGAN snapshot dict")
+    if "G_ema" not in data:
+        keys = ", ".join(map(str, list(data)[:8])) or "none"
+        raise CheckpointError(f"{path}: pickle has no 'G_ema' network (keys: {keys})")
+    rec = data["G_ema"]
+    if not isinstance(rec, PersistentRecord):
+        raise CheckpointError(f"{path}: 'G_ema' is not a recorded network object")
+    classes = {r.class_name for _, r in rec.walk()}
+    sd = rec.state_dict()
+    if "SynthesisInput" in classes or any(k.startswith("synthesis.input.") for k in sd):
+        raise CheckpointError(
+            f"{path}: this is a StyleGAN3 generator (synthesis.input / filtered-lrelu layers); "
+            "StyleGAN3 is not supported yet: use a StyleGAN2 checkpoint"
+        )
+    if rec.class_name != "Generator":
+        raise CheckpointError(f"{path}: 'G_ema' is a {rec.class_name}, expected a StyleGAN2 Generator")
+    try:
+        cfg = GeneratorConfig.from_init_kwargs(rec.init_kwargs(), rec.init_args())
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unsupported generator arguments: {exc}") from None
+    notes: list[str] = []
+    if "mapping.w_avg" not in sd:
+        G = build_generator(cfg, {**sd, "mapping.w_avg": torch.zeros(cfg.w_dim)}, str(path))
+        G.mapping.w_avg.copy_(estimate_w_avg(G))
+        notes.append(f"w_avg missing: estimated from {W_AVG_SAMPLES} samples (seed {W_AVG_SEED})")
+    else:
+        G = build_generator(cfg, sd, str(path))
+    return Checkpoint(G, "nvidia-pkl", str(path), tuple(notes))
+
+
+# ----------------------------------------------------------------------------------------------
+# rosinality stylegan2-pytorch
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        # Training checkpoints carry their argparse options; a Namespace only holds plain values.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "global" in line), first[0] if first else "")
+        raise UnsafePickleError(f"{path}: refused by the weights-only loader: {detail.strip()}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated torch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _rosinality_state(obj: Any, path: Path) -> tuple[dict, torch.Tensor | None, bool]:
+    if isinstance(obj, dict) and "g_ema" in obj:
+        sd, avg, training = obj["g_ema"], obj.get("latent_avg"), "g_optim" in obj or "args" in obj
+    elif isinstance(obj, dict) and "style.1.weight" in obj:
+        sd, avg, training = obj, None, False
+    else:
+        keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: not a StyleGAN2 generator checkpoint (no 'g_ema'; found {keys})")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: 'g_ema' is not a state dict of tensors")
+    if avg is not None and not isinstance(avg, torch.Tensor):
+        raise CheckpointError(f"{path}: 'latent_avg' is not a tensor")
+    return sd, avg, training
+
+
+def rosinality_config(sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> GeneratorConfig:
+    """Infer the generator config of a rosinality ``g_ema`` state dict from its tensor shapes."""
+    try:
+        n_mlp = len([k for k in sd if re.fullmatch(r"style\.\d+\.weight", k)])
+        style_dim = int(sd["style.1.weight"].shape[0])
+        n_rgbs = len([k for k in sd if re.fullmatch(r"to_rgbs\.\d+\.conv\.weight", k)])
+        res = 2 ** (n_rgbs + 2)
+        channels = {4: int(sd["input.input"].shape[1])}
+        for i in range(1, n_rgbs + 1):
+            channels[4 * 2**i] = int(sd[f"convs.{2 * i - 2}.conv.weight"].shape[1])
+        img_channels = int(sd["to_rgb1.conv.weight"].shape[1])
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: rosinality state dict lacks {exc}") from None
+    cmax = max(channels.values())
+    candidates = sorted({c * r for r, c in channels.items() if c < cmax} or {cmax * res})
+    base = next((b for b in candidates if all(min(b // r, cmax) == c for r, c in channels.items())), None)
+    if base is None:
+        raise CheckpointError(f"{source}: unsupported channel table {channels}")
+    return GeneratorConfig(
+        z_dim=style_dim, w_dim=style_dim, c_dim=0, img_resolution=res, img_channels=img_channels,
+        mapping_layers=n_mlp, mapping_lr_multiplier=0.01, channel_base=base, channel_max=cmax,
+        num_fp16_res=0, conv_clamp=None, architecture="skip",
+    )
+
+
+def rosinality_to_nvidia(sd: Mapping[str, torch.Tensor], cfg: GeneratorConfig) -> dict[str, torch.Tensor]:
+    """Rename and reshape a rosinality ``g_ema`` state dict to NVIDIA key names."""
+    out: dict[str, torch.Tensor] = {}
+    for i in range(cfg.mapping_layers):
+        out[f"mapping.fc{i}.weight"] = sd[f"style.{i + 1}.weight"]
+        out[f"mapping.fc{i}.bias"] = sd[f"style.{i + 1}.bias"]
+    out["synthesis.b4.const"] = sd["input.input"][0]
+
+    def conv(dst: str, src: str) -> None:
+        out[f"{dst}.weight"] = sd[f"{src}.conv.weight"][0]
+        out[f"{dst}.affine.weight"] = sd[f"{src}.conv.modulation.weight"]
+        out[f"{dst}.affine.bias"] = sd[f"{src}.conv.modulation.bias"]
+        out[f"{dst}.noise_strength"] = sd[f"{src}.noise.weight"].reshape([])
+        out[f"{dst}.bias"] = sd[f"{src}.activate.bias"]
+
+    def torgb(dst: str, src: str) -> None:
+        out[f"{dst}.weight"] = sd[f"{src}.conv.weight"][0]
+        out[f"{dst}.affine.weight"] = sd[f"{src}.conv.modulation.weight"]
+        out[f"{dst}.affine.bias"] = sd[f"{src}.conv.modulation.bias"]
+        out[f"{dst}.bias"] = sd[f"{src}.bias"].reshape([-1])
+
+    conv("synthesis.b4.conv1", "conv1")
+    torgb("synthesis.b4.torgb", "to_rgb1")
+    for i, res in enumerate(cfg.block_resolutions[1:], start=1):
+        conv(f"synthesis.b{res}.conv0", f"convs.{2 * i - 2}")
+        conv(f"synthesis.b{res}.conv1", f"convs.{2 * i - 1}")
+        torgb(f"synthesis.b{res}.torgb", f"to_rgbs.{i - 1}")
+    noise_layers = ["synthesis.b4.conv1"] + [
+        f"synthesis.b{r}.conv{j}" for r in cfg.block_resolutions[1:] for j in (0, 1)
+    ]
+    for k, layer in enumerate(noise_layers):
+        out[f"{layer}.noise_const"] = sd[f"noises.noise_{k}"][0, 0]
+    expected_blur = setup_filter(list(cfg.resample_filter)) * 4
+    for key, tensor in sd.items():
+        if key.endswith(("blur.kernel", "upsample.kernel")) and not torch.allclose(tensor, expected_blur, atol=1e-6):
+            raise CheckpointError(f"unsupported resampling kernel in {key}")
+    filt = setup_filter(list(cfg.resample_filter))
+    for res in cfg.block_resolutions:
+        out[f"synthesis.b{res}.resample_filter"] = filt
+        out[f"synthesis.b{res}.conv1.resample_filter"] = filt
+        if res > 4:
+            out[f"synthesis.b{res}.conv0.resample_filter"] = filt
+    return out
+
+
+def _load_rosinality(path: Path) -> Checkpoint:
+    obj = _torch_load(path)
+    sd, avg, training = _rosinality_state(obj, path)
+    cfg = rosinality_config(sd, str(path))
+    try:
+        nv = rosinality_to_nvidia(sd, cfg)
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: rosinality state dict lacks {exc}") from None
+    notes: list[str] = []
+    if avg is None:
+        nv["mapping.w_avg"] = torch.zeros(cfg.w_dim)
+        G = build_generator(cfg, nv, str(path))
+        G.mapping.w_avg.copy_(estimate_w_avg(G))
+        note = f"no latent_avg in the file: w_avg estimated from {W_AVG_SAMPLES} samples (seed {W_AVG_SEED})"
+        log.warning("%s: %s", path, note)
+        notes.append(note)
+    else:
+        nv["mapping.w_avg"] = avg.reshape(-1)
+        G = build_generator(cfg, nv, str(path))
+    if training:
+        notes.append("training checkpoint: used g_ema; optimiser states and options ignored")
+    return Checkpoint(G, "rosinality", str(path), tuple(notes))

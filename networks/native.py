@@ -1,0 +1,86 @@
+"""insetgan's own checkpoint format: safetensors + the generator config in the header metadata.
+
+Tensors use NVIDIA key names; the metadata holds ``format`` (``insetgan-generator``),
+``format_version`` and ``config`` (JSON of :class:`networks.config.GeneratorConfig`), plus any
+extra string entries a writer adds (e.g. region priors). No pickle is involved.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from networks.config import GeneratorConfig
+from networks.errors import CheckpointError
+
+FORMAT_NAME = "insetgan-generator"
+FORMAT_VERSION = 1
+
+
+def looks_like_safetensors(head: bytes) -> bool:
+    """True when ``head`` (the first bytes of a file) starts a safetensors header."""
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n < 100_000_000 and head[8:9] == b"{"
+
+
+def save(G: torch.nn.Module, path: str | os.PathLike, extra: Mapping[str, Any] | None = None,
+         dtype: torch.dtype = torch.float32) -> None:
+    """Write ``G`` (a :class:`networks.generator.Generator`) atomically to ``path``.
+
+    ``extra`` entries are stored as JSON strings in the metadata; ``dtype`` sets the storage
+    precision of floating-point tensors (loading always returns float32).
+    """
+    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": G.cfg.to_json()}
+    for key, value in (extra or {}).items():
+        if key in meta:
+            raise ValueError(f"metadata key {key!r} is reserved")
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in G.state_dict().items()}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The header metadata of a safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
+
+
+def load(path: str | os.PathLike):
+    """Load ``(Generator, metadata)`` from an insetgan safetensors file."""
+    from networks.checkpoints import build_generator  # local import: checkpoints imports this module
+
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: safetensors file without insetgan generator metadata")
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version} is newer than this insetgan supports")
+    try:
+        cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid generator config in metadata ({exc})") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
+    return build_generator(cfg, tensors, str(path)), meta

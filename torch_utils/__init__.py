@@ -1,0 +1,1 @@
+"""Tensor utilities and resampling/activation ops used by the generators (no model knowledge)."""
