@@ -1,0 +1,253 @@
+"""The ``insetgan`` command line: thin wrappers that parse, load, call library functions and write files."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+import torch
+
+import insetgan
+from insetgan import io as iio
+from insetgan.generate import SampleConfig, sample_seeds
+from networks import native
+from networks.checkpoints import Checkpoint, load_checkpoint
+from networks.errors import CheckpointError
+from networks.generator import NOISE_MODES
+
+log = logging.getLogger("insetgan")
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user (exit code 1)."""
+
+
+def _handle_errors(fn: Callable) -> Callable:
+    """Turn library errors into one-line user errors (tracebacks only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (CheckpointError, ValueError, OSError) as exc:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(msg) from None
+
+    return wrapper
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "insetgan": insetgan.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _prepare_outdir(outdir: str) -> Path:
+    path = Path(outdir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--outdir {outdir} exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(insetgan.__version__, prog_name="insetgan")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--quiet", is_flag=True, help="Only print errors.")
+def cli(debug: bool, quiet: bool) -> None:
+    """Compose full-body humans from canvas and inset StyleGAN2 generators."""
+    level = logging.DEBUG if debug else (logging.ERROR if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+
+
+@cli.command()
+@click.option("--network", "network", required=True, metavar="CKPT", help="Generator checkpoint (.pkl, .pt, .safetensors).")
+@click.option("--seeds", required=True, help="Seeds, e.g. 0-3,7.")
+@click.option("--trunc", "trunc", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc-cutoff", type=int, default=None, help="Truncate only the first N layers.")
+@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
+@click.option("--class", "class_idx", type=int, default=None, help="Class label for conditional networks.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--raw", is_flag=True, help="Also write each float32 CHW image as seedNNNN.npy.")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@_handle_errors
+def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, noise_mode: str,
+             class_idx: int | None, device: str, raw: bool, outdir: str) -> None:
+    """Generate images for the given seeds.
+
+    \b
+    Example:
+      insetgan generate --network ffhq.pkl --seeds 0-3,7 --trunc 0.7 --outdir out/
+    """
+    seed_list = iio.parse_range(seeds, "seed")
+    dev = _device(device)
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(network, dev)
+    load_s = time.perf_counter() - t0
+    G = ckpt.generator
+    cfg = SampleConfig(trunc, trunc_cutoff, noise_mode, class_idx)
+    cfg.validate(G)
+    t1 = time.perf_counter()
+    images, per_seed = sample_seeds(G, seed_list, cfg)
+    gen_s = time.perf_counter() - t1
+
+    # Encode everything before the first write, then write each file atomically.
+    arrays = [iio.to_uint8(img) for img in images]
+    files: dict[str, bytes] = {}
+    for seed, img, arr in zip(seed_list, images, arrays):
+        files[f"seed{seed:04d}.png"] = iio.png_bytes(arr)
+        if raw:
+            files[f"seed{seed:04d}.npy"] = iio.npy_bytes(img.numpy().astype(np.float32))
+    files["grid.png"] = iio.png_bytes(iio.grid(arrays))
+    report = {
+        "command": "generate",
+        "inputs": {"network": str(network), "sha256": _sha256(network), "format": ckpt.format, "notes": list(ckpt.notes)},
+        "seeds": seed_list,
+        "settings": {"truncation_psi": trunc, "truncation_cutoff": trunc_cutoff, "noise_mode": noise_mode,
+                     "class": class_idx, "device": str(dev), "z": "np.random.RandomState(seed).randn(1, z_dim)"},
+        "generator": G.cfg.to_dict(),
+        "num_ws": G.num_ws,
+        "outputs": sorted(files) + ["report.json"],
+        "timings_s": {"load": round(load_s, 4), "generate": round(gen_s, 4),
+                      "per_seed": [round(s, 4) for s in per_seed]},
+        "versions": _versions(),
+    }
+    files["report.json"] = iio.json_bytes(report)
+    out = _prepare_outdir(outdir)
+    for name, data in files.items():
+        iio.atomic_write_bytes(out / name, data)
+    log.info("wrote %d images, grid.png and report.json to %s", len(seed_list), out)
+
+
+def describe(ckpt: Checkpoint) -> dict[str, Any]:
+    """A JSON-able summary of a loaded checkpoint (what ``inspect`` prints)."""
+    G = ckpt.generator
+    cfg = G.cfg
+    return {
+        "path": ckpt.path,
+        "format": ckpt.format,
+        "resolution": {"height": cfg.img_height, "width": cfg.img_width},
+        "z_dim": cfg.z_dim,
+        "w_dim": cfg.w_dim,
+        "c_dim": cfg.c_dim,
+        "img_channels": cfg.img_channels,
+        "num_ws": G.num_ws,
+        "mapping_layers": cfg.mapping_layers,
+        "mapping_lr_multiplier": cfg.mapping_lr_multiplier,
+        "architecture": cfg.architecture,
+        "channels": {str(r): cfg.channels(r) for r in cfg.block_resolutions},
+        "parameters": sum(p.numel() for p in G.parameters()),
+        "num_fp16_res": cfg.num_fp16_res,
+        "fp16_resolutions": [r for r in cfg.block_resolutions if r >= cfg.fp16_resolution] if cfg.num_fp16_res else [],
+        "conv_clamp": cfg.conv_clamp,
+        "notes": list(ckpt.notes),
+        "config": cfg.to_dict(),
+    }
+
+
+@cli.command()
+@click.argument("checkpoint", metavar="CKPT")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_handle_errors
+def inspect(checkpoint: str, as_json: bool) -> None:
+    """Describe a checkpoint: format, resolution, dims, channels, parameters.
+
+    \b
+    Example:
+      insetgan inspect stylegan_human_v2_1024.pkl --json
+    """
+    info = describe(load_checkpoint(checkpoint))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    res = info["resolution"]
+    fp16 = ", ".join(map(str, info["fp16_resolutions"])) or "none"
+    lines = [
+        f"file          {info['path']}",
+        f"format        {info['format']}",
+        f"resolution    {res['height']}x{res['width']} (HxW), {info['img_channels']} channel(s)",
+        f"z/w/c dims    {info['z_dim']} / {info['w_dim']} / {info['c_dim']}",
+        f"num_ws        {info['num_ws']}",
+        f"mapping       {info['mapping_layers']} layers, lr multiplier {info['mapping_lr_multiplier']}",
+        f"architecture  {info['architecture']}",
+        "channels      " + ", ".join(f"{r}:{c}" for r, c in info["channels"].items()),
+        f"parameters    {info['parameters']:,}",
+        f"fp16 blocks   {fp16} (CUDA only); conv_clamp {info['conv_clamp']}",
+    ]
+    lines += [f"note          {n}" for n in info["notes"]]
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("src", metavar="IN")
+@click.argument("dst", metavar="OUT.safetensors")
+@click.option("--fp16", is_flag=True, help="Store weights as float16 (half the size).")
+@_handle_errors
+def convert(src: str, dst: str, fp16: bool) -> None:
+    """Convert any supported checkpoint to insetgan's safetensors format.
+
+    \b
+    Example:
+      insetgan convert stylegan2-ffhq-config-f.pt ffhq.safetensors
+    """
+    ckpt = load_checkpoint(src)
+    out = Path(dst)
+    if out.is_dir():
+        raise ValueError(f"{dst} is a directory")
+    if not out.parent.exists():
+        raise ValueError(f"folder {out.parent} does not exist")
+    extra = {"source_format": ckpt.format, "source_file": Path(src).name, "notes": list(ckpt.notes)}
+    native.save(ckpt.generator, out, extra=extra, dtype=torch.float16 if fp16 else torch.float32)
+    log.info("wrote %s (%s -> insetgan-safetensors)", out, ckpt.format)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI with one-line errors and proper exit codes."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args=argv, prog_name="insetgan", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line unless --debug
+        if "--debug" in argv:
+            raise
+        click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,65 @@
+"""Sampling images from a generator with the official seed convention."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from networks.generator import NOISE_MODES, Generator
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to sample: truncation, noise and class."""
+
+    truncation_psi: float = 1.0
+    truncation_cutoff: int | None = None
+    noise_mode: str = "const"
+    class_idx: int | None = None
+
+    def validate(self, G: Generator) -> None:
+        """Raise ``ValueError`` when the settings do not fit ``G``."""
+        if self.noise_mode not in NOISE_MODES:
+            raise ValueError(f"unknown noise mode {self.noise_mode!r}; choose from {', '.join(NOISE_MODES)}")
+        if self.truncation_cutoff is not None and not 0 <= self.truncation_cutoff <= G.num_ws:
+            raise ValueError(f"truncation cutoff must be in [0, {G.num_ws}], got {self.truncation_cutoff}")
+        if G.c_dim == 0 and self.class_idx is not None:
+            raise ValueError("--class was given but the network is unconditional")
+        if G.c_dim > 0:
+            if self.class_idx is None:
+                raise ValueError(f"the network is conditional: give --class in [0, {G.c_dim - 1}]")
+            if not 0 <= self.class_idx < G.c_dim:
+                raise ValueError(f"class {self.class_idx} is out of range [0, {G.c_dim - 1}]")
+
+
+def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:
+    """The official latent for ``seed``: ``np.random.RandomState(seed).randn(1, z_dim)`` as float32."""
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim).astype(np.float32))
+
+
+def class_vector(G: Generator, class_idx: int | None, device: torch.device) -> torch.Tensor | None:
+    """One-hot class labels [1, c_dim] (None for unconditional networks)."""
+    if G.c_dim == 0:
+        return None
+    c = torch.zeros([1, G.c_dim], device=device)
+    c[0, class_idx] = 1
+    return c
+
+
+@torch.no_grad()
+def sample_seeds(G: Generator, seeds: list[int], cfg: SampleConfig) -> tuple[list[torch.Tensor], list[float]]:
+    """Generate one image [C, H, W] per seed (batch 1 each, as the references do) and per-seed seconds."""
+    cfg.validate(G)
+    device = next(G.parameters()).device
+    c = class_vector(G, cfg.class_idx, device)
+    images, seconds = [], []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        z = z_from_seed(seed, G.z_dim).to(device)
+        img = G(z, c, truncation_psi=cfg.truncation_psi, truncation_cutoff=cfg.truncation_cutoff,
+                noise_mode=cfg.noise_mode)
+        images.append(img[0].float().cpu())
+        seconds.append(time.perf_counter() - t0)
+    return images, seconds

@@ -1,0 +1,103 @@
+"""File output helpers: atomic writes, image conversion, grids and argument parsing."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode(writer: Callable[[io.BytesIO], Any]) -> bytes:
+    """Run ``writer`` on an in-memory buffer and return the bytes it wrote."""
+    buf = io.BytesIO()
+    writer(buf)
+    return buf.getvalue()
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """Convert a [C, H, W] image in [-1, 1] to HWC uint8 (``img*127.5 + 128`` clamped, truncated)."""
+    arr = (img.detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return arr.permute(1, 2, 0).cpu().numpy()
+
+
+def pil_image(arr: np.ndarray) -> Image.Image:
+    """A PIL image from an HWC uint8 array with 1, 3 or 4 channels."""
+    if arr.shape[2] == 1:
+        return Image.fromarray(arr[:, :, 0], "L")
+    if arr.shape[2] in (3, 4):
+        return Image.fromarray(arr, "RGB" if arr.shape[2] == 3 else "RGBA")
+    raise ValueError(f"cannot save an image with {arr.shape[2]} channels")
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """PNG encoding of an HWC uint8 array."""
+    return encode(lambda buf: pil_image(arr).save(buf, format="PNG"))
+
+
+def grid(images: Sequence[np.ndarray], cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile equally sized HWC uint8 images into one grid (near-square by default)."""
+    if not images:
+        raise ValueError("no images for the grid")
+    n = len(images)
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    h, w, c = images[0].shape
+    out = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), 255, dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, q = divmod(i, cols)
+        out[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = im
+    return out
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Indented JSON encoding with a trailing newline."""
+    return (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    """``.npy`` encoding of an array."""
+    return encode(lambda buf: np.save(buf, arr, allow_pickle=False))
+
+
+_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+MAX_SEED = 2**32 - 1
+
+
+def parse_range(text: str, what: str = "seed") -> list[int]:
+    """Parse ``'0-3,7'`` into ``[0, 1, 2, 3, 7]`` (non-negative, ascending ranges, no empties)."""
+    values: list[int] = []
+    for part in str(text).split(","):
+        m = _RANGE.match(part.strip())
+        if not m:
+            raise ValueError(f"invalid {what} range {text!r}: expected e.g. 0-3,7")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"invalid {what} range {part.strip()!r}: end before start")
+        if hi > MAX_SEED:
+            raise ValueError(f"{what} {hi} is out of range (0..{MAX_SEED})")
+        if hi - lo > 100_000:
+            raise ValueError(f"{what} range {part.strip()!r} is too long")
+        values.extend(range(lo, hi + 1))
+    return values
