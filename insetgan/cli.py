@@ -22,6 +22,7 @@ from networks import native
 from networks.checkpoints import Checkpoint, load_checkpoint
 from networks.errors import CheckpointError
 from networks.generator import NOISE_MODES
+from torch_utils.cpu_alloc import tune_cpu_allocator
 
 log = logging.getLogger("insetgan")
 
@@ -233,6 +234,7 @@ def convert(src: str, dst: str, fp16: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI with one-line errors and proper exit codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    tune_cpu_allocator()
     try:
         cli.main(args=argv, prog_name="insetgan", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -74,8 +74,8 @@ class GeneratorConfig:
         for name in ("mapping_activation", "activation"):
             if getattr(self, name) not in ACTIVATIONS:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}")
-        if not 0 <= self.num_fp16_res <= self.num_blocks:
-            raise ValueError(f"num_fp16_res must be in [0, {self.num_blocks}], got {self.num_fp16_res}")
+        if self.num_fp16_res < 0:
+            raise ValueError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
         if self.conv_clamp is not None and self.conv_clamp < 0:
             raise ValueError("conv_clamp must be None or >= 0")
         if min(self.channels(r) for r in self.block_resolutions) < 1:

@@ -276,28 +276,37 @@ class SynthesisBlock(nn.Module):
         noise_mode: str,
         fused: bool,
         force_fp32: bool,
+        channels_last: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run the block on features ``x`` and the running image ``img``."""
+        """Run the block on features ``x`` and the running image ``img``.
+
+        ``channels_last=None`` picks the faster memory layout: NHWC on CPU (oneDNN convolutions
+        and depthwise filters run about 1.5-2x faster there), NHWC for float16 blocks on CUDA
+        (as the official code does), NCHW otherwise. The layout never changes the values.
+        """
         w_iter = iter(ws.unbind(dim=1))
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
         dtype = torch.float16 if use_fp16 else torch.float32
+        if channels_last is None:
+            channels_last = ws.device.type == "cpu" or use_fp16
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         if self.in_channels == 0:
-            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1]).contiguous(memory_format=fmt)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
         elif self.architecture == "resnet":
-            x = x.to(dtype)
+            x = x.to(dtype).contiguous(memory_format=fmt)
             y = self.skip(x, gain=np.sqrt(0.5))
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, gain=np.sqrt(0.5))
             x = y + x
         else:
-            x = x.to(dtype)
+            x = x.to(dtype).contiguous(memory_format=fmt)
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
         if img is not None:
             img = upfirdn2d.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused=fused).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused=fused).to(torch.float32, memory_format=torch.contiguous_format)
             img = img + y if img is not None else y
         return x, img
 
@@ -331,13 +340,15 @@ class SynthesisNetwork(nn.Module):
         noise_mode: str = "const",
         fused_modconv: bool | None = None,
         force_fp32: bool = False,
+        channels_last: bool | None = None,
     ) -> torch.Tensor:
         """Synthesise images from ``ws``.
 
         ``noise_mode``: 'random' (fresh noise), 'const' (the stored noise maps) or 'none'.
         ``fused_modconv=None`` picks the cheaper modulated-convolution path: activations are
         modulated (non-fused) whenever a backward pass may follow or the batch has several
-        samples, weights are modulated (fused) for batch-1 inference.
+        samples, weights are modulated (fused) for batch-1 inference. ``channels_last=None``
+        picks the memory layout per block (see :meth:`SynthesisBlock.forward`).
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
@@ -354,7 +365,8 @@ class SynthesisNetwork(nn.Module):
         for block in self.blocks():
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, fused=fused_modconv, force_fp32=force_fp32)
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, fused=fused_modconv, force_fp32=force_fp32,
+                           channels_last=channels_last)
         return img
 
 

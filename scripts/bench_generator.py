@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Benchmark the generator: synthesis forward and forward+backward to ws (latent optimisation).
+
+Prints a table of median times per configuration and path, with ratios against the reference
+path measured in the same run. The reference path is the official algorithm as the official
+code runs it: weights modulated per sample (fused modulated convolution, what
+stylegan2-ada-pytorch uses in eval mode), NCHW tensors, the plain-PyTorch ops and the default
+allocator. Our path picks the modulated convolution (non-fused when a backward pass may
+follow), the memory layout (NHWC on CPU) and tunes the allocator
+(``torch_utils.cpu_alloc``), as the CLI does. Each row runs in a fresh process so allocator
+settings do not leak between rows.
+
+    python scripts/bench_generator.py                   # all sizes, CPU (and CUDA if present)
+    python scripts/bench_generator.py --sizes 256 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from networks.config import GeneratorConfig  # noqa: E402
+from networks.generator import Generator  # noqa: E402
+from torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
+
+CONFIGS = {
+    "1024": dict(img_resolution=1024, channel_base=32768, channel_max=512, mapping_layers=8),
+    "256": dict(img_resolution=256, channel_base=32768, channel_max=512, mapping_layers=8),
+    "1024x512": dict(img_resolution=1024, square=False, channel_base=32768, channel_max=512, mapping_layers=8),
+}
+REFERENCE = "reference (official algorithm)"
+PATHS = {
+    REFERENCE: dict(kwargs=dict(fused_modconv=True, channels_last=False), tune=False),
+    "reference + tuned allocator": dict(kwargs=dict(fused_modconv=True, channels_last=False), tune=True),
+    "ours, default allocator": dict(kwargs=dict(fused_modconv=None, channels_last=None), tune=False),
+    "ours (as the CLI runs)": dict(kwargs=dict(fused_modconv=None, channels_last=None), tune=True),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn, repeats: int, device: torch.device) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(size: str, path: str, device: str, repeats: int) -> dict[str, float]:
+    """Time forward and forward+backward to ws for one config and path (in this process)."""
+    spec = PATHS[path]
+    if spec["tune"]:
+        tune_cpu_allocator()
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(**CONFIGS[size])).eval().requires_grad_(False).to(dev)
+    ws = G.mapping(torch.randn(1, G.z_dim, device=dev), None).detach()
+
+    def fwd():
+        with torch.no_grad():
+            G.synthesis(ws, noise_mode="const", **spec["kwargs"])
+
+    def fwd_bwd():
+        w = ws.clone().requires_grad_(True)
+        G.synthesis(w, noise_mode="const", **spec["kwargs"]).square().mean().backward()
+
+    return {"forward": time_call(fwd, repeats, dev), "fwd_bwd": time_call(fwd_bwd, repeats, dev)}
+
+
+def main() -> None:
+    """Run every row in a worker process and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--worker", nargs=3, metavar=("SIZE", "PATH", "DEVICE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.worker[0], args.worker[1], args.worker[2], args.repeats)))
+        return
+    devices = ["cpu"]
+    if args.device == "cuda":
+        devices = ["cuda"]
+    elif args.device == "auto" and torch.cuda.is_available():
+        devices.append("cuda")
+    print(f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          "batch 1, float32, random weights")
+    print("| device | config | path | forward s | fwd+bwd to ws s | forward ratio | fwd+bwd ratio |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for device in devices:
+        for size in args.sizes:
+            ref = None
+            for path in PATHS:
+                out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--worker", size,
+                                      path, device], capture_output=True, text=True, check=True)
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                ref = ref or res
+                print(f"| {device} | {size} | {path} | {res['forward']:.3f} | {res['fwd_bwd']:.3f} | "
+                      f"{res['forward'] / ref['forward']:.2f} | {res['fwd_bwd'] / ref['fwd_bwd']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
