@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, fixture_path
-from tests.pickles import nvidia_pickle_bytes
+from tests.pickles import nvidia_pickle_bytes, official_init_kwargs
 from networks.config import GeneratorConfig
 from networks.generator import Generator
 
@@ -99,12 +99,16 @@ def bad_files(tmp_path):
     G = Generator(GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channel_base=64, channel_max=8))
     files["no_gema"] = tmp_path / "nogema.pkl"
     files["no_gema"].write_bytes(nvidia_pickle_bytes(G, omit=("G_ema",)))
+    kwargs = official_init_kwargs(G)
+    kwargs["synthesis_kwargs"]["channel_max"] = 4
+    files["shapes"] = tmp_path / "shapes.pkl"
+    files["shapes"].write_bytes(nvidia_pickle_bytes(G, init_kwargs=kwargs))
     return files
 
 
 @pytest.mark.parametrize(
     "case, pattern",
-    [("empty", "empty"), ("truncated", "truncated"), ("png", "PNG image"), ("no_gema", "G_ema"),
+    [("empty", "empty"), ("truncated", "truncated"), ("png", "PNG image"), ("no_gema", "G_ema"), ("shapes", "shape"),
      ("missing", "no such file")],
 )
 def test_generate_bad_network_files(tmp_path, bad_files, case, pattern):

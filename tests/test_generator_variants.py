@@ -192,3 +192,20 @@ def test_protocol3_pickle_with_ordered_dicts(tmp_path):
     G2 = load_checkpoint(path).generator
     z = torch.randn(1, 16)
     assert torch.equal(G(z, None), G2(z, None))
+
+
+def test_numpy2_scalar_names_are_accepted(tmp_path):
+    """Pickles written under numpy >= 2 name numpy._core.multiarray.scalar (fixtures use numpy.core)."""
+    import numpy as np
+
+    G = _randomise(Generator(GeneratorConfig(**BASE)))
+    kwargs = official_init_kwargs(G)
+    kwargs["mapping_kwargs"]["lr_multiplier"] = np.float64(0.01)
+    data = nvidia_pickle_bytes(G, init_kwargs=kwargs)
+    assert b"numpy._core.multiarray" in data or b"numpy._core" in data
+    path = tmp_path / "np2.pkl"
+    path.write_bytes(data)
+    G2 = load_checkpoint(path).generator
+    assert G2.cfg.mapping_lr_multiplier == 0.01
+    z = torch.randn(1, 16)
+    assert torch.equal(G(z, None), G2(z, None))
