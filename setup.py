@@ -17,6 +17,7 @@ setup(
         "click>=8.1",
         "pillow>=9.0",
         "tqdm>=4.60",
+        "ninja>=1.10",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["insetgan=insetgan.cli:main"]},

@@ -7,10 +7,13 @@ int or ``[sx, sy]``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
+
+from torch_utils.ops import dispatch
 
 Scaling = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int]]
@@ -81,6 +84,22 @@ def setup_filter(
     return f.to(device=device)
 
 
+@dataclass(frozen=True)
+class UpFirDnParams:
+    """Normalised arguments of one upfirdn2d call."""
+
+    upx: int
+    upy: int
+    downx: int
+    downy: int
+    px0: int
+    px1: int
+    py0: int
+    py1: int
+    flip_filter: bool
+    gain: float
+
+
 def upfirdn2d(
     x: torch.Tensor,
     f: torch.Tensor | None,
@@ -89,10 +108,12 @@ def upfirdn2d(
     padding: Padding = 0,
     flip_filter: bool = False,
     gain: float = 1.0,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """Pad, upsample (zero insertion), FIR-filter and downsample a ``[N, C, H, W]`` tensor.
 
-    Reference implementation in plain PyTorch; differentiable to any order.
+    ``impl``: 'auto' (compiled kernel when available), 'ref', 'cpp' or 'cuda'; see
+    :mod:`torch_utils.ops.dispatch`. Differentiable to any order with every implementation.
     """
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects a 4-D tensor, got shape {list(x.shape)}")
@@ -101,7 +122,74 @@ def upfirdn2d(
     upx, upy = parse_scaling(up)
     downx, downy = parse_scaling(down)
     px0, px1, py0, py1 = parse_padding(padding)
-    filter_size(f)  # validates the filter rank
+    fw, fh = filter_size(f)
+    out_h = (x.shape[2] * upy + py0 + py1 - fh) // downy + 1
+    out_w = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
+    if x.shape[2] * upy + py0 + py1 < fh or x.shape[3] * upx + px0 + px1 < fw or out_h < 1 or out_w < 1:
+        raise ValueError(f"upfirdn2d: input {list(x.shape)} with this padding and filter gives an empty output")
+    params = UpFirDnParams(upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), float(gain))
+    kind = dispatch.resolve(impl, x)
+    if kind == "ref":
+        return _upfirdn2d_ref(x, f, params)
+    return _UpFirDn2dCompiled.apply(x, f, params, kind)
+
+
+def _kernel_taps(f: torch.Tensor, params: UpFirDnParams, kind: str):
+    """(fy, fx, f2d) taps for the kernels: flip and gain applied; rank-1 2-D filters made separable."""
+    f = f.to(torch.float64) * (params.gain ** (f.ndim / 2))
+    if not params.flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    empty = f.new_zeros([0])
+    if f.ndim == 1:
+        return f, f, empty
+    if kind == "cpp":
+        i, j = divmod(int(f.abs().argmax()), f.shape[1])
+        if f[i, j] != 0:
+            fy, fx = f[:, j], f[i, :] / f[i, j]
+            if torch.allclose(torch.outer(fy, fx), f, rtol=1e-7, atol=1e-12 * float(f.abs().max())):
+                return fy, fx, empty
+    return empty, empty, f
+
+
+def _run_kernel(x: torch.Tensor, f: torch.Tensor, p: UpFirDnParams, kind: str) -> torch.Tensor:
+    fy, fx, f2d = _kernel_taps(f, p, kind)
+    return dispatch.plugin(kind).upfirdn2d(
+        x, fy, fx, f2d, p.upx, p.upy, p.downx, p.downy, p.px0, p.px1, p.py0, p.py1, dispatch.poison()
+    )
+
+
+class _UpFirDn2dCompiled(torch.autograd.Function):
+    """upfirdn2d through a compiled kernel; its gradient is another upfirdn2d (any order)."""
+
+    @staticmethod
+    def forward(ctx, x, f, params, kind):  # noqa: D102
+        ctx.save_for_backward(f)
+        ctx.params, ctx.kind, ctx.in_shape = params, kind, x.shape
+        return _run_kernel(x, f, params, kind)
+
+    @staticmethod
+    def backward(ctx, dy):  # noqa: D102
+        (f,) = ctx.saved_tensors
+        p = ctx.params
+        ih, iw = ctx.in_shape[2:]
+        oh, ow = dy.shape[2:]
+        fw, fh = filter_size(f)
+        grad_params = replace(
+            p,
+            upx=p.downx, upy=p.downy, downx=p.upx, downy=p.upy,
+            px0=fw - p.px0 - 1, px1=iw * p.upx - ow * p.downx + p.px0 - p.upx + 1,
+            py0=fh - p.py0 - 1, py1=ih * p.upy - oh * p.downy + p.py0 - p.upy + 1,
+            flip_filter=not p.flip_filter,
+        )
+        dx = _UpFirDn2dCompiled.apply(dy, f, grad_params, ctx.kind) if ctx.needs_input_grad[0] else None
+        return dx, None, None, None
+
+
+def _upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor, p: UpFirDnParams) -> torch.Tensor:
+    """Plain-PyTorch reference of :func:`upfirdn2d`."""
+    upx, upy, downx, downy = p.upx, p.upy, p.downx, p.downy
+    px0, px1, py0, py1 = p.px0, p.px1, p.py0, p.py1
+    flip_filter, gain = p.flip_filter, p.gain
     n, c, h, w = x.shape
 
     # Upsample by inserting zeros after each sample.
@@ -132,13 +220,18 @@ def upfirdn2d(
 
 
 def filter2d(
-    x: torch.Tensor, f: torch.Tensor, padding: Padding = 0, flip_filter: bool = False, gain: float = 1.0
+    x: torch.Tensor,
+    f: torch.Tensor,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1.0,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """Filter a tensor with ``f``, keeping its size (plus ``padding``)."""
     px0, px1, py0, py1 = parse_padding(padding)
     fw, fh = filter_size(f)
     p = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
-    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain)
+    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
 def upsample2d(
@@ -148,6 +241,7 @@ def upsample2d(
     padding: Padding = 0,
     flip_filter: bool = False,
     gain: float = 1.0,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """Upsample by ``up`` with the anti-imaging filter ``f`` (output is ``up`` times larger)."""
     upx, upy = parse_scaling(up)
@@ -159,7 +253,7 @@ def upsample2d(
         py0 + (fh + upy - 1) // 2,
         py1 + (fh - upy) // 2,
     ]
-    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy)
+    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
 def downsample2d(
@@ -169,6 +263,7 @@ def downsample2d(
     padding: Padding = 0,
     flip_filter: bool = False,
     gain: float = 1.0,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """Downsample by ``down`` after the anti-aliasing filter ``f``."""
     downx, downy = parse_scaling(down)
@@ -180,4 +275,4 @@ def downsample2d(
         py0 + (fh - downy + 1) // 2,
         py1 + (fh - downy) // 2,
     ]
-    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain)
+    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)

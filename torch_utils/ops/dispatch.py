@@ -1,0 +1,57 @@
+"""Choose between the reference ops and the compiled kernels.
+
+``impl='auto'`` uses the compiled kernel for the tensor's device when it builds (a warning is
+logged once otherwise) and the dtype is supported; ``'cpp'`` / ``'cuda'`` insist on it and
+raise when it cannot be had; ``'ref'`` is the plain-PyTorch reference. The environment
+variable ``INSETGAN_OPS=ref`` forces the reference everywhere. ``INSETGAN_OPS_POISON=1`` makes
+the kernels fill their outputs with NaN before computing (tests use it to catch unwritten
+elements).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from torch_utils import custom_ops
+
+IMPLS = ("auto", "ref", "cpp", "cuda")
+KERNEL_DTYPES = {
+    "cpp": (torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.float32, torch.float64),
+}
+
+
+def forced_reference() -> bool:
+    """True when ``INSETGAN_OPS=ref`` is set."""
+    return os.environ.get("INSETGAN_OPS", "").strip().lower() == "ref"
+
+
+def poison() -> bool:
+    """True when kernels should poison their outputs first (``INSETGAN_OPS_POISON=1``)."""
+    return os.environ.get("INSETGAN_OPS_POISON", "") == "1"
+
+
+def resolve(impl: str, x: torch.Tensor) -> str:
+    """Return 'ref', 'cpp' or 'cuda' for running an op on ``x`` with the requested ``impl``."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    if impl == "ref" or forced_reference():
+        return "ref"
+    kind = "cuda" if x.device.type == "cuda" else "cpp"
+    if impl == "auto":
+        if x.device.type not in ("cpu", "cuda") or x.dtype not in KERNEL_DTYPES[kind]:
+            return "ref"
+        available, _ = custom_ops.plugin_status("cuda" if kind == "cuda" else "cpu")
+        return kind if available else "ref"
+    if impl != kind:
+        raise ValueError(f"impl={impl!r} cannot run on a {x.device.type} tensor")
+    if x.dtype not in KERNEL_DTYPES[kind]:
+        raise ValueError(f"impl={impl!r} does not support {x.dtype}")
+    custom_ops.get_plugin("cuda" if kind == "cuda" else "cpu")  # raises RuntimeError when it cannot build
+    return kind
+
+
+def plugin(kind: str):
+    """The loaded plugin module for kind 'cpp' or 'cuda'."""
+    return custom_ops.get_plugin("cuda" if kind == "cuda" else "cpu")
