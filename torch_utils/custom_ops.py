@@ -47,13 +47,14 @@ class PluginSpec:
     cflags: tuple[str, ...] = CPU_FLAGS
     cuda_cflags: tuple[str, ...] = ()
     device: str = "cpu"
+    source_dir: Path = CSRC
 
 
 PLUGINS = {
     "cpu": PluginSpec("insetgan_ops_cpu", ("ops_cpu.cpp",)),
     "cuda": PluginSpec(
         "insetgan_ops_cuda",
-        ("ops_cuda.cpp", "ops_cuda_kernels.cu"),
+        ("ops_cuda.cpp", "ops_cuda_kernels.cu", "ops_cuda.h"),
         cflags=CPU_FLAGS,
         cuda_cflags=("-O3", "--use_fast_math", "-std=c++17"),
         device="cuda",
@@ -84,7 +85,7 @@ def plugin_hash(spec: PluginSpec) -> str:
     h = hashlib.sha256()
     for src in spec.sources:
         h.update(src.encode())
-        h.update((CSRC / src).read_bytes())
+        h.update((spec.source_dir / src).read_bytes())
     extra = [spec.name, *spec.cflags, *spec.cuda_cflags, torch.__version__, spec.device,
              sysconfig.get_config_var("EXT_SUFFIX") or ""]
     if spec.device == "cpu":
@@ -139,7 +140,7 @@ def build_plugin(spec: PluginSpec) -> ModuleType:
                 with contextlib.redirect_stdout(out):
                     cpp_ext.load(
                         name=module_name,
-                        sources=[str(CSRC / s) for s in spec.sources],
+                        sources=[str(spec.source_dir / s) for s in spec.sources if not s.endswith(".h")],
                         extra_cflags=list(spec.cflags),
                         extra_cuda_cflags=list(spec.cuda_cflags),
                         extra_ldflags=["-fopenmp"] if "-fopenmp" in spec.cflags else [],

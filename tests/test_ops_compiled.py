@@ -1,0 +1,235 @@
+"""Compiled kernels: random cases against the reference, gradients, dispatch and the builder."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, fixture_path
+from torch_utils import custom_ops
+from torch_utils.ops import bias_act, dispatch, upfirdn2d
+from torch_utils.ops.bias_act import ACTIVATIONS
+
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+
+
+@pytest.fixture(autouse=True)
+def _poison_outputs(monkeypatch):
+    monkeypatch.setenv("INSETGAN_OPS_POISON", "1")
+
+
+def _filters(gen):
+    return {
+        "sep4": upfirdn2d.setup_filter([1, 3, 3, 1], separable=True),
+        "full4": upfirdn2d.setup_filter([1, 3, 3, 1]),
+        "rand5x3": torch.randn(5, 3, generator=gen),
+        "sep6": upfirdn2d.setup_filter([1, 5, 10, 10, 5, 1], separable=True),
+    }
+
+
+UFD_CASES = [
+    # (up, down, padding)
+    (1, 1, [1, 2, 2, 1]),
+    (2, 1, [2, 1, 2, 1]),
+    (1, 2, [1, 1, 1, 1]),
+    (2, 2, [3, 0, 1, 2]),
+    ([3, 1], [1, 2], [0, 2, -1, 3]),
+    (1, [3, 2], [-1, 2, 2, -1]),
+]
+
+
+@pytest.mark.parametrize("impl", ["cpp", CUDA])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_upfirdn2d_random_against_reference(impl, layout, dtype):
+    gen = torch.Generator().manual_seed(0)
+    device = "cuda" if impl == "cuda" else "cpu"
+    for fname, f in _filters(gen).items():
+        for up, down, pad in UFD_CASES:
+            for flip, gain in ((False, 1.0), (True, 2.5)):
+                x = torch.randn(2, 5, 13, 11, generator=gen, dtype=dtype)
+                if layout == "nhwc":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                x = x.to(device).requires_grad_(True)
+                kw = dict(up=up, down=down, padding=pad, flip_filter=flip, gain=gain)
+                ref = upfirdn2d.upfirdn2d(x, f.to(device), impl="ref", **kw)
+                out = upfirdn2d.upfirdn2d(x, f.to(device), impl=impl, **kw)
+                msg = f"{fname} up={up} down={down} pad={pad} flip={flip}"
+                torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=msg)
+                dy = torch.randn_like(ref)
+                (g_ref,) = torch.autograd.grad(ref, x, dy)
+                (g_out,) = torch.autograd.grad(out, x, dy)
+                torch.testing.assert_close(g_out, g_ref, rtol=1e-5, atol=1e-5, msg=msg)
+                if layout == "nhwc":
+                    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("impl", ["cpp", CUDA])
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+@pytest.mark.parametrize("layout", ["contiguous", "nhwc", "dim2"])
+def test_bias_act_random_against_reference(impl, act, layout):
+    gen = torch.Generator().manual_seed(1)
+    device = "cuda" if impl == "cuda" else "cpu"
+    x = 3 * torch.randn(3, 7, 5, 9, generator=gen)
+    dim = 2 if layout == "dim2" else 1
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.to(device).requires_grad_(True)
+    b = torch.randn(x.shape[dim], generator=gen).to(device).requires_grad_(True)
+    for kw in (dict(), dict(alpha=0.3, gain=0.7, clamp=1.0), dict(clamp=0.5)):
+        ref = bias_act.bias_act(x, b, dim=dim, act=act, impl="ref", **kw)
+        out = bias_act.bias_act(x, b, dim=dim, act=act, impl=impl, **kw)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        dy = torch.randn_like(ref)
+        g_ref = torch.autograd.grad(ref, [x, b], dy)
+        g_out = torch.autograd.grad(out, [x, b], dy)
+        torch.testing.assert_close(g_out[0], g_ref[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(g_out[1], g_ref[1], rtol=1e-4, atol=1e-4)
+    nobias = bias_act.bias_act(x, None, act=act, impl=impl)
+    torch.testing.assert_close(nobias, bias_act.bias_act(x, None, act=act, impl="ref"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("up, down, pad, fname", [(2, 1, [2, 1, 2, 1], "full4"), (1, 2, 1, "sep4"),
+                                                   (1, 1, [1, 0, 2, 1], "rand5x3"), ([2, 1], [1, 2], 0, "full4")])
+def test_upfirdn2d_gradcheck_and_gradgradcheck(up, down, pad, fname):
+    f = _filters(torch.Generator().manual_seed(2))[fname].double()
+    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+
+    def fn(t):
+        return upfirdn2d.upfirdn2d(t, f, up=up, down=down, padding=pad, gain=1.5, impl="cpp")
+
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_bias_act_gradcheck_and_gradgradcheck(act):
+    gen = torch.Generator().manual_seed(3)
+    # keep samples away from the kinks (0 for relu-like, the clamp bound) where finite differences break
+    x = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64)
+    x = (x + 0.2 * x.sign()).requires_grad_(True)
+    b = (0.05 * torch.randn(3, generator=gen, dtype=torch.float64)).requires_grad_(True)
+
+    def fn(t, bias):
+        return bias_act.bias_act(t, bias, act=act, alpha=0.1, gain=1.3, clamp=2.5, impl="cpp")
+
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+def test_auto_uses_compiled_kernel_on_cpu(monkeypatch):
+    monkeypatch.delenv("INSETGAN_OPS", raising=False)
+    x = torch.zeros(1, 2, 4, 4)
+    assert dispatch.resolve("auto", x) == "cpp"  # CI builds the kernels: a failed build fails here
+    assert dispatch.resolve("auto", x.half()) == "ref"  # no float16 CPU kernel
+    assert dispatch.resolve("ref", x) == "ref"
+    monkeypatch.setenv("INSETGAN_OPS", "ref")
+    assert dispatch.resolve("auto", x) == "ref" and dispatch.resolve("cpp", x) == "ref"
+
+
+def test_explicit_impl_errors():
+    x = torch.zeros(1, 2, 4, 4)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        bias_act.bias_act(x, impl="fast")
+    with pytest.raises(ValueError, match="cannot run on a cpu tensor"):
+        upfirdn2d.upfirdn2d(x, None, impl="cuda")
+    with pytest.raises(ValueError, match="does not support"):
+        bias_act.bias_act(x.half(), impl="cpp")
+    with pytest.raises(ValueError, match="empty output"):
+        upfirdn2d.upfirdn2d(x, torch.ones(6, 6), impl="cpp")
+
+
+def test_generator_with_compiled_ops_matches_fixture(monkeypatch):
+    from networks.checkpoints import load_checkpoint
+
+    monkeypatch.delenv("INSETGAN_OPS", raising=False)
+    G = load_checkpoint(fixture_path("sg2ada_face64.pkl")).generator
+    ref = np.load(fixture_path("sg2ada_face64_ref.npz"))
+    z = torch.tensor(ref["z"])
+    for channels_last in (False, True):
+        with torch.no_grad():
+            img = G(z, None, truncation_psi=0.7, noise_mode="const")
+            ws = torch.tensor(ref["ws_psi1"]).requires_grad_(True)
+            img2 = G.synthesis(ws, noise_mode="none", channels_last=channels_last, fused_modconv=False)
+        np.testing.assert_allclose(img.numpy(), ref["img_psi07_const"], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(img2.numpy(), ref["img_ws_psi1_none"], rtol=1e-4, atol=1e-4)
+    # gradients to ws agree between compiled and reference ops
+    ws = torch.tensor(ref["ws_psi1"][:1])
+    grads = []
+    for impl_env in ("", "ref"):
+        monkeypatch.setenv("INSETGAN_OPS", impl_env)
+        w = ws.clone().requires_grad_(True)
+        G.synthesis(w, noise_mode="const").square().mean().backward()
+        grads.append(w.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_failed_build_raises_and_leaves_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSETGAN_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "broken.cpp").write_text("this is not C++;\n")
+    spec = custom_ops.PluginSpec("insetgan_broken", ("broken.cpp",), source_dir=src)
+    with pytest.raises(RuntimeError, match="building insetgan_broken failed"):
+        custom_ops.build_plugin(spec)
+    assert not [p for p in (tmp_path / "cache" / "ops").iterdir() if p.is_dir()]
+
+
+TINY = textwrap.dedent("""
+    #include <pybind11/pybind11.h>
+    int answer() { return 42; }
+    PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("answer", &answer); }
+""")
+
+
+def test_concurrent_builds_share_one_cache_entry(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tiny.cpp").write_text(TINY)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from pathlib import Path
+        from torch_utils import custom_ops
+        spec = custom_ops.PluginSpec("insetgan_tiny", ("tiny.cpp",), source_dir=Path({str(src)!r}))
+        print(custom_ops.build_plugin(spec).answer())
+    """)
+    env = {**os.environ, "INSETGAN_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o[0].strip() for o in outs] == ["42", "42"]
+    built = [p for p in (tmp_path / "cache" / "ops").iterdir() if p.is_dir()]
+    assert len(built) == 1 and built[0].name.startswith("insetgan_tiny_")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_cuda_sources_compile(tmp_path):
+    """Without a GPU, at least compile the CUDA kernels and syntax-check their torch binding."""
+    csrc = REPO / "torch_utils" / "ops" / "csrc"
+    subprocess.run(["nvcc", "-c", "-std=c++17", "-O3", str(csrc / "ops_cuda_kernels.cu"), "-o",
+                    str(tmp_path / "k.o")], check=True, capture_output=True, timeout=600)
+    candidates = [Path(os.environ.get("CUDA_HOME", "/nonexistent")) / "include", Path("/usr/local/cuda/include"),
+                  Path(shutil.which("nvcc")).resolve().parents[1] / "include"]
+    cuda_include = next((c for c in candidates if (c / "cuda_runtime_api.h").exists()), None)
+    if cuda_include is None:
+        pytest.skip("CUDA headers not found for the binding check")
+    from torch.utils.cpp_extension import include_paths
+    import sysconfig
+
+    stub = tmp_path / "stub" / "c10" / "cuda" / "impl"
+    stub.mkdir(parents=True)
+    (stub / "cuda_cmake_macros.h").write_text("")  # generated at torch build time; absent in CPU wheels
+    cmd = ["g++", "-fsyntax-only", "-std=c++20", "-DTORCH_EXTENSION_NAME=insetgan_check",
+           *[f"-isystem{p}" for p in include_paths()], f"-isystem{sysconfig.get_paths()['include']}",
+           f"-isystem{cuda_include}", f"-isystem{tmp_path / 'stub'}", str(csrc / "ops_cuda.cpp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,0 +1,200 @@
+// CUDA kernels for upfirdn2d and bias_act (insetgan): float16, float32, float64.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "ops_cuda.h"
+
+namespace insetgan_cuda {
+namespace {
+
+template <typename T> struct Acc { using type = T; };
+template <> struct Acc<__half> { using type = float; };
+
+template <typename T> __device__ __forceinline__ typename Acc<T>::type load(const T* p) { return *p; }
+template <> __device__ __forceinline__ float load<__half>(const __half* p) { return __half2float(*p); }
+template <typename T> __device__ __forceinline__ void store(T* p, typename Acc<T>::type v) { *p = v; }
+template <> __device__ __forceinline__ void store<__half>(__half* p, float v) { *p = __float2half_rn(v); }
+
+__device__ __forceinline__ int floor_div(int a, int b) { return (a >= 0) ? a / b : -((-a + b - 1) / b); }
+
+// Decompose a linear output index into (row b, oy, ox, channel c) for the two layouts.
+__device__ __forceinline__ void decompose(int64_t i, const UpFirDnArgs& a, int64_t* b, int* oy, int* ox, int64_t* c) {
+  *c = i % a.Cin;
+  i /= a.Cin;
+  *ox = static_cast<int>(i % a.out_w);
+  i /= a.out_w;
+  *oy = static_cast<int>(i % a.out_h);
+  *b = i / a.out_h;
+}
+
+// Generic kernel: one thread per output element, visiting only taps that meet a real sample.
+template <typename T>
+__global__ void upfirdn2d_generic(const T* __restrict__ x, T* __restrict__ y,
+                                  const typename Acc<T>::type* __restrict__ taps, UpFirDnArgs a, int64_t total) {
+  using A = typename Acc<T>::type;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    int64_t b, c;
+    int oy, ox;
+    decompose(i, a, &b, &oy, &ox, &c);
+    // Upsampled coordinate of tap 0; first tap whose coordinate is a multiple of up.
+    const int jy = oy * a.downy - a.pady0, jx = ox * a.downx - a.padx0;
+    const int ty0 = ((-jy) % a.upy + a.upy) % a.upy, tx0 = ((-jx) % a.upx + a.upx) % a.upx;
+    A acc = A(0);
+    for (int ty = ty0; ty < a.fh; ty += a.upy) {
+      const int iy = floor_div(jy + ty, a.upy);
+      if (iy < 0) continue;
+      if (iy >= a.in_h) break;
+      const T* xrow = x + ((b * a.in_h + iy) * a.in_w) * a.Cin + c;
+      for (int tx = tx0; tx < a.fw; tx += a.upx) {
+        const int ix = floor_div(jx + tx, a.upx);
+        if (ix < 0) continue;
+        if (ix >= a.in_w) break;
+        acc += taps[ty * a.fw + tx] * load(xrow + static_cast<int64_t>(ix) * a.Cin);
+      }
+    }
+    store(y + i, acc);
+  }
+}
+
+// Specialised kernel for the common case: square K x K taps, the same factor on both axes,
+// compile-time UP/DOWN/K so every tap loop unrolls; taps staged in shared memory.
+template <typename T, int UP, int DOWN, int K>
+__global__ void upfirdn2d_fixed(const T* __restrict__ x, T* __restrict__ y,
+                                const typename Acc<T>::type* __restrict__ taps, UpFirDnArgs a, int64_t total) {
+  using A = typename Acc<T>::type;
+  __shared__ A f[K * K];
+  for (int k = threadIdx.x; k < K * K; k += blockDim.x) f[k] = taps[k];
+  __syncthreads();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    int64_t b, c;
+    int oy, ox;
+    decompose(i, a, &b, &oy, &ox, &c);
+    const int jy = oy * DOWN - a.pady0, jx = ox * DOWN - a.padx0;
+    const int ty0 = ((-jy) % UP + UP) % UP, tx0 = ((-jx) % UP + UP) % UP;
+    A acc = A(0);
+#pragma unroll
+    for (int q = 0; q < (K + UP - 1) / UP; ++q) {
+      const int ty = ty0 + q * UP;
+      const int iy = floor_div(jy + ty, UP);
+      if (ty >= K || iy < 0 || iy >= a.in_h) continue;
+      const T* xrow = x + ((b * a.in_h + iy) * a.in_w) * a.Cin + c;
+#pragma unroll
+      for (int r = 0; r < (K + UP - 1) / UP; ++r) {
+        const int tx = tx0 + r * UP;
+        const int ix = floor_div(jx + tx, UP);
+        if (tx >= K || ix < 0 || ix >= a.in_w) continue;
+        acc += f[ty * K + tx] * load(xrow + static_cast<int64_t>(ix) * a.Cin);
+      }
+    }
+    store(y + i, acc);
+  }
+}
+
+inline int grid_for(int64_t total, int threads) {
+  int64_t blocks = (total + threads - 1) / threads;
+  return static_cast<int>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
+}
+
+template <typename T>
+void upfirdn2d_typed(const void* x, void* y, const void* taps, const UpFirDnArgs& a, cudaStream_t stream) {
+  using A = typename Acc<T>::type;
+  const int64_t total = a.B * a.out_h * a.out_w * a.Cin;
+  const int threads = 256;
+  const int grid = grid_for(total, threads);
+  const T* xp = static_cast<const T*>(x);
+  T* yp = static_cast<T*>(y);
+  const A* tp = static_cast<const A*>(taps);
+  const bool square4 = a.fh == 4 && a.fw == 4 && a.upx == a.upy && a.downx == a.downy;
+  if (square4 && a.upx == 2 && a.downx == 1) {
+    upfirdn2d_fixed<T, 2, 1, 4><<<grid, threads, 0, stream>>>(xp, yp, tp, a, total);
+  } else if (square4 && a.upx == 1 && a.downx == 2) {
+    upfirdn2d_fixed<T, 1, 2, 4><<<grid, threads, 0, stream>>>(xp, yp, tp, a, total);
+  } else if (square4 && a.upx == 1 && a.downx == 1) {
+    upfirdn2d_fixed<T, 1, 1, 4><<<grid, threads, 0, stream>>>(xp, yp, tp, a, total);
+  } else {
+    upfirdn2d_generic<T><<<grid, threads, 0, stream>>>(xp, yp, tp, a, total);
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// bias_act
+
+enum Act { LINEAR = 0, RELU, LRELU, TANH, SIGMOID, ELU, SELU, SOFTPLUS, SWISH };
+
+template <typename A>
+__device__ __forceinline__ void act_value_and_grad(int act, A v, A alpha, A* y, A* g) {
+  const A selu_scale = A(1.0507009873554805), selu_alpha = A(1.6732632423543772);
+  switch (act) {
+    case RELU: *y = v > A(0) ? v : A(0); *g = v > A(0) ? A(1) : A(0); break;
+    case LRELU: *y = v > A(0) ? v : v * alpha; *g = v > A(0) ? A(1) : alpha; break;
+    case TANH: { A t = tanh(v); *y = t; *g = A(1) - t * t; break; }
+    case SIGMOID: { A s = A(1) / (A(1) + exp(-v)); *y = s; *g = s * (A(1) - s); break; }
+    case ELU: *y = v > A(0) ? v : expm1(v); *g = v > A(0) ? A(1) : exp(v); break;
+    case SELU:
+      *y = v > A(0) ? selu_scale * v : selu_scale * selu_alpha * expm1(v);
+      *g = v > A(0) ? selu_scale : selu_scale * selu_alpha * exp(v);
+      break;
+    case SOFTPLUS: *y = v > A(20) ? v : log1p(exp(v)); *g = v > A(20) ? A(1) : A(1) / (A(1) + exp(-v)); break;
+    case SWISH: { A s = A(1) / (A(1) + exp(-v)); *y = v * s; *g = s + v * s * (A(1) - s); break; }
+    default: *y = v; *g = A(1); break;
+  }
+}
+
+template <typename T>
+__global__ void bias_act_kernel(const T* __restrict__ x, const T* __restrict__ b, const T* __restrict__ dy,
+                                T* __restrict__ out, BiasActArgs a) {
+  using A = typename Acc<T>::type;
+  const A alpha = A(a.alpha), gain = A(a.gain), clamp = A(a.clamp);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < a.numel;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    A v = load(x + i);
+    if (b != nullptr) v += load(b + (i / a.bias_stride) % a.C);
+    A y, g;
+    act_value_and_grad<A>(a.act, v, alpha, &y, &g);
+    y *= gain;
+    if (!a.grad) {
+      if (a.clamp >= 0) y = y < -clamp ? -clamp : (y > clamp ? clamp : y);
+      store(out + i, y);
+    } else {
+      A d = load(dy + i) * g * gain;
+      if (a.clamp >= 0 && (y < -clamp || y > clamp)) d = A(0);
+      store(out + i, d);
+    }
+  }
+}
+
+template <typename T>
+void bias_act_typed(const void* x, const void* b, const void* dy, void* out, const BiasActArgs& a,
+                    cudaStream_t stream) {
+  const int threads = 256;
+  bias_act_kernel<T><<<grid_for(a.numel, threads), threads, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(b), static_cast<const T*>(dy), static_cast<T*>(out), a);
+}
+
+}  // namespace
+
+void upfirdn2d_launch(DType dtype, const void* x, void* y, const void* taps, const UpFirDnArgs& a, void* stream) {
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case kHalf: upfirdn2d_typed<__half>(x, y, taps, a, s); break;
+    case kFloat: upfirdn2d_typed<float>(x, y, taps, a, s); break;
+    case kDouble: upfirdn2d_typed<double>(x, y, taps, a, s); break;
+  }
+}
+
+void bias_act_launch(DType dtype, const void* x, const void* b, const void* dy, void* out, const BiasActArgs& a,
+                     void* stream) {
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case kHalf: bias_act_typed<__half>(x, b, dy, out, a, s); break;
+    case kFloat: bias_act_typed<float>(x, b, dy, out, a, s); break;
+    case kDouble: bias_act_typed<double>(x, b, dy, out, a, s); break;
+  }
+}
+
+}  // namespace insetgan_cuda
