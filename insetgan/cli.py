@@ -5,6 +5,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -229,6 +230,53 @@ def convert(src: str, dst: str, fp16: bool) -> None:
     extra = {"source_format": ckpt.format, "source_file": Path(src).name, "notes": list(ckpt.notes)}
     native.save(ckpt.generator, out, extra=extra, dtype=torch.float16 if fp16 else torch.float32)
     log.info("wrote %s (%s -> insetgan-safetensors)", out, ckpt.format)
+
+
+def ops_report() -> dict[str, Any]:
+    """Which op implementations are active on this machine and why (builds the kernels if needed)."""
+    from torch_utils import custom_ops
+    from torch_utils.ops import dispatch
+
+    forced = dispatch.forced_reference()
+    report: dict[str, Any] = {
+        "torch": torch.__version__,
+        "INSETGAN_OPS": os.environ.get("INSETGAN_OPS", ""),
+        "cache": str(custom_ops.cache_root()),
+        "allocator_tuned": tune_cpu_allocator(),
+        "devices": {},
+    }
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        if forced:
+            report["devices"][dev] = {"active": "ref", "reason": "INSETGAN_OPS=ref forces the reference ops"}
+            continue
+        ok, reason = custom_ops.plugin_status(dev)
+        report["devices"][dev] = {"active": ("cpp" if dev == "cpu" else "cuda") if ok else "ref", "reason": reason}
+    if not torch.cuda.is_available():
+        report["devices"]["cuda"] = {"active": "none", "reason": "no CUDA device (torch.cuda.is_available() is False)"}
+    return report
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_handle_errors
+def doctor(as_json: bool) -> None:
+    """Report which op implementations (compiled or reference) are active, and why.
+
+    \b
+    Example:
+      insetgan doctor
+      INSETGAN_OPS=ref insetgan doctor --json
+    """
+    report = ops_report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    lines = [f"torch         {report['torch']}", f"INSETGAN_OPS  {report['INSETGAN_OPS'] or '(unset)'}",
+             f"kernel cache  {report['cache']}", f"allocator     {'tuned' if report['allocator_tuned'] else 'default'}"]
+    for dev, info in report["devices"].items():
+        lines.append(f"{dev:<13} {info['active']}: {info['reason']}")
+    click.echo("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,47 +30,91 @@ inline bool first_tap(const AxisParams& p, int64_t o, int64_t taps, int64_t* t0,
   return true;
 }
 
+// out[c] (+)= sum_j w[j] * src[j][c] for c < len, one pass over memory (n taps, any n).
+template <typename T>
+void combine(T* __restrict__ out, const T* const* src, const T* w, int n, int64_t len, bool accumulate) {
+  if (!accumulate) {
+    if (n == 0) { std::fill(out, out + len, T(0)); return; }
+    if (n == 1) { const T* a = src[0]; const T wa = w[0]; for (int64_t c = 0; c < len; ++c) out[c] = wa * a[c]; return; }
+    if (n == 2) {
+      const T *a = src[0], *b = src[1]; const T wa = w[0], wb = w[1];
+      for (int64_t c = 0; c < len; ++c) out[c] = wa * a[c] + wb * b[c];
+      return;
+    }
+    if (n == 4) {
+      const T *a = src[0], *b = src[1], *d = src[2], *e = src[3];
+      const T wa = w[0], wb = w[1], wd = w[2], we = w[3];
+      for (int64_t c = 0; c < len; ++c) out[c] = wa * a[c] + wb * b[c] + wd * d[c] + we * e[c];
+      return;
+    }
+    std::fill(out, out + len, T(0));
+  }
+  for (int j = 0; j < n; ++j) {
+    const T* a = src[j];
+    const T wa = w[j];
+    for (int64_t c = 0; c < len; ++c) out[c] += wa * a[c];
+  }
+}
+
+constexpr int kMaxTaps = 64;
+
 // y_row[o*inner + c] (+)= sum_t g[t] * x_row[i(o,t)*inner + c] along one axis.
 template <typename T>
 void axis_pass(const T* x_row, T* y_row, const AxisParams& p, int64_t inner, const T* g, int64_t taps,
                bool accumulate) {
-  if (!accumulate) std::fill(y_row, y_row + p.out_len * inner, T(0));
+  const T* src[kMaxTaps];
+  T w[kMaxTaps];
   for (int64_t o = 0; o < p.out_len; ++o) {
+    int n = 0;
     int64_t t, i;
-    if (!first_tap(p, o, taps, &t, &i)) continue;
-    T* yo = y_row + o * inner;
-    for (; t < taps; t += p.up, ++i) {
-      if (i < 0) continue;
-      if (i >= p.in_len) break;
-      const T w = g[t];
-      const T* xi = x_row + i * inner;
-      for (int64_t c = 0; c < inner; ++c) yo[c] += w * xi[c];
+    if (first_tap(p, o, taps, &t, &i)) {
+      for (; t < taps; t += p.up, ++i) {
+        if (i < 0) continue;
+        if (i >= p.in_len) break;
+        src[n] = x_row + i * inner;
+        w[n++] = g[t];
+      }
     }
+    combine(y_row + o * inner, src, w, n, inner, accumulate);
   }
 }
 
-// Specialisation of axis_pass for inner == 1 and up == 1: one strided axpy per tap.
+// Specialisation of axis_pass for inner == 1 (NCHW rows): outputs are grouped by o mod up, so
+// each filter tap becomes one strided axpy y[q + k*up] += g[t] * x[i0 + k*down] over k.
 template <typename T>
-void axis_pass_scalar(const T* x_row, T* y_row, const AxisParams& p, const T* g, int64_t taps) {
+void axis_pass_scalar(const T* __restrict__ x_row, T* __restrict__ y_row, const AxisParams& p, const T* g,
+                      int64_t taps) {
   std::fill(y_row, y_row + p.out_len, T(0));
-  for (int64_t t = 0; t < taps; ++t) {
-    // input index i = o*down + t - pad0 must lie in [0, in_len)
-    const int64_t first = p.pad0 - t;            // o*down >= first
-    const int64_t last = p.in_len - 1 + p.pad0 - t;  // o*down <= last
-    if (last < 0) continue;
-    const int64_t lo = first > 0 ? (first + p.down - 1) / p.down : 0;
-    const int64_t hi = std::min<int64_t>(p.out_len, last / p.down + 1);
-    const T w = g[t];
-    const T* xs = x_row + (t - p.pad0);
-    const int64_t d = p.down;
-    for (int64_t o = lo; o < hi; ++o) y_row[o] += w * xs[o * d];
+  const int64_t up = p.up, down = p.down;
+  for (int64_t q = 0; q < up && q < p.out_len; ++q) {
+    const int64_t n_out = (p.out_len - q + up - 1) / up;  // outputs o = q + k*up, k in [0, n_out)
+    for (int64_t t = ((p.pad0 - q * down) % up + up) % up; t < taps; t += up) {
+      // input index i(k) = i0 + k*down with i0 = (q*down + t - pad0) / up (exact)
+      const int64_t i0 = (q * down + t - p.pad0) / up;
+      const int64_t k_lo = i0 >= 0 ? 0 : (-i0 + down - 1) / down;
+      const int64_t last = p.in_len - 1 - i0;  // need k*down <= last
+      if (last < 0) continue;
+      const int64_t k_hi = std::min<int64_t>(n_out, last / down + 1);
+      const T w = g[t];
+      T* yq = y_row + q;
+      const T* xq = x_row + i0;
+      if (up == 1 && down == 1) {
+        for (int64_t k = k_lo; k < k_hi; ++k) yq[k] += w * xq[k];
+      } else if (up == 1) {
+        for (int64_t k = k_lo; k < k_hi; ++k) yq[k] += w * xq[k * down];
+      } else if (down == 1) {
+        for (int64_t k = k_lo; k < k_hi; ++k) yq[k * up] += w * xq[k];
+      } else {
+        for (int64_t k = k_lo; k < k_hi; ++k) yq[k * up] += w * xq[k * down];
+      }
+    }
   }
 }
 
 template <typename T>
 void hpass(const T* x_row, T* y_row, const AxisParams& p, int64_t inner, const T* g, int64_t taps, bool accumulate,
            std::vector<T>& scratch) {
-  if (inner == 1 && p.up == 1) {
+  if (inner == 1) {
     if (!accumulate) {
       axis_pass_scalar(x_row, y_row, p, g, taps);
     } else {
@@ -96,15 +140,16 @@ void upfirdn2d_kernel(const T* x, T* y, int64_t B, int64_t Cin, const AxisParams
       int64_t t, i;
       bool any = first_tap(py, oy, fh, &t, &i);
       if (f2d == nullptr) {  // separable: vertical combination of input rows, then one horizontal pass
-        std::fill(tmp.begin(), tmp.end(), T(0));
+        const T* src[kMaxTaps];
+        T w[kMaxTaps];
+        int n = 0;
         for (; any && t < fh; t += py.up, ++i) {
           if (i < 0) continue;
           if (i >= py.in_len) break;
-          const T w = fy[t];
-          const T* xr = xb + i * in_row;
-          T* tp = tmp.data();
-          for (int64_t c = 0; c < in_row; ++c) tp[c] += w * xr[c];
+          src[n] = xb + i * in_row;
+          w[n++] = fy[t];
         }
+        combine(tmp.data(), src, w, n, in_row, false);
         hpass(tmp.data(), yr, px, Cin, fx, fw, false, scratch);
       } else {  // full 2-D filter: one horizontal pass per contributing filter row
         std::fill(yr, yr + out_row, T(0));
@@ -128,6 +173,8 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor fy, torch::Tensor fx, tor
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "upfirdn2d (cpp): float32 or float64 only");
   TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d (cpp): bad scaling");
+  TORCH_CHECK(std::max({fy.numel(), fx.numel(), f2d.dim() == 2 ? f2d.size(0) : 0, f2d.dim() == 2 ? f2d.size(1) : 0}) <= kMaxTaps,
+              "upfirdn2d (cpp): at most 64 taps per axis");
   const bool separable = f2d.numel() == 0;
   const int64_t fh = separable ? fy.numel() : f2d.size(0);
   const int64_t fw = separable ? fx.numel() : f2d.size(1);

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Benchmark the compiled ops against the plain-PyTorch reference.
+
+Shapes come from a 1024x1024 generator. For each op: median forward and forward+backward time
+of the reference and the compiled kernel, the speed-up, and the achieved memory throughput
+(bytes of the inputs read and outputs written, divided by the time). Then the end-to-end
+1024x1024 generator (our default path, tuned allocator) with reference vs compiled ops, each
+in a fresh process (``INSETGAN_OPS=ref`` for the reference).
+
+    python scripts/bench_ops.py [--repeats 5] [--skip-generator]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
+from torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, repeats: int, device: str) -> float:
+    """Median seconds of ``fn()`` after one warm-up call."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def op_cases(device: str):
+    """(name, shape, fn(x, impl)) for the benchmarked op calls."""
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device=device)
+    b128 = torch.randn(128, device=device)
+    return [
+        ("upsample2d 2x", [1, 512, 64, 64], lambda x, impl: upfirdn2d.upsample2d(x, f, impl=impl)),
+        ("filter2d", [1, 64, 1024, 1024], lambda x, impl: upfirdn2d.filter2d(x, f, impl=impl)),
+        ("downsample2d 2x", [1, 64, 1024, 1024], lambda x, impl: upfirdn2d.downsample2d(x, f, impl=impl)),
+        ("bias_act lrelu+clamp", [1, 128, 512, 512],
+         lambda x, impl: bias_act.bias_act(x, b128, act="lrelu", clamp=256, impl=impl)),
+    ]
+
+
+def bench_ops(device: str, repeats: int) -> None:
+    """Print the per-op table for ``device``."""
+    kernel = "cuda" if device == "cuda" else "cpp"
+    print(f"\n| device | op | shape | layout | ref fwd ms | {kernel} fwd ms | fwd speed-up | {kernel} fwd GB/s | "
+          f"ref fwd+bwd ms | {kernel} fwd+bwd ms | fwd+bwd speed-up |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, shape, fn in op_cases(device):
+        for layout in ("NCHW", "NHWC"):
+            x = torch.randn(shape, device=device)
+            if layout == "NHWC":
+                x = x.contiguous(memory_format=torch.channels_last)
+            xg = x.clone().requires_grad_(True)
+            y = fn(x, "ref")
+            dy = torch.randn_like(y)
+            moved = (x.numel() + y.numel()) * x.element_size()
+
+            def fwd_bwd(impl):
+                torch.autograd.grad(fn(xg, impl), xg, dy)
+
+            rf = median_time(lambda: fn(x, "ref"), repeats, device)
+            kf = median_time(lambda: fn(x, kernel), repeats, device)
+            rb = median_time(lambda: fwd_bwd("ref"), repeats, device)
+            kb = median_time(lambda: fwd_bwd(kernel), repeats, device)
+            print(f"| {device} | {name} | {'x'.join(map(str, shape))} | {layout} | {rf * 1e3:.1f} | {kf * 1e3:.1f} | "
+                  f"{rf / kf:.2f} | {moved / kf / 1e9:.1f} | {rb * 1e3:.1f} | {kb * 1e3:.1f} | {rb / kb:.2f} |",
+                  flush=True)
+
+
+def generator_worker(device: str, repeats: int) -> dict[str, float]:
+    """Time the 1024x1024 synthesis forward and forward+backward to ws in this process."""
+    from networks.config import GeneratorConfig
+    from networks.generator import Generator
+
+    tune_cpu_allocator()
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(img_resolution=1024, mapping_layers=8)).eval().requires_grad_(False).to(device)
+    ws = G.mapping(torch.randn(1, G.z_dim, device=device), None).detach()
+
+    def fwd():
+        with torch.no_grad():
+            G.synthesis(ws)
+
+    def fwd_bwd():
+        w = ws.clone().requires_grad_(True)
+        G.synthesis(w).square().mean().backward()
+
+    return {"forward": median_time(fwd, repeats, device), "fwd_bwd": median_time(fwd_bwd, repeats, device)}
+
+
+def bench_generator(device: str, repeats: int) -> None:
+    """Print the end-to-end table (reference vs compiled ops), one process per row."""
+    print(f"\n| device | generator 1024x1024 | forward s | fwd+bwd to ws s | forward speed-up | fwd+bwd speed-up |")
+    print("|---|---|---:|---:|---:|---:|")
+    ref = None
+    for label, env in (("reference ops", {"INSETGAN_OPS": "ref"}), ("compiled ops", {"INSETGAN_OPS": ""})):
+        out = subprocess.run([sys.executable, __file__, "--generator-worker", device, "--repeats", str(repeats)],
+                             env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        ref = ref or res
+        print(f"| {device} | {label} | {res['forward']:.3f} | {res['fwd_bwd']:.3f} | "
+              f"{ref['forward'] / res['forward']:.2f} | {ref['fwd_bwd'] / res['fwd_bwd']:.2f} |", flush=True)
+
+
+def main() -> None:
+    """Parse arguments and run the benchmarks."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip-generator", action="store_true")
+    ap.add_argument("--generator-worker", metavar="DEVICE", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.generator_worker:
+        print(json.dumps(generator_worker(args.generator_worker, args.repeats)))
+        return
+    tune_cpu_allocator()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, float32")
+    for device in devices:
+        bench_ops(device, args.repeats)
+        if not args.skip_generator:
+            bench_generator(device, max(2, args.repeats // 2))
+
+
+if __name__ == "__main__":
+    main()
