@@ -26,6 +26,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python scripts/bench_generator.py
+	$(BIN)/python scripts/bench_ops.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

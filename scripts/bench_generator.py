@@ -6,9 +6,9 @@ path measured in the same run. The reference path is the official algorithm as t
 code runs it: weights modulated per sample (fused modulated convolution, what
 stylegan2-ada-pytorch uses in eval mode), NCHW tensors, the plain-PyTorch ops and the default
 allocator. Our path picks the modulated convolution (non-fused when a backward pass may
-follow), the memory layout (NHWC on CPU) and tunes the allocator
-(``torch_utils.cpu_alloc``), as the CLI does. Each row runs in a fresh process so allocator
-settings do not leak between rows.
+follow), the memory layout (NHWC on CPU), tunes the allocator (``torch_utils.cpu_alloc``)
+and uses the compiled ops, as the CLI does; intermediate rows show each step. Paths with the same allocator setting run
+interleaved in one process (one process per setting), medians over all rounds.
 
     python scripts/bench_generator.py                   # all sizes, CPU (and CUDA if present)
     python scripts/bench_generator.py --sizes 256 --repeats 5
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -38,11 +39,14 @@ CONFIGS = {
     "1024x512": dict(img_resolution=1024, square=False, channel_base=32768, channel_max=512, mapping_layers=8),
 }
 REFERENCE = "reference (official algorithm)"
+OFFICIAL = dict(fused_modconv=True, channels_last=False)
+AUTO = dict(fused_modconv=None, channels_last=None)
 PATHS = {
-    REFERENCE: dict(kwargs=dict(fused_modconv=True, channels_last=False), tune=False),
-    "reference + tuned allocator": dict(kwargs=dict(fused_modconv=True, channels_last=False), tune=True),
-    "ours, default allocator": dict(kwargs=dict(fused_modconv=None, channels_last=None), tune=False),
-    "ours (as the CLI runs)": dict(kwargs=dict(fused_modconv=None, channels_last=None), tune=True),
+    REFERENCE: dict(kwargs=OFFICIAL, tune=False, ops="ref"),
+    "reference + tuned allocator": dict(kwargs=OFFICIAL, tune=True, ops="ref"),
+    "ours, reference ops, default allocator": dict(kwargs=AUTO, tune=False, ops="ref"),
+    "ours, reference ops": dict(kwargs=AUTO, tune=True, ops="ref"),
+    "ours (as the CLI runs: compiled ops)": dict(kwargs=AUTO, tune=True, ops="auto"),
 }
 
 
@@ -64,25 +68,35 @@ def time_call(fn, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def measure(size: str, path: str, device: str, repeats: int) -> dict[str, float]:
-    """Time forward and forward+backward to ws for one config and path (in this process)."""
-    spec = PATHS[path]
-    if spec["tune"]:
+def measure(size: str, paths: list[str], device: str, repeats: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Time forward and forward+backward to ws for ``paths`` (same allocator setting) in this process.
+
+    The paths are interleaved over ``rounds`` rounds (``repeats`` timed runs each) and the
+    median over all runs is reported, so slow phases of a noisy machine hit every path alike.
+    """
+    if PATHS[paths[0]]["tune"]:
         tune_cpu_allocator()
     dev = torch.device(device)
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(**CONFIGS[size])).eval().requires_grad_(False).to(dev)
     ws = G.mapping(torch.randn(1, G.z_dim, device=dev), None).detach()
+    times: dict[str, dict[str, list[float]]] = {p: {"forward": [], "fwd_bwd": []} for p in paths}
+    for _ in range(rounds):
+        for path in paths:
+            spec = PATHS[path]
+            os.environ["INSETGAN_OPS"] = "ref" if spec["ops"] == "ref" else ""
 
-    def fwd():
-        with torch.no_grad():
-            G.synthesis(ws, noise_mode="const", **spec["kwargs"])
+            def fwd():
+                with torch.no_grad():
+                    G.synthesis(ws, noise_mode="const", **spec["kwargs"])
 
-    def fwd_bwd():
-        w = ws.clone().requires_grad_(True)
-        G.synthesis(w, noise_mode="const", **spec["kwargs"]).square().mean().backward()
+            def fwd_bwd():
+                w = ws.clone().requires_grad_(True)
+                G.synthesis(w, noise_mode="const", **spec["kwargs"]).square().mean().backward()
 
-    return {"forward": time_call(fwd, repeats, dev), "fwd_bwd": time_call(fwd_bwd, repeats, dev)}
+            times[path]["forward"].append(time_call(fwd, repeats, dev))
+            times[path]["fwd_bwd"].append(time_call(fwd_bwd, repeats, dev))
+    return {p: {k: statistics.median(v) for k, v in t.items()} for p, t in times.items()}
 
 
 def main() -> None:
@@ -91,10 +105,12 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ap.add_argument("--worker", nargs=3, metavar=("SIZE", "PATH", "DEVICE"), help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path")
+    ap.add_argument("--worker", nargs=3, metavar=("SIZE", "PATHS", "DEVICE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.worker[0], args.worker[1], args.worker[2], args.repeats)))
+        paths = json.loads(args.worker[1])
+        print(json.dumps(measure(args.worker[0], paths, args.worker[2], args.repeats, args.rounds)))
         return
     devices = ["cpu"]
     if args.device == "cuda":
@@ -107,12 +123,16 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|---:|")
     for device in devices:
         for size in args.sizes:
-            ref = None
+            results: dict[str, dict[str, float]] = {}
+            for tune in (False, True):  # one process per allocator setting
+                group = [p for p, spec in PATHS.items() if spec["tune"] == tune]
+                out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--rounds",
+                                      str(args.rounds), "--worker", size, json.dumps(group), device],
+                                     capture_output=True, text=True, check=True)
+                results.update(json.loads(out.stdout.strip().splitlines()[-1]))
+            ref = results[REFERENCE]
             for path in PATHS:
-                out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--worker", size,
-                                      path, device], capture_output=True, text=True, check=True)
-                res = json.loads(out.stdout.strip().splitlines()[-1])
-                ref = ref or res
+                res = results[path]
                 print(f"| {device} | {size} | {path} | {res['forward']:.3f} | {res['fwd_bwd']:.3f} | "
                       f"{res['forward'] / ref['forward']:.2f} | {res['fwd_bwd'] / ref['fwd_bwd']:.2f} |", flush=True)
 

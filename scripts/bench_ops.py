@@ -4,19 +4,17 @@
 Shapes come from a 1024x1024 generator. For each op: median forward and forward+backward time
 of the reference and the compiled kernel, the speed-up, and the achieved memory throughput
 (bytes of the inputs read and outputs written, divided by the time). Then the end-to-end
-1024x1024 generator (our default path, tuned allocator) with reference vs compiled ops, each
-in a fresh process (``INSETGAN_OPS=ref`` for the reference).
+1024x1024 generator (our default path, tuned allocator) with reference vs compiled ops,
+interleaved in one process.
 
     python scripts/bench_ops.py [--repeats 5] [--skip-generator]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,12 +86,15 @@ def bench_ops(device: str, repeats: int) -> None:
                   flush=True)
 
 
-def generator_worker(device: str, repeats: int) -> dict[str, float]:
-    """Time the 1024x1024 synthesis forward and forward+backward to ws in this process."""
+def bench_generator(device: str, repeats: int, rounds: int = 3) -> None:
+    """End-to-end 1024x1024 synthesis (our default path) with reference vs compiled ops.
+
+    Both variants run interleaved in this process (``INSETGAN_OPS`` switched between calls),
+    so a slow phase of a noisy machine hits both alike; medians over all rounds.
+    """
     from networks.config import GeneratorConfig
     from networks.generator import Generator
 
-    tune_cpu_allocator()
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(img_resolution=1024, mapping_layers=8)).eval().requires_grad_(False).to(device)
     ws = G.mapping(torch.randn(1, G.z_dim, device=device), None).detach()
@@ -106,21 +107,26 @@ def generator_worker(device: str, repeats: int) -> dict[str, float]:
         w = ws.clone().requires_grad_(True)
         G.synthesis(w).square().mean().backward()
 
-    return {"forward": median_time(fwd, repeats, device), "fwd_bwd": median_time(fwd_bwd, repeats, device)}
-
-
-def bench_generator(device: str, repeats: int) -> None:
-    """Print the end-to-end table (reference vs compiled ops), one process per row."""
+    variants = {"reference ops": "ref", "compiled ops": ""}
+    times = {name: ([], []) for name in variants}
+    saved = os.environ.get("INSETGAN_OPS")
+    try:
+        for _ in range(rounds):
+            for name, env in variants.items():
+                os.environ["INSETGAN_OPS"] = env
+                times[name][0].append(median_time(fwd, repeats, device))
+                times[name][1].append(median_time(fwd_bwd, repeats, device))
+    finally:
+        if saved is None:
+            os.environ.pop("INSETGAN_OPS", None)
+        else:
+            os.environ["INSETGAN_OPS"] = saved
     print(f"\n| device | generator 1024x1024 | forward s | fwd+bwd to ws s | forward speed-up | fwd+bwd speed-up |")
     print("|---|---|---:|---:|---:|---:|")
-    ref = None
-    for label, env in (("reference ops", {"INSETGAN_OPS": "ref"}), ("compiled ops", {"INSETGAN_OPS": ""})):
-        out = subprocess.run([sys.executable, __file__, "--generator-worker", device, "--repeats", str(repeats)],
-                             env={**os.environ, **env}, capture_output=True, text=True, check=True)
-        res = json.loads(out.stdout.strip().splitlines()[-1])
-        ref = ref or res
-        print(f"| {device} | {label} | {res['forward']:.3f} | {res['fwd_bwd']:.3f} | "
-              f"{ref['forward'] / res['forward']:.2f} | {ref['fwd_bwd'] / res['fwd_bwd']:.2f} |", flush=True)
+    ref_f, ref_b = (statistics.median(t) for t in times["reference ops"])
+    for name, (f, b) in times.items():
+        f, b = statistics.median(f), statistics.median(b)
+        print(f"| {device} | {name} | {f:.3f} | {b:.3f} | {ref_f / f:.2f} | {ref_b / b:.2f} |", flush=True)
 
 
 def main() -> None:
@@ -128,18 +134,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-generator", action="store_true")
-    ap.add_argument("--generator-worker", metavar="DEVICE", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.generator_worker:
-        print(json.dumps(generator_worker(args.generator_worker, args.repeats)))
-        return
     tune_cpu_allocator()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, float32")
     for device in devices:
         bench_ops(device, args.repeats)
         if not args.skip_generator:
-            bench_generator(device, max(2, args.repeats // 2))
+            bench_generator(device, 2)
 
 
 if __name__ == "__main__":

@@ -152,3 +152,15 @@ def test_malicious_pickle_via_cli(tmp_path):
 def test_debug_shows_traceback(tmp_path):
     proc = run("--debug", "inspect", tmp_path / "missing.pkl")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_doctor_reports_active_paths(tmp_path):
+    import os
+
+    proc = run("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["devices"]["cpu"]["active"] == "cpp"
+    forced = subprocess.run([sys.executable, "-m", "insetgan", "doctor", "--json"], capture_output=True, text=True,
+                            cwd=REPO, env={**os.environ, "INSETGAN_OPS": "ref"}, timeout=300)
+    assert json.loads(forced.stdout)["devices"]["cpu"]["active"] == "ref"

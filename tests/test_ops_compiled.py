@@ -233,3 +233,37 @@ def test_cuda_sources_compile(tmp_path):
            f"-isystem{cuda_include}", f"-isystem{tmp_path / 'stub'}", str(csrc / "ops_cuda.cpp")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@needs_cuda
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_cuda_float16_against_float32_reference(layout):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 8, 17, 15, generator=gen)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.cuda()
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device="cuda")
+    for kw in (dict(up=2, padding=[2, 1, 2, 1]), dict(down=2, padding=1), dict(padding=[2, 1, 2, 1])):
+        ref = upfirdn2d.upfirdn2d(x, f, impl="ref", **kw)
+        out = upfirdn2d.upfirdn2d(x.half(), f, impl="cuda", **kw)
+        assert out.dtype == torch.float16
+        torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+    b = torch.randn(8, generator=gen).cuda()
+    ref = bias_act.bias_act(x, b, act="lrelu", clamp=1.5, impl="ref")
+    out = bias_act.bias_act(x.half(), b.half(), act="lrelu", clamp=1.5, impl="cuda")
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+@needs_cuda
+def test_cuda_second_order_gradients():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device="cuda").double()
+    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, device="cuda", requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: upfirdn2d.upsample2d(t, f, impl="cuda"), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: upfirdn2d.downsample2d(t, f, impl="cuda"), (x,))
+    xs = (x.detach() + 0.2 * x.detach().sign()).requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda t, c: bias_act.bias_act(t, c, act="lrelu", impl="cuda"), (xs, b))

@@ -56,7 +56,7 @@ PLUGINS = {
         "insetgan_ops_cuda",
         ("ops_cuda.cpp", "ops_cuda_kernels.cu", "ops_cuda.h"),
         cflags=CPU_FLAGS,
-        cuda_cflags=("-O3", "--use_fast_math", "-std=c++17"),
+        cuda_cflags=("-O3",),
         device="cuda",
     ),
 }
