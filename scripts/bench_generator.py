@@ -22,7 +22,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from networks.config import GeneratorConfig  # noqa: E402
 from networks.generator import Generator  # noqa: E402
+from benchutil import median_time  # noqa: E402
 from torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
 
 CONFIGS = {
@@ -50,22 +50,7 @@ PATHS = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
-
-def time_call(fn, repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def measure(size: str, paths: list[str], device: str, repeats: int, rounds: int) -> dict[str, dict[str, float]]:
@@ -94,8 +79,8 @@ def measure(size: str, paths: list[str], device: str, repeats: int, rounds: int)
                 w = ws.clone().requires_grad_(True)
                 G.synthesis(w, noise_mode="const", **spec["kwargs"]).square().mean().backward()
 
-            times[path]["forward"].append(time_call(fwd, repeats, dev))
-            times[path]["fwd_bwd"].append(time_call(fwd_bwd, repeats, dev))
+            times[path]["forward"].append(median_time(fwd, repeats, dev))
+            times[path]["fwd_bwd"].append(median_time(fwd_bwd, repeats, dev))
     return {p: {k: statistics.median(v) for k, v in t.items()} for p, t in times.items()}
 
 

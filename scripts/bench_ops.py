@@ -16,33 +16,18 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchutil import median_time  # noqa: E402
 from torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
 from torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
-
-def median_time(fn, repeats: int, device: str) -> float:
-    """Median seconds of ``fn()`` after one warm-up call."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def op_cases(device: str):
