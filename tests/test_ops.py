@@ -57,12 +57,17 @@ def _run_case(data, case: str, fn, impl: str = "ref"):
         np.testing.assert_allclose(grads[1].cpu().numpy(), data[f"{case}/db"], **TOL, err_msg=f"{case} db")
 
 
+def _resampling_case(case: str, impl: str):
+    """(data, kwargs, filter on the impl's device) of one resampling case."""
+    data = _load()
+    kw = json.loads(str(data[f"{case}/kwargs"]))
+    return data, kw, torch.tensor(data[f"{case}/f"], device="cuda" if impl == "cuda" else "cpu")
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", _cases("upfirdn2d"))
 def test_upfirdn2d_matches_reference(case, impl):
-    data = _load()
-    kw = json.loads(str(data[f"{case}/kwargs"]))
-    f = torch.tensor(data[f"{case}/f"], device="cuda" if impl == "cuda" else "cpu")
+    data, kw, f = _resampling_case(case, impl)
     _run_case(
         data,
         case,
@@ -77,9 +82,7 @@ def test_upfirdn2d_matches_reference(case, impl):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", _cases("resample_wrappers"))
 def test_resample_wrappers_match_reference(case, impl):
-    data = _load()
-    kw = json.loads(str(data[f"{case}/kwargs"]))
-    f = torch.tensor(data[f"{case}/f"], device="cuda" if impl == "cuda" else "cpu")
+    data, kw, f = _resampling_case(case, impl)
     common = dict(padding=kw["padding"], flip_filter=kw["flip_filter"], gain=kw["gain"], impl=impl)
     op = kw["op"]
     if op == "upsample2d":
