@@ -1,0 +1,168 @@
+"""InsetGAN loss terms, each a small function returning one value per candidate ([B]).
+
+All images are [B, C, H, W] in [-1, 1]. Every term is a per-candidate mean, so a batch of B
+independent candidates can be optimised by summing the terms over the batch: each candidate's
+latents receive exactly the gradient they would get alone.
+
+The perceptual term is any callable ``(a, b) -> [B]``. Until LPIPS backbones are available
+(inversion front end), :func:`pixel_perceptual` is the documented stand-in.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+PIXEL_PERCEPTUAL_NAME = "pixel-multiscale-gradient-l1"
+
+
+def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).mean(1)
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference per candidate, [B]."""
+    return _per_sample_mean((a - b).abs())
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference per candidate, [B]."""
+    return _per_sample_mean((a - b).square())
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` [B, C, H, W] over the pixels where ``mask`` [B or 1, 1, H, W] is set, per candidate."""
+    mask = mask.to(x).expand(x.shape[0], 1, *x.shape[-2:])
+    return (x * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * x.shape[1]).clamp_min(1e-8)
+
+
+def pixel_perceptual(a: torch.Tensor, b: torch.Tensor, scales: int = 3) -> torch.Tensor:
+    """Pixel-space stand-in for LPIPS, [B]: L1 of images and of their x/y gradients on a 3-level pyramid.
+
+    It compares structure (edges) as well as colour at several scales, is zero for identical
+    inputs and needs no weights. It is *not* LPIPS: reports name it ``pixel-multiscale-gradient-l1``.
+    """
+    total = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
+    for s in range(scales):
+        if s:
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+        d = a - b
+        total = total + _per_sample_mean(d.abs())
+        if d.shape[-1] > 1:
+            total = total + _per_sample_mean((d[..., :, 1:] - d[..., :, :-1]).abs())
+        if d.shape[-2] > 1:
+            total = total + _per_sample_mean((d[..., 1:, :] - d[..., :-1, :]).abs())
+        if min(a.shape[-2:]) < 4:
+            break
+    return total / scales
+
+
+def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize (area-like when shrinking), differentiable."""
+    size = (size, size) if isinstance(size, int) else size
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img
+    return F.interpolate(img, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def border_mask(height: int, width: int, strip: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[1, 1, H, W] mask of the outer strip of ``strip`` pixels of an inset frame."""
+    if strip <= 0 or 2 * strip >= min(height, width):
+        raise ValueError(f"border strip {strip} px does not fit a {height}x{width} inset")
+    m = torch.ones(1, 1, height, width, device=device)
+    m[..., strip:height - strip, strip:width - strip] = 0
+    return m
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the InsetGAN terms for the phases that optimise one role (canvas or inset).
+
+    ``border_metric`` is ``l1`` or ``mse`` (the official code uses MSE on the strips). The
+    regulariser weights apply to the latents of each generator: ``reg_mean`` to the RMS distance
+    ‖w − w_avg‖/√D and ``reg_delta`` to Σ_layers mean(δ²).
+    """
+
+    coarse_l1: float = 1.0
+    coarse_perceptual: float = 0.1
+    border: float = 10.0
+    border_perceptual: float = 0.0
+    border_metric: str = "l1"
+    body_l1: float = 0.0
+    body_perceptual: float = 0.0
+    face_l1: float = 0.0
+    face_perceptual: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.border_metric not in ("l1", "mse"):
+            raise ValueError(f"border_metric must be l1 or mse, got {self.border_metric!r}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float | int) and not isinstance(v, bool) and v < 0:
+                raise ValueError(f"loss weight {f.name} must be >= 0, got {v}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def coarse_loss(crop: torch.Tensor, inset: torch.Tensor, perceptual: Perceptual | None, size: int = 64
+                ) -> dict[str, torch.Tensor]:
+    """L_coarse parts: L1 and perceptual between the canvas crop and the inset, both at ``size``×``size``."""
+    a, b = resize(crop, size), resize(inset, size)
+    out = {"coarse_l1": l1(a, b)}
+    if perceptual is not None:
+        out["coarse_perceptual"] = perceptual(a, b)
+    return out
+
+
+def border_loss(crop: torch.Tensor, inset: torch.Tensor, strip: int, metric: str = "l1",
+                perceptual: Perceptual | None = None) -> dict[str, torch.Tensor]:
+    """L_border parts on the outer strip of ``strip`` px (at inset resolution) of crop vs inset."""
+    mask = border_mask(inset.shape[-2], inset.shape[-1], strip, inset.device)
+    diff = crop - inset
+    err = diff.abs() if metric == "l1" else diff.square()
+    out = {"border": masked_mean(err, mask)}
+    if perceptual is not None:
+        out["border_perceptual"] = perceptual(crop * mask, inset * mask)
+    return out
+
+
+def reg_loss(w: torch.Tensor, delta: torch.Tensor, w_avg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """L_reg parts for W+ = w + δ: RMS distance of w [B, 1, D] from w_avg, and Σ_layers mean(δ²) of δ [B, L, D]."""
+    dim = w.shape[-1]
+    mean = (w - w_avg.reshape(1, 1, dim)).flatten(1).norm(dim=1) / dim ** 0.5
+    return {"reg_mean": mean, "reg_delta": delta.square().mean(-1).sum(-1)}
+
+
+def region_loss(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, perceptual: Perceptual | None,
+                prefix: str) -> dict[str, torch.Tensor]:
+    """L_body / L_face parts: masked L1 and perceptual of ``img`` vs ``ref`` where ``mask`` is set."""
+    out = {f"{prefix}_l1": masked_mean((img - ref).abs(), mask)}
+    if perceptual is not None:
+        m = mask.to(img)
+        out[f"{prefix}_perceptual"] = perceptual(img * m, ref * m)
+    return out
+
+
+def weighted_total(parts: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    """Σ weight·part per candidate, [B]; parts without a weight (e.g. the regulariser) are weighted by the caller."""
+    table = {
+        "coarse_l1": weights.coarse_l1, "coarse_perceptual": weights.coarse_perceptual,
+        "border": weights.border, "border_perceptual": weights.border_perceptual,
+        "body_l1": weights.body_l1, "body_perceptual": weights.body_perceptual,
+        "face_l1": weights.face_l1, "face_perceptual": weights.face_perceptual,
+    }
+    total = None
+    for name, value in parts.items():
+        key = name.split(":", 1)[-1]
+        if key in table and table[key]:
+            term = table[key] * value
+            total = term if total is None else total + term
+    if total is None:
+        raise ValueError("every loss weight is zero: nothing to optimise")
+    return total

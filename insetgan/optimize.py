@@ -1,0 +1,562 @@
+"""Joint latent optimisation of a canvas generator and its inset generators (InsetGAN).
+
+:func:`optimize` is a pure function of its inputs: generators are only read (their weights
+and noise buffers are never changed), start latents are copied, and the result carries the
+optimised W+ latents, the images rendered from them with the same constant noise used while
+optimising, the boxes, and a per-step loss history.
+
+Latents are parametrised as W+ = w + δ (w [B, 1, D] shared by all layers, δ [B, L, D] per
+layer) so the regulariser can keep w near the generator's average and the layers close to
+each other. Every generator has its own Adam with its own learning rate; a *stage* says which
+roles (``canvas``, ``insets``) are optimised, jointly or alternating every N steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from insetgan import losses as L
+from insetgan.blend import BLENDS, blend
+from insetgan.boxes import BoxProvider, TrackConfig, track
+from insetgan.metrics import seam_score
+from insetgan.regions import Box, box_mask, crop, paste
+from networks.generator import Generator
+
+log = logging.getLogger(__name__)
+
+ROLES = ("canvas", "insets")
+SCHEDULES = ("joint", "alternating")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One optimisation stage: which roles move, how, and whether boxes are re-estimated.
+
+    ``optimize`` lists roles; with ``schedule='alternating'`` they take turns every
+    ``switch_every`` steps in the listed order (the first role runs first). Boxes with a
+    detector are re-estimated every ``track_every`` steps (0: never) up to ``track_until``.
+    """
+
+    name: str
+    steps: int
+    optimize: tuple[str, ...] = ("canvas", "insets")
+    schedule: str = "joint"
+    switch_every: int = 40
+    track_every: int = 0
+    track_until: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimize", tuple(self.optimize))
+        if self.steps < 0:
+            raise ValueError(f"stage {self.name!r}: steps must be >= 0")
+        if not self.optimize or any(r not in ROLES for r in self.optimize):
+            raise ValueError(f"stage {self.name!r}: optimize must list roles from {ROLES}, got {self.optimize}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.switch_every < 1 or self.track_every < 0:
+            raise ValueError(f"stage {self.name!r}: switch_every must be >= 1 and track_every >= 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Everything that defines an InsetGAN run (serialisable; written into every report)."""
+
+    name: str = "default"
+    stages: tuple[Stage, ...] = (Stage("joint", 150, ("canvas", "insets"), "joint", track_every=25, track_until=100),)
+    lr_canvas: float = 0.02
+    lr_inset: float = 0.01
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    canvas_weights: L.LossWeights = L.LossWeights(coarse_l1=1.0, coarse_perceptual=0.5, border=20.0,
+                                                  body_l1=0.5, body_perceptual=0.1)
+    inset_weights: L.LossWeights = L.LossWeights(coarse_l1=1.0, coarse_perceptual=0.5, border=20.0,
+                                                 face_l1=0.5, face_perceptual=0.1)
+    reg_mean_canvas: float = 0.02
+    reg_delta_canvas: float = 2.0
+    reg_mean_inset: float = 0.01
+    reg_delta_inset: float = 1.0
+    coarse_size: int = 64
+    border_px: int = 8
+    track: TrackConfig = TrackConfig()
+    blend: str = "laplacian"
+    feather: float = 0.125
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("a config needs at least one stage")
+        if self.blend not in BLENDS:
+            raise ValueError(f"unknown blend {self.blend!r}; choose from {', '.join(BLENDS)}")
+        if min(self.lr_canvas, self.lr_inset) <= 0 or not 0 <= self.feather <= 0.5:
+            raise ValueError("learning rates must be > 0 and feather in [0, 0.5]")
+        if self.coarse_size < 4 or self.border_px < 1:
+            raise ValueError("coarse_size must be >= 4 and border_px >= 1")
+
+    @property
+    def steps(self) -> int:
+        """Total optimisation steps over all stages."""
+        return sum(s.steps for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (round-trips through :meth:`from_dict`)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: "OptimConfig | None" = None) -> "OptimConfig":
+        """Build a config from a (possibly partial) dict, filling the rest from ``base``."""
+        base = base or cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        kw: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "stages":
+                kw[key] = tuple(Stage(**s) for s in value)
+            elif key in ("canvas_weights", "inset_weights"):
+                kw[key] = dataclasses.replace(getattr(base, key), **value)
+            elif key == "track":
+                kw[key] = dataclasses.replace(base.track, **value)
+            else:
+                kw[key] = value
+        try:
+            return dataclasses.replace(base, **kw)
+        except TypeError as exc:
+            raise ValueError(f"invalid config: {exc}") from None
+
+    def with_steps(self, steps: int) -> "OptimConfig":
+        """The same schedule rescaled to ``steps`` total steps (stage proportions and switch periods kept)."""
+        if steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+        scale = steps / max(self.steps, 1)
+        stages = []
+        for s in self.stages:
+            n = max(1, round(s.steps * scale)) if s.steps else 0
+            stages.append(dataclasses.replace(
+                s, steps=n, switch_every=max(1, round(s.switch_every * scale)),
+                track_every=max(1, round(s.track_every * scale)) if s.track_every else 0,
+                track_until=None if s.track_until is None else round(s.track_until * scale)))
+        diff = steps - sum(s.steps for s in stages)
+        stages[-1] = dataclasses.replace(stages[-1], steps=max(1, stages[-1].steps + diff))
+        return dataclasses.replace(self, stages=tuple(stages))
+
+
+def _paper() -> OptimConfig:
+    # Official config_1 numbers (GUIDE §3), with the official bugs fixed: the border loss is on
+    # from step 0, the first phase is not flipped, box widths follow the detected face.
+    canvas = L.LossWeights(coarse_l1=1000, coarse_perceptual=0.15, border=5000, border_perceptual=0.25,
+                           border_metric="mse", body_l1=1000, body_perceptual=0.01)
+    inset = L.LossWeights(coarse_l1=500, coarse_perceptual=0.05, border=20000, border_perceptual=0.25,
+                          border_metric="mse", face_perceptual=0.4)
+    return OptimConfig(
+        name="paper", stages=(Stage("alternating", 400, ("insets", "canvas"), "alternating", 40, 20, 100),),
+        lr_canvas=0.035, lr_inset=0.006, lr_rampup=0.0, lr_rampdown=0.0, canvas_weights=canvas,
+        inset_weights=inset, reg_mean_canvas=0.0, reg_delta_canvas=20000.0, reg_mean_inset=0.0,
+        reg_delta_inset=20000.0, track=TrackConfig(every=20, until=100, damping=0.5), blend="feather")
+
+
+def _stylegan_human() -> OptimConfig:
+    # StyleGAN-Human's insetgan.py schedule (GUIDE §3): face only, body only with re-detection,
+    # then alternating; its loss weights are the paper's; it hard-pastes the face.
+    paper = _paper()
+    stages = (Stage("face", 25, ("insets",)), Stage("body", 150, ("canvas",), track_every=50),
+              Stage("alternating", 500, ("insets", "canvas"), "alternating", 50))
+    return dataclasses.replace(paper, name="stylegan-human", stages=stages, lr_canvas=0.05, lr_inset=0.02,
+                               lr_rampup=0.05, lr_rampdown=0.25, blend="hard")
+
+
+PRESETS: dict[str, Callable[[], OptimConfig]] = {"default": OptimConfig, "paper": _paper,
+                                                 "stylegan-human": _stylegan_human}
+
+
+def load_config(spec: str | None = None) -> OptimConfig:
+    """A preset by name (``default``, ``paper``, ``stylegan-human``) or a JSON/YAML file.
+
+    A file may name a ``preset`` to start from and override any field (nested weights partially).
+    """
+    spec = spec or "default"
+    if spec in PRESETS:
+        return PRESETS[spec]()
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"unknown preset {spec!r}: choose from {', '.join(PRESETS)} or give a .json/.yaml file")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError("YAML configs need PyYAML: pip install pyyaml") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a mapping")
+    base_name = data.pop("preset", "default")
+    if base_name not in PRESETS:
+        raise ValueError(f"{path}: unknown preset {base_name!r}")
+    return OptimConfig.from_dict(data, PRESETS[base_name]())
+
+
+@dataclass
+class CanvasInput:
+    """The canvas: a generator with start latents ``ws`` [B, L, D], or a fixed ``image`` [1|B, C, H, W]."""
+
+    G: Generator | None = None
+    ws: torch.Tensor | None = None
+    image: torch.Tensor | None = None
+
+
+@dataclass
+class InsetInput:
+    """One inset generator with start latents, a box per candidate and an optional box provider.
+
+    ``reference`` [1|B, C, h, w] is what L_face keeps the inset interior close to (default: its
+    start image). ``provider`` re-estimates the box on the canvas during tracking stages.
+    """
+
+    name: str
+    G: Generator
+    ws: torch.Tensor
+    boxes: Sequence[Box]
+    provider: BoxProvider | None = None
+    reference: torch.Tensor | None = None
+
+
+@dataclass
+class Result:
+    """What :func:`optimize` returns (tensors on the CPU-or-device they were made on, detached)."""
+
+    canvas_ws: torch.Tensor | None
+    inset_ws: dict[str, torch.Tensor]
+    canvas_start: torch.Tensor
+    canvas: torch.Tensor
+    insets_start: dict[str, torch.Tensor]
+    insets: dict[str, torch.Tensor]
+    boxes_start: dict[str, list[Box]]
+    boxes: dict[str, list[Box]]
+    history: list[dict[str, float]] = field(default_factory=list)
+    box_events: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def split_wplus(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """W+ [B, L, D] → (w [B, 1, D] = layer mean, δ [B, L, D] = ws − w)."""
+    w = ws.mean(1, keepdim=True)
+    return w, ws - w
+
+
+def lr_factor(t: float, rampup: float, rampdown: float) -> float:
+    """Learning-rate multiplier at stage progress ``t`` in [0, 1): linear ramp-up, cosine ramp-down."""
+    f = min(1.0, t / rampup) if rampup > 0 else 1.0
+    if rampdown > 0:
+        f *= 0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / rampdown))
+    return f
+
+
+def render(G: Generator, ws: torch.Tensor) -> torch.Tensor:
+    """Synthesise with the stored constant noise (the same noise while optimising and for the final render)."""
+    return G.synthesis(ws, noise_mode="const", fused_modconv=False)
+
+
+def crop_boxes(canvas: torch.Tensor, boxes: Sequence[Box], size: tuple[int, int]) -> torch.Tensor:
+    """Per-candidate crop of a [B, C, H, W] canvas under ``boxes[b]`` to ``size``."""
+    if all(b == boxes[0] for b in boxes):
+        return crop(canvas, boxes[0], size)
+    return torch.cat([crop(canvas[i:i + 1], b, size) for i, b in enumerate(boxes)])
+
+
+def outside_mask(height: int, width: int, boxes_per_inset: Sequence[Sequence[Box]], device: torch.device
+                 ) -> torch.Tensor:
+    """[B, 1, H, W]: 1 where no inset box covers the canvas (the region L_body keeps)."""
+    n = len(boxes_per_inset[0])
+    masks = []
+    for i in range(n):
+        m = torch.ones(1, 1, height, width, device=device)
+        for boxes in boxes_per_inset:
+            m = m * (1 - box_mask(height, width, boxes[i], device=device))
+        masks.append(m)
+    return torch.cat(masks)
+
+
+def loss_parts(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dict[str, Sequence[Box]],
+               cfg: OptimConfig, perceptual: L.Perceptual | None, canvas_ref: torch.Tensor | None = None,
+               inset_refs: dict[str, torch.Tensor] | None = None, need_body: bool = False,
+               need_face: bool = False) -> dict[str, torch.Tensor]:
+    """All image loss terms per candidate ([B] each), named ``inset:term`` (and ``body_*``)."""
+    parts: dict[str, torch.Tensor] = {}
+    for name, img in insets.items():
+        cropped = crop_boxes(canvas, boxes[name], tuple(img.shape[-2:]))
+        for k, v in L.coarse_loss(cropped, img, perceptual, cfg.coarse_size).items():
+            parts[f"{name}:{k}"] = v
+        metric = cfg.inset_weights.border_metric
+        strip = min(cfg.border_px, min(img.shape[-2:]) // 2 - 1)
+        for k, v in L.border_loss(cropped, img, strip, metric, perceptual).items():
+            parts[f"{name}:{k}"] = v
+        if need_face and inset_refs is not None and name in inset_refs:
+            interior = 1 - L.border_mask(img.shape[-2], img.shape[-1], strip, img.device)
+            for k, v in L.region_loss(img, inset_refs[name].expand_as(img), interior, perceptual, "face").items():
+                parts[f"{name}:{k}"] = v
+    if need_body and canvas_ref is not None:
+        mask = outside_mask(canvas.shape[-2], canvas.shape[-1], [boxes[n] for n in insets], canvas.device)
+        parts.update(L.region_loss(canvas, canvas_ref.expand_as(canvas), mask, perceptual, "body"))
+    return parts
+
+
+def _role_total(parts: dict[str, torch.Tensor], weights: L.LossWeights, role: str) -> torch.Tensor:
+    keep = {k: v for k, v in parts.items() if not (role == "canvas" and k.split(":")[-1].startswith("face_"))
+            and not (role == "insets" and k.startswith("body_"))}
+    return L.weighted_total(keep, weights)
+
+
+def _check_inputs(canvas: CanvasInput, insets: Sequence[InsetInput]) -> tuple[int, torch.device]:
+    if (canvas.G is None) == (canvas.image is None):
+        raise ValueError("the canvas needs either a generator with start latents or a fixed image")
+    if not insets:
+        raise ValueError("at least one inset is needed")
+    if canvas.G is not None:
+        if canvas.ws is None:
+            raise ValueError("the canvas generator needs start latents")
+        device, batch, channels = canvas.ws.device, canvas.ws.shape[0], canvas.G.img_channels
+    else:
+        img = canvas.image
+        if img.ndim != 4:
+            raise ValueError(f"the canvas image must be [N, C, H, W], got {list(img.shape)}")
+        device, batch, channels = img.device, max(img.shape[0], insets[0].ws.shape[0]), img.shape[1]
+    names = [i.name for i in insets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"inset names must be unique, got {names}")
+    for ins in insets:
+        if ins.ws.device != device:
+            raise ValueError(f"inset {ins.name!r} latents are on {ins.ws.device} but the canvas is on {device}")
+        if next(ins.G.parameters()).device != device:
+            raise ValueError(f"inset {ins.name!r} generator is on a different device than the canvas ({device})")
+        if ins.G.img_channels != channels:
+            raise ValueError(f"inset {ins.name!r} has {ins.G.img_channels} channel(s) but the canvas has {channels}")
+        if ins.ws.shape[0] != batch or len(ins.boxes) != batch:
+            raise ValueError(f"inset {ins.name!r}: need {batch} start latents and boxes (one per candidate)")
+    if canvas.G is not None and next(canvas.G.parameters()).device != device:
+        raise ValueError(f"the canvas generator is not on {device}, where its latents are")
+    return batch, device
+
+
+class _Latents:
+    """Trainable W+ = w + δ of one generator, its Adam, its base lr and a render cache."""
+
+    def __init__(self, G: Generator, ws: torch.Tensor, lr: float) -> None:
+        w, delta = split_wplus(ws.detach().to(torch.float32))
+        self.G, self.lr = G, lr
+        self.w = w.clone().requires_grad_(True)
+        self.delta = delta.clone().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.w, self.delta], lr=lr, betas=(0.9, 0.999))
+        self._cache: torch.Tensor | None = None
+
+    def ws(self) -> torch.Tensor:
+        return self.w + self.delta
+
+    def image(self, grad: bool) -> torch.Tensor:
+        if grad:
+            self._cache = None
+            return render(self.G, self.ws())
+        if self._cache is None:
+            with torch.no_grad():
+                self._cache = render(self.G, self.ws())
+        return self._cache
+
+    def reg(self, w_mean: float, w_delta: float) -> torch.Tensor:
+        parts = L.reg_loss(self.w, self.delta, self.G.w_avg.to(self.w))
+        return w_mean * parts["reg_mean"] + w_delta * parts["reg_delta"]
+
+    def step(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self._cache = None
+
+
+def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig,
+             perceptual: L.Perceptual | None = L.pixel_perceptual,
+             progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Result:
+    """Jointly optimise the canvas and inset latents so each inset fits seamlessly into the canvas.
+
+    ``canvas``: a generator + start W+ [B, L, D] (B independent candidates), or a fixed image
+    (only the insets move, e.g. face refinement of a photo). ``insets``: generators with start
+    W+ and a box per candidate. ``perceptual`` is any ``(a, b) -> [B]`` callable (``None`` turns
+    the perceptual terms off). ``progress(step, total, losses)`` is called after every step.
+    """
+    batch, device = _check_inputs(canvas, insets)
+    t_start = time.perf_counter()
+    lat_c = _Latents(canvas.G, canvas.ws, cfg.lr_canvas) if canvas.G is not None else None
+    lat_i = {ins.name: _Latents(ins.G, ins.ws, cfg.lr_inset) for ins in insets}
+    boxes = {ins.name: list(ins.boxes) for ins in insets}
+    providers = {ins.name: ins.provider for ins in insets}
+
+    with torch.no_grad():
+        canvas_start = lat_c.image(False) if lat_c else canvas.image.to(torch.float32).expand(batch, -1, -1, -1)
+        insets_start = {n: lat.image(False) for n, lat in lat_i.items()}
+    inset_refs = {ins.name: (ins.reference if ins.reference is not None else insets_start[ins.name]).to(device)
+                  for ins in insets}
+    history: list[dict[str, float]] = []
+    events: list[dict[str, Any]] = []
+    total_steps, global_step = cfg.steps, 0
+
+    for stage in cfg.stages:
+        roles = [r for r in stage.optimize if r != "canvas" or lat_c is not None]
+        if not roles:
+            log.info("stage %s skipped: it optimises only the canvas, which is a fixed image", stage.name)
+            continue
+        for t in range(stage.steps):
+            if stage.schedule == "joint":
+                active = set(roles)
+            else:
+                active = {roles[(t // stage.switch_every) % len(roles)]}
+            lr_f = lr_factor(t / max(stage.steps, 1), cfg.lr_rampup, cfg.lr_rampdown)
+
+            c_img = lat_c.image("canvas" in active) if lat_c else canvas_start
+            i_imgs = {n: lat.image("insets" in active) for n, lat in lat_i.items()}
+
+            if stage.track_every and t > 0 and t % stage.track_every == 0 and \
+                    (stage.track_until is None or t <= stage.track_until):
+                _retrack(c_img.detach(), boxes, providers, cfg.track, events, global_step)
+
+            # Loss per role on detached image leaves, then one backward through each active generator.
+            c_leaf = c_img.detach().requires_grad_("canvas" in active)
+            i_leaf = {n: v.detach().requires_grad_("insets" in active) for n, v in i_imgs.items()}
+            parts = loss_parts(c_leaf, i_leaf, boxes, cfg, perceptual, canvas_start, inset_refs,
+                               need_body="canvas" in active and (cfg.canvas_weights.body_l1 > 0
+                                                                  or cfg.canvas_weights.body_perceptual > 0),
+                               need_face="insets" in active and (cfg.inset_weights.face_l1 > 0
+                                                                  or cfg.inset_weights.face_perceptual > 0))
+            record: dict[str, float] = {k: float(v.detach().mean()) for k, v in parts.items()}
+            total = 0.0
+            if "canvas" in active:
+                lc = _role_total(parts, cfg.canvas_weights, "canvas")
+                g = torch.autograd.grad(lc.sum(), c_leaf, retain_graph="insets" in active)[0]
+                reg = lat_c.reg(cfg.reg_mean_canvas, cfg.reg_delta_canvas)
+                torch.autograd.backward([c_img, reg.sum()], [g, None])
+                total += float(lc.detach().mean() + reg.detach().mean())
+            if "insets" in active:
+                li = _role_total(parts, cfg.inset_weights, "insets")
+                leaves = list(i_leaf.values())
+                grads = torch.autograd.grad(li.sum(), leaves, allow_unused=True)
+                outs, gs = [], []
+                for (n, lat), gi in zip(lat_i.items(), grads):
+                    reg = lat.reg(cfg.reg_mean_inset, cfg.reg_delta_inset)
+                    outs += [i_imgs[n], reg.sum()]
+                    gs += [gi if gi is not None else torch.zeros_like(i_imgs[n]), None]
+                    total += float(reg.detach().mean())
+                torch.autograd.backward(outs, gs)
+                total += float(li.detach().mean())
+            if "canvas" in active:
+                lat_c.step(cfg.lr_canvas * lr_f)
+            if "insets" in active:
+                for lat in lat_i.values():
+                    lat.step(cfg.lr_inset * lr_f)
+            record.update(step=global_step, stage=stage.name, active="+".join(sorted(active)), total=total)
+            history.append(record)
+            global_step += 1
+            if progress is not None:
+                progress(global_step, total_steps, record)
+
+    with torch.no_grad():
+        final_canvas = lat_c.image(False) if lat_c else canvas_start
+        final_insets = {n: lat.image(False) for n, lat in lat_i.items()}
+    return Result(
+        canvas_ws=lat_c.ws().detach() if lat_c else None,
+        inset_ws={n: lat.ws().detach() for n, lat in lat_i.items()},
+        canvas_start=canvas_start.detach(), canvas=final_canvas.detach(),
+        insets_start={n: v.detach() for n, v in insets_start.items()},
+        insets={n: v.detach() for n, v in final_insets.items()},
+        boxes_start={ins.name: list(ins.boxes) for ins in insets}, boxes=boxes,
+        history=history, box_events=events, seconds=time.perf_counter() - t_start, steps=global_step)
+
+
+def _retrack(canvas_img: torch.Tensor, boxes: dict[str, list[Box]], providers: dict[str, BoxProvider | None],
+             cfg: TrackConfig, events: list[dict[str, Any]], step: int) -> None:
+    """Re-estimate every tracked box on the current canvas (in place), logging each outcome."""
+    for name, provider in providers.items():
+        if provider is None:
+            continue
+        for i, prev in enumerate(boxes[name]):
+            try:
+                detected = provider(canvas_img[i:i + 1])
+                error = None
+            except Exception as exc:  # noqa: BLE001 - a detector failure must never stop the run
+                detected, error = None, f"{type(exc).__name__}: {exc}"
+            box, status = track(prev, detected, cfg)
+            if detected is not None and status == "updated":
+                H, W = canvas_img.shape[-2:]
+                if not box.inside(H, W):
+                    box, status = prev, "rejected"
+            boxes[name][i] = box
+            event = {"step": step, "inset": name, "candidate": i, "status": status}
+            if detected is not None:
+                event["detected"] = [round(v, 2) for v in (detected.x, detected.y, detected.w, detected.h)]
+            if error:
+                event["error"] = error
+            if status != "updated":
+                log.debug("box %s[%d] at step %d: %s", name, i, step, status)
+            events.append(event)
+
+
+def composite(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dict[str, Sequence[Box]],
+              method: str = "laplacian", feather: float = 0.125) -> torch.Tensor:
+    """Blend every inset into the canvas under its box; pixels outside all boxes are the canvas, exactly.
+
+    ``feather`` is the width of the blend ramp inside the box edge, as a fraction of the box's
+    shorter side.
+    """
+    out = []
+    H, W = canvas.shape[-2:]
+    for i in range(canvas.shape[0]):
+        img = canvas[i:i + 1]
+        for name, inset in insets.items():
+            box = boxes[name][i]
+            pasted, cover = paste(img, inset[i:i + 1], box)
+            pasted = pasted * cover + img * (1 - cover)
+            mask = box_mask(H, W, box, feather=feather * min(box.w, box.h), device=canvas.device)
+            if method == "hard":
+                mask = (box_mask(H, W, box, device=canvas.device) > 0).to(img)
+            support = (box_mask(H, W, box, device=canvas.device) > 0).to(img)
+            img = img + (blend(img, pasted, mask * (cover > 0), method) - img) * support
+        out.append(img)
+    return torch.cat(out)
+
+
+def naive_paste(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dict[str, Sequence[Box]]
+                ) -> torch.Tensor:
+    """The baseline: each inset resized into its box and hard-pasted (what the official scripts do)."""
+    return composite(canvas, insets, boxes, method="hard")
+
+
+def evaluate(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dict[str, Sequence[Box]],
+             composite_img: torch.Tensor, cfg: OptimConfig, perceptual: L.Perceptual | None
+             ) -> list[dict[str, Any]]:
+    """Per-candidate metrics: unweighted L_coarse and L_border (L1, whatever the preset) per inset and the seam score."""
+    fixed = dataclasses.replace(cfg, inset_weights=dataclasses.replace(cfg.inset_weights, border_metric="l1"))
+    with torch.no_grad():
+        parts = loss_parts(canvas, insets, boxes, fixed, perceptual)
+    rows = []
+    for i in range(canvas.shape[0]):
+        row: dict[str, Any] = {k: round(float(v[i]), 6) for k, v in parts.items()}
+        for name in insets:
+            try:
+                row[f"{name}:seam"] = round(seam_score(composite_img[i:i + 1], boxes[name][i]), 4)
+            except ValueError:
+                row[f"{name}:seam"] = None
+        rows.append(row)
+    return rows
