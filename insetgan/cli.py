@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ import torch
 
 import insetgan
 from insetgan import io as iio
+from insetgan import jobs
 from insetgan.generate import SampleConfig, sample_seeds
 from networks import native
 from networks.checkpoints import Checkpoint, load_checkpoint
@@ -56,12 +56,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = jobs.sha256
 
 
 def _versions() -> dict[str, str]:
@@ -230,6 +225,245 @@ def convert(src: str, dst: str, fp16: bool) -> None:
     extra = {"source_format": ckpt.format, "source_file": Path(src).name, "notes": list(ckpt.notes)}
     native.save(ckpt.generator, out, extra=extra, dtype=torch.float16 if fp16 else torch.float32)
     log.info("wrote %s (%s -> insetgan-safetensors)", out, ckpt.format)
+
+
+def _is_quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("quiet"))
+
+
+class _ProgressBar:
+    """A tqdm bar showing the current losses (silent with --quiet)."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, disable=_is_quiet(), leave=False, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def __call__(self, step: int, total: int, losses: dict[str, float]) -> None:
+        shown = {k.split(":")[-1] if ":" in k else k: v for k, v in losses.items()
+                 if k in ("total",) or k.endswith("coarse_l1") or k.endswith(":border")}
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _load_net(path: str, dev: torch.device, what: str) -> tuple[Checkpoint, dict[str, Any]]:
+    if not Path(path).is_file():
+        raise ValueError(f"--{what}: checkpoint not found: {path}")
+    ckpt = load_checkpoint(path, dev)
+    info = {"path": str(path), "sha256": _sha256(path), "format": ckpt.format, "notes": list(ckpt.notes),
+            "resolution": [ckpt.generator.cfg.img_height, ckpt.generator.cfg.img_width]}
+    if ckpt.generator.c_dim:
+        raise ValueError(f"--{what}: conditional networks are not supported for composition")
+    return ckpt, info
+
+
+def _source(seed: int | None, latent: str | None, key: str, what: str, default_seed: int | None = None
+            ) -> jobs.LatentSource | None:
+    if seed is not None and latent is not None:
+        raise ValueError(f"give either --{what}-seed or --{what}-latent, not both")
+    if latent is not None:
+        return jobs.LatentSource(path=latent, key=key)
+    if seed is None:
+        if default_seed is None:
+            return None
+        seed = default_seed
+    if not 0 <= seed <= iio.MAX_SEED:
+        raise ValueError(f"--{what}-seed must be in 0..{iio.MAX_SEED}")
+    return jobs.LatentSource(seed=seed, key=key)
+
+
+def _box(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    from insetgan.regions import Box
+
+    try:
+        return Box.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"--{what}-box: {exc}") from None
+
+
+def _engine_options(fn: Callable) -> Callable:
+    options = [
+        click.option("--preset", default="default", show_default=True, metavar="NAME|FILE",
+                     help="default, paper, stylegan-human, or a JSON/YAML config file."),
+        click.option("--steps", type=int, default=None, help="Total steps (the preset's schedule is rescaled)."),
+        click.option("--trunc", type=float, default=0.7, show_default=True, help="Truncation psi for seeds."),
+        click.option("--blend", type=click.Choice(["hard", "feather", "laplacian"]), default=None,
+                     help="Final composite (default: the preset's)."),
+        click.option("--face-box", default=None, metavar="x,y,w,h", help="Face box in canvas pixels (skips detection)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def _resolve_config(preset: str, steps: int | None, blend_name: str | None) -> Any:
+    from insetgan.optimize import load_config
+
+    cfg = load_config(preset)
+    if steps is not None:
+        cfg = cfg.with_steps(steps)
+    if blend_name is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, blend=blend_name)
+    return cfg
+
+
+def _write_job(out: jobs.JobOutput, outdir: str) -> None:
+    path = _prepare_outdir(outdir)
+    for name, data in out.files.items():
+        iio.atomic_write_bytes(path / name, data)
+    after = out.report["metrics"]["after"]
+    seams = [v for row in after for k, v in row.items() if k.endswith(":seam") and v is not None]
+    log.info("wrote %d files to %s (seam score %s, %d steps in %.1f s)", len(out.files), path,
+             ", ".join(f"{s:.3f}" for s in seams[:8]), out.report["steps"], out.report["timings_s"]["optimize"])
+
+
+def _head(command: str, dev: torch.device, inputs: dict[str, Any], load_s: float, **extra: Any) -> dict[str, Any]:
+    return {"command": command, "inputs": inputs, "device": str(dev), **extra,
+            "timings_s": {"load": round(load_s, 4)}, "versions": _versions()}
+
+
+def _compose_job(command: str, body: str, face: str, shoes: str | None, sources: list, face_source: Any,
+                 shoes_seed: int | None, preset: str, steps: int | None, trunc: float, blend: str | None,
+                 face_box: str | None, shoes_box: str | None, detector: str, device: str, outdir: str,
+                 keep_face: bool) -> None:
+    cfg = _resolve_config(preset, steps, blend)
+    fbox, sbox = _box(face_box, "face"), _box(shoes_box, "shoes")
+    dev = _device(device)
+    t0 = time.perf_counter()
+    body_ck, body_info = _load_net(body, dev, "body")
+    face_ck, face_info = _load_net(face, dev, "face")
+    inputs = {"body": body_info, "face": face_info}
+    shoes_G = None
+    shoes_source = None
+    if shoes is not None:
+        shoes_ck, inputs["shoes"] = _load_net(shoes, dev, "shoes")
+        shoes_G = shoes_ck.generator
+        shoes_source = jobs.LatentSource(seed=shoes_seed if shoes_seed is not None else 0, key="shoes")
+    elif shoes_box is not None or shoes_seed is not None:
+        raise ValueError("--shoes-box/--shoes-seed need --shoes CKPT")
+    head = _head(command, dev, inputs, time.perf_counter() - t0,
+                 latents={"body": [s.describe() for s in sources], "face": face_source.describe(),
+                          **({"shoes": shoes_source.describe()} if shoes_source else {})},
+                 truncation_psi=trunc)
+    inp = jobs.ComposeInputs(body_ck.generator, face_ck.generator, tuple(sources), face_source, shoes_G,
+                             shoes_source, trunc, fbox, sbox, detector)
+    bar = _ProgressBar(cfg.steps, command)
+    try:
+        out = jobs.run_compose(inp, cfg, dev, head, progress=bar, keep_face=keep_face)
+    finally:
+        bar.close()
+    _write_job(out, outdir)
+
+
+_DETECTOR = click.option("--detector", type=click.Choice(jobs.DETECTORS), default="auto", show_default=True,
+                         help="Face box: dlib detection (auto: when installed), or the fixed prior.")
+
+
+@cli.command()
+@click.option("--body", required=True, metavar="CKPT", help="Canvas (full-body) generator.")
+@click.option("--face", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--shoes", default=None, metavar="CKPT", help="Optional shoes generator.")
+@click.option("--body-seed", type=int, default=None, help="Body seed (default 0).")
+@click.option("--body-latent", default=None, metavar="FILE", help="Body W/W+ (.npy, or latents.npz of a run).")
+@click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
+@click.option("--face-latent", default=None, metavar="FILE", help="Face W/W+ (.npy, or latents.npz of a run).")
+@click.option("--shoes-seed", type=int, default=None, help="Shoes seed (default 0).")
+@click.option("--shoes-box", default=None, metavar="x,y,w,h", help="Shoes box (default: prior + local search).")
+@_DETECTOR
+@_engine_options
+@_handle_errors
+def compose(body: str, face: str, shoes: str | None, body_seed: int | None, body_latent: str | None,
+            face_seed: int | None, face_latent: str | None, shoes_seed: int | None, shoes_box: str | None,
+            detector: str, preset: str, steps: int | None, trunc: float, blend: str | None, face_box: str | None,
+            device: str, outdir: str) -> None:
+    """Compose one full body: canvas and insets optimised jointly so the seams vanish.
+
+    \b
+    Example:
+      insetgan compose --body stylegan_human_v2_1024.pkl --face ffhq.pkl \\
+          --body-seed 3 --face-seed 7 --outdir out/compose
+    """
+    body_src = _source(body_seed, body_latent, "canvas", "body", default_seed=0)
+    face_src = _source(face_seed, face_latent, "face", "face", default_seed=0)
+    _compose_job("compose", body, face, shoes, [body_src], face_src, shoes_seed, preset, steps, trunc, blend,
+                 face_box, shoes_box, detector, device, outdir, keep_face=False)
+
+
+@cli.command("sample-bodies")
+@click.option("--body", required=True, metavar="CKPT", help="Canvas (full-body) generator.")
+@click.option("--face", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
+@click.option("--face-latent", default=None, metavar="FILE", help="Face W/W+ (.npy, or latents.npz of a run).")
+@click.option("--num", type=click.IntRange(1, 256), default=8, show_default=True, help="Number of bodies.")
+@click.option("--body-seeds", default=None, help="Body seeds, e.g. 10-17 (default 0..num-1).")
+@_DETECTOR
+@_engine_options
+@_handle_errors
+def sample_bodies(body: str, face: str, face_seed: int | None, face_latent: str | None, num: int,
+                  body_seeds: str | None, detector: str, preset: str, steps: int | None, trunc: float,
+                  blend: str | None, face_box: str | None, device: str, outdir: str) -> None:
+    """Many bodies for one face, optimised together in one batch, each kept close to that face.
+
+    \b
+    Example:
+      insetgan sample-bodies --body body.pkl --face ffhq.pkl --face-seed 7 --num 8 --outdir out/bodies
+    """
+    seeds = iio.parse_range(body_seeds, "seed") if body_seeds else list(range(num))
+    face_src = _source(face_seed, face_latent, "face", "face", default_seed=0)
+    sources = [jobs.LatentSource(seed=s) for s in seeds]
+    _compose_job("sample-bodies", body, face, None, sources, face_src, None, preset, steps, trunc, blend,
+                 face_box, None, detector, device, outdir, keep_face=True)
+
+
+@cli.command("refine-face")
+@click.argument("image", metavar="IMAGE")
+@click.option("--face", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--face-seed", type=int, default=None, help="Face start seed (default: best of --search seeds).")
+@click.option("--face-latent", default=None, metavar="FILE", help="Face start W/W+ (.npy or latents.npz).")
+@click.option("--search", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Seeds tried for the start face when no seed or latent is given.")
+@_engine_options
+@_handle_errors
+def refine_face(image: str, face: str, face_seed: int | None, face_latent: str | None, search: int, preset: str,
+                steps: int | None, trunc: float, blend: str | None, face_box: str | None, device: str,
+                outdir: str) -> None:
+    """Refine the face of an existing image (a photo or a generated body); no body generator needed.
+
+    Only the face latent is optimised (coarse + border losses against the image); the result
+    is blended back and pixels outside the face box are left untouched.
+
+    \b
+    Example:
+      insetgan refine-face body.png --face ffhq.pkl --face-box 200,40,96,96 --outdir out/refined
+    """
+    cfg = _resolve_config(preset, steps, blend)
+    fbox = _box(face_box, "face")
+    face_src = _source(face_seed, face_latent, "face", "face")
+    dev = _device(device)
+    t0 = time.perf_counter()
+    img = jobs.load_image(image, dev)
+    face_ck, face_info = _load_net(face, dev, "face")
+    inputs = {"image": {"path": str(image), "sha256": _sha256(image), "size": [img.shape[-2], img.shape[-1]]},
+              "face": face_info}
+    head = _head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=trunc)
+    bar = _ProgressBar(cfg.steps, "refine-face")
+    try:
+        out = jobs.run_refine_face(img, face_ck.generator, face_src, fbox, cfg, head, trunc=trunc,
+                                   search_seeds=tuple(range(search)), progress=bar)
+    finally:
+        bar.close()
+    _write_job(out, outdir)
 
 
 def ops_report() -> dict[str, Any]:

@@ -1,0 +1,406 @@
+"""The three user jobs (compose, sample-bodies, refine-face) as functions from inputs to output files.
+
+Each job validates its inputs, runs :func:`insetgan.optimize.optimize` and returns a dict of
+file name → bytes; the CLI writes them atomically. Nothing here touches the file system
+except reading the inputs it is given.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from insetgan import io as iio
+from insetgan import losses as L
+from insetgan.boxes import FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, clamp_box, refine_box
+from insetgan.generate import z_from_seed
+from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
+                               naive_paste, optimize, render)
+from insetgan.regions import Box, box_mask
+from networks.generator import Generator
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, dict[str, float]], None]
+DETECTORS = ("auto", "dlib", "fixed")
+
+
+@dataclass(frozen=True)
+class LatentSource:
+    """Where start latents come from: a seed (mapped with truncation) or a latent file (.npy/.npz)."""
+
+    seed: int | None = None
+    path: str | None = None
+    key: str = "canvas"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able form for the report."""
+        return {"seed": self.seed} if self.path is None else {"latent": self.path, "key": self.key}
+
+
+def load_latent(path: str, G: Generator, key: str) -> torch.Tensor:
+    """W+ [1|B, num_ws, w_dim] from a .npy (w [D], [1, D], W+ [L, D], [B, L, D]) or .npz (array ``key``, or its only array)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"latent file not found: {path}")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"cannot read latent file {path}: {exc}") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        names = list(data.files)
+        if key in names:
+            arr = data[key]
+        elif len(names) == 1:
+            arr = data[names[0]]
+        else:
+            raise ValueError(f"{path} has no array {key!r} (it has {', '.join(names)})")
+    else:
+        arr = data
+    arr = np.asarray(arr, dtype=np.float32)
+    L_, D = G.num_ws, G.w_dim
+    if arr.shape == (D,) or arr.shape == (1, D):
+        arr = np.broadcast_to(arr.reshape(1, 1, D), (1, L_, D))
+    elif arr.shape == (L_, D):
+        arr = arr[None]
+    elif not (arr.ndim == 3 and arr.shape[1:] == (L_, D)):
+        raise ValueError(f"latent {path} has shape {list(arr.shape)}; this generator needs [{D}] or [{L_}, {D}]")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"latent {path} contains NaN or inf")
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def start_latents(G: Generator, source: LatentSource, trunc: float, device: torch.device) -> torch.Tensor:
+    """Start W+ [1|B, L, D] for ``source`` on ``device``."""
+    if source.path is not None:
+        return load_latent(source.path, G, source.key).to(device)
+    with torch.no_grad():
+        z = z_from_seed(int(source.seed or 0), G.z_dim).to(device)
+        return G.mapping(z, None, truncation_psi=trunc)
+
+
+def load_image(path: str, device: torch.device) -> torch.Tensor:
+    """An image file as [1, 3, H, W] in [-1, 1] (EXIF orientation applied; gray/RGBA converted to RGB).
+
+    The scaling ``(u − 127.5) / 127.5`` round-trips exactly through :func:`insetgan.io.to_uint8`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"image not found: {path}")
+    try:
+        with Image.open(p) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") from None
+    if min(arr.shape[:2]) < 16:
+        raise ValueError(f"image {path} is too small ({arr.shape[1]}x{arr.shape[0]})")
+    return ((torch.from_numpy(arr).permute(2, 0, 1)[None] - 127.5) / 127.5).to(device)
+
+
+def face_provider(detector: str) -> BoxProvider | None:
+    """The dlib provider for ``dlib``; ``auto`` gives dlib when it is installed, else ``None``."""
+    if detector == "fixed":
+        return None
+    try:
+        return DlibFaceBox()
+    except ValueError:
+        if detector == "dlib":
+            raise
+        log.info("dlib is not installed: using the fixed face prior (pip install 'insetgan[face]' for detection)")
+        return None
+
+
+def initial_boxes(canvas: torch.Tensor, manual: Box | None, provider: BoxProvider | None,
+                  prior: tuple[float, float, float, float], what: str) -> tuple[list[Box], list[str]]:
+    """One start box per candidate: manual, else detected, else the fixed prior (reported in the notes)."""
+    H, W = canvas.shape[-2:]
+    if manual is not None:
+        if not manual.inside(H, W):
+            raise ValueError(f"--{what}-box {manual.x:g},{manual.y:g},{manual.w:g},{manual.h:g} is outside "
+                             f"the {W}x{H} (WxH) canvas")
+        return [manual] * canvas.shape[0], [f"{what} box given manually"]
+    boxes, notes = [], []
+    fixed = FixedBox(prior)
+    for i in range(canvas.shape[0]):
+        box = None
+        if provider is not None:
+            try:
+                box = provider(canvas[i:i + 1])
+            except Exception as exc:  # noqa: BLE001 - detection failure falls back to the prior
+                notes.append(f"candidate {i}: {what} detection failed ({type(exc).__name__}: {exc})")
+            if box is not None and not box.inside(H, W):
+                box = clamp_box(box, H, W) if box.w <= W and box.h <= H else None
+            if box is None:
+                notes.append(f"candidate {i}: no {what} detected; using the fixed prior box")
+        boxes.append(box if box is not None else fixed(canvas[i:i + 1]))
+    if provider is None:
+        notes.append(f"{what} box from the fixed prior {prior} (relative x, y, w, h)")
+    return boxes, notes
+
+
+def shoe_boxes(canvas: torch.Tensor, shoes: torch.Tensor, cfg: OptimConfig, manual: Box | None
+               ) -> tuple[list[Box], list[str]]:
+    """Shoe boxes: the fixed prior refined per candidate by a local search minimising the coarse L1."""
+    if manual is not None:
+        return initial_boxes(canvas, manual, None, SHOES_PRIOR, "shoes")
+    H, W = canvas.shape[-2:]
+    boxes = []
+    for i in range(canvas.shape[0]):
+        prior = FixedBox(SHOES_PRIOR)(canvas[i:i + 1])
+
+        def cost(b: Box, i: int = i) -> float:
+            with torch.no_grad():
+                c = crop_boxes(canvas[i:i + 1], [b], tuple(shoes.shape[-2:]))
+                return float(L.coarse_loss(c, shoes[i:i + 1], None, cfg.coarse_size)["coarse_l1"])
+
+        boxes.append(refine_box(prior, cost, H, W)[0])
+    return boxes, ["shoes box: fixed prior refined by local search on the coarse loss"]
+
+
+@dataclass
+class JobOutput:
+    """Files to write (name → bytes) and the report (also among the files)."""
+
+    files: dict[str, bytes]
+    report: dict[str, Any]
+
+
+def _draw_boxes(arr: np.ndarray, boxes: Sequence[Box], scale: int) -> np.ndarray:
+    im = Image.fromarray(arr if arr.shape[2] == 3 else np.repeat(arr, 3, 2))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(im)
+    for b in boxes:
+        draw.rectangle([b.x * scale, b.y * scale, (b.x + b.w) * scale - 1, (b.y + b.h) * scale - 1],
+                       outline=(255, 64, 64), width=max(1, scale // 2))
+    return np.asarray(im)
+
+
+def compare_image(start: np.ndarray, naive: np.ndarray, result: np.ndarray,
+                  boxes_start: Sequence[Box], boxes_end: Sequence[Box]) -> np.ndarray:
+    """start | naive | result (HWC uint8) side by side, boxes drawn on start and result; small canvases enlarged."""
+    scale = max(1, 256 // start.shape[0])
+    return iio.grid([_draw_boxes(start, boxes_start, scale), _draw_boxes(naive, [], scale),
+                     _draw_boxes(result, boxes_end, scale)], cols=3)
+
+
+def _box_list(boxes: Sequence[Box]) -> list[list[float]]:
+    return [[round(v, 3) for v in (b.x, b.y, b.w, b.h, b.angle)] for b in boxes]
+
+
+def _history_summary(history: list[dict[str, Any]], every: int = 10) -> list[dict[str, Any]]:
+    keep = [h for h in history if h["step"] % every == 0] + ([history[-1]] if history else [])
+    seen, out = set(), []
+    for h in keep:
+        if h["step"] not in seen:
+            seen.add(h["step"])
+            out.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()})
+    return out
+
+
+def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, perceptual: L.Perceptual | None,
+                    report_head: dict[str, Any], canvas_original: torch.Tensor | None = None) -> JobOutput:
+    """Composite, measure and encode everything a job writes.
+
+    ``canvas_original`` (refine-face) is the input image: pixels outside every box are copied
+    from it byte for byte.
+    """
+    t0 = time.perf_counter()
+    naive = naive_paste(res.canvas_start, res.insets_start, res.boxes_start)
+    final = composite(res.canvas, res.insets, res.boxes, cfg.blend, cfg.feather)
+    before = evaluate(res.canvas_start, res.insets_start, res.boxes_start, naive, cfg, perceptual)
+    after = evaluate(res.canvas, res.insets, res.boxes, final, cfg, perceptual)
+    batch = final.shape[0]
+    files: dict[str, bytes] = {}
+
+    def u8(x: torch.Tensor) -> list[np.ndarray]:
+        return [iio.to_uint8(x[i]) for i in range(x.shape[0])]
+
+    results, starts, naives = u8(final), u8(res.canvas_start), u8(naive)
+    if canvas_original is not None:
+        orig = iio.to_uint8(canvas_original[0])
+        for i in range(batch):
+            inside = torch.zeros(1, 1, *final.shape[-2:])
+            for boxes in res.boxes.values():
+                inside = torch.maximum(inside, box_mask(final.shape[-2], final.shape[-1], boxes[i]))
+            keep = (inside[0, 0] == 0).numpy()[..., None]
+            results[i] = np.where(keep, orig, results[i])
+            naives[i] = np.where(keep, orig, naives[i])
+    all_boxes_start = [[bs[i] for bs in res.boxes_start.values()] for i in range(batch)]
+    all_boxes_end = [[bs[i] for bs in res.boxes.values()] for i in range(batch)]
+    if batch == 1:
+        files["result.png"] = iio.png_bytes(results[0])
+        files["canvas.png"] = iio.png_bytes(starts[0])
+        files["naive.png"] = iio.png_bytes(naives[0])
+        for name, img in res.insets.items():
+            files[f"{name}.png"] = iio.png_bytes(iio.to_uint8(img[0]))
+            files[f"{name}_start.png"] = iio.png_bytes(iio.to_uint8(res.insets_start[name][0]))
+    else:
+        files["result.png"] = iio.png_bytes(iio.grid(results))
+        files["canvas.png"] = iio.png_bytes(iio.grid(starts))
+        files["naive.png"] = iio.png_bytes(iio.grid(naives))
+        for i in range(batch):
+            files[f"result_{i:03d}.png"] = iio.png_bytes(results[i])
+        for name, img in res.insets.items():
+            files[f"{name}.png"] = iio.png_bytes(iio.grid(u8(img)))
+            files[f"{name}_start.png"] = iio.png_bytes(iio.grid(u8(res.insets_start[name])))
+    rows = []
+    for i in range(batch):
+        rows.append(compare_image(starts[i], naives[i], results[i], all_boxes_start[i], all_boxes_end[i]))
+    files["compare.png"] = iio.png_bytes(iio.grid(rows, cols=1))
+    arrays: dict[str, np.ndarray] = {}
+    if res.canvas_ws is not None:
+        arrays["canvas"] = res.canvas_ws.cpu().numpy().astype(np.float32)
+    for name, ws in res.inset_ws.items():
+        arrays[name] = ws.cpu().numpy().astype(np.float32)
+        arrays[f"boxes_{name}"] = np.array(_box_list(res.boxes[name]), dtype=np.float32)
+    files["latents.npz"] = iio.encode(lambda buf: np.savez(buf, **arrays))
+    counts: dict[str, int] = {}
+    for e in res.box_events:
+        counts[e["status"]] = counts.get(e["status"], 0) + 1
+    report = dict(report_head)
+    report.update({
+        "config": cfg.to_dict(),
+        "perceptual": perceptual_name,
+        "boxes": {"start": {n: _box_list(b) for n, b in res.boxes_start.items()},
+                  "final": {n: _box_list(b) for n, b in res.boxes.items()},
+                  "tracking": counts, "events": res.box_events},
+        "metrics": {"before": before, "after": after},
+        "losses": _history_summary(res.history),
+        "steps": res.steps,
+        "timings_s": {**report_head.get("timings_s", {}), "optimize": round(res.seconds, 3),
+                      "per_step": round(res.seconds / max(res.steps, 1), 5),
+                      "outputs": round(time.perf_counter() - t0, 3)},
+        "outputs": sorted(files) + ["report.json"],
+    })
+    files["report.json"] = iio.json_bytes(report)
+    return JobOutput(files, report)
+
+
+def _check_latent_batch(ws: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if ws.shape[0] == batch:
+        return ws
+    if ws.shape[0] == 1:
+        return ws.expand(batch, -1, -1).contiguous()
+    raise ValueError(f"{what} latents hold {ws.shape[0]} candidates but {batch} are needed")
+
+
+@dataclass(frozen=True)
+class ComposeInputs:
+    """Resolved inputs of compose / sample-bodies (generators already loaded)."""
+
+    body: Generator
+    face: Generator
+    body_sources: tuple[LatentSource, ...]
+    face_source: LatentSource
+    shoes: Generator | None = None
+    shoes_source: LatentSource | None = None
+    trunc: float = 0.7
+    face_box: Box | None = None
+    shoes_box: Box | None = None
+    detector: str = "auto"
+
+
+def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, report_head: dict[str, Any],
+                perceptual: L.Perceptual | None = L.pixel_perceptual,
+                perceptual_name: str = L.PIXEL_PERCEPTUAL_NAME, progress: Progress | None = None,
+                keep_face: bool = False) -> JobOutput:
+    """Compose full bodies: one per body latent source (B candidates optimised in one batch).
+
+    ``keep_face`` (sample-bodies) keeps every candidate's face close to the given face (L_face);
+    otherwise the face weights of the preset apply as they are.
+    """
+    body_ws = torch.cat([start_latents(inp.body, s, inp.trunc, device) for s in inp.body_sources])
+    batch = body_ws.shape[0]
+    face_ws = _check_latent_batch(start_latents(inp.face, inp.face_source, inp.trunc, device), batch, "face")
+    with torch.no_grad():
+        canvas0 = render(inp.body, body_ws)
+    provider = face_provider(inp.detector) if inp.face_box is None else None
+    face_boxes, notes = initial_boxes(canvas0, inp.face_box, provider, FACE_PRIOR, "face")
+    insets = [InsetInput("face", inp.face, face_ws, face_boxes, provider)]
+    if inp.shoes is not None:
+        shoes_ws = _check_latent_batch(start_latents(inp.shoes, inp.shoes_source, inp.trunc, device), batch, "shoes")
+        with torch.no_grad():
+            shoes0 = render(inp.shoes, shoes_ws)
+        sboxes, snotes = shoe_boxes(canvas0, shoes0, cfg, inp.shoes_box)
+        notes += snotes
+        insets.append(InsetInput("shoes", inp.shoes, shoes_ws, sboxes))
+    if keep_face:
+        w = cfg.inset_weights
+        cfg = dataclasses.replace(cfg, inset_weights=dataclasses.replace(
+            w, face_l1=max(w.face_l1, 2.0 * max(w.coarse_l1, 1e-3)), face_perceptual=max(w.face_perceptual, 0.4)))
+    res = optimize(CanvasInput(G=inp.body, ws=body_ws), insets, cfg, perceptual, progress)
+    head = dict(report_head)
+    head["box_notes"] = notes
+    head["box_provider"] = {"face": "manual" if inp.face_box else (provider.name if provider else "fixed")}
+    return package_outputs(res, cfg, perceptual_name, perceptual, head)
+
+
+def pick_face_start(G: Generator, canvas: torch.Tensor, box: Box, seeds: Sequence[int], trunc: float,
+                    cfg: OptimConfig) -> tuple[int, torch.Tensor, list[float]]:
+    """Among ``seeds``, the face whose image best matches the canvas crop (coarse L1): (seed, ws, all costs)."""
+    device = canvas.device
+    with torch.no_grad():
+        z = torch.cat([z_from_seed(s, G.z_dim) for s in seeds]).to(device)
+        ws = G.mapping(z, None, truncation_psi=trunc)
+        imgs = render(G, ws)
+        target = crop_boxes(canvas[:1], [box], tuple(imgs.shape[-2:])).expand_as(imgs)
+        cost = L.coarse_loss(target, imgs, None, cfg.coarse_size)["coarse_l1"]
+    best = int(cost.argmin())
+    return seeds[best], ws[best:best + 1], [round(float(c), 5) for c in cost]
+
+
+def run_refine_face(image: torch.Tensor, face: Generator, face_source: LatentSource | None, face_box: Box | None,
+                    cfg: OptimConfig, report_head: dict[str, Any], trunc: float = 0.7,
+                    search_seeds: Sequence[int] = tuple(range(16)), detector: str = "auto",
+                    perceptual: L.Perceptual | None = L.pixel_perceptual,
+                    perceptual_name: str = L.PIXEL_PERCEPTUAL_NAME, progress: Progress | None = None) -> JobOutput:
+    """Refine the face of a fixed image: only the face latent moves (coarse + border against the image)."""
+    device = image.device
+    if face.img_channels != image.shape[1]:
+        raise ValueError(f"the face generator has {face.img_channels} channel(s) but the image has {image.shape[1]}")
+    if next(face.parameters()).device != device:
+        raise ValueError(f"the face generator is not on {device}, where the image is")
+    if face_box is not None:
+        boxes, notes = initial_boxes(image, face_box, None, FACE_PRIOR, "face")
+    else:
+        provider = face_provider("dlib" if detector == "auto" else detector)
+        box = provider(image) if provider is not None else None
+        if box is None:
+            raise ValueError("no face found in the image: give --face-box x,y,w,h")
+        H, W = image.shape[-2:]
+        boxes, notes = [clamp_box(box, H, W)], ["face box detected with dlib"]
+    head = dict(report_head)
+    if face_source is None:
+        seed, ws, costs = pick_face_start(face, image, boxes[0], list(search_seeds), trunc, cfg)
+        head["face_start"] = {"searched_seeds": list(search_seeds), "coarse_l1": costs, "chosen_seed": seed}
+    else:
+        ws = _check_latent_batch(start_latents(face, face_source, trunc, device), 1, "face")
+        head["face_start"] = face_source.describe()
+    w = cfg.inset_weights
+    cfg = dataclasses.replace(cfg, inset_weights=dataclasses.replace(w, face_l1=0.0, face_perceptual=0.0))
+    res = optimize(CanvasInput(image=image), [InsetInput("face", face, ws, boxes)], cfg, perceptual, progress)
+    head["box_notes"] = notes
+    return package_outputs(res, cfg, perceptual_name, perceptual, head, canvas_original=image)
+
+
+def sha256(path: str) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
