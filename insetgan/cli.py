@@ -235,20 +235,23 @@ def _is_quiet() -> bool:
 class _ProgressBar:
     """A tqdm bar showing the current losses (silent with --quiet)."""
 
-    def __init__(self, total: int, desc: str) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, disable=_is_quiet(), leave=False, file=sys.stderr,
-                        dynamic_ncols=True)
+    def __init__(self, desc: str) -> None:
+        self.desc, self.quiet, self.bar = desc, _is_quiet(), None
 
     def __call__(self, step: int, total: int, losses: dict[str, float]) -> None:
+        if self.bar is None:  # created on the first step, so input errors print nothing else
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, disable=self.quiet, leave=False, file=sys.stderr,
+                            dynamic_ncols=True)
         shown = {k.split(":")[-1] if ":" in k else k: v for k, v in losses.items()
                  if k in ("total",) or k.endswith("coarse_l1") or k.endswith(":border")}
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _load_net(path: str, dev: torch.device, what: str) -> tuple[Checkpoint, dict[str, Any]]:
@@ -358,7 +361,7 @@ def _compose_job(command: str, body: str, face: str, shoes: str | None, sources:
                  truncation_psi=trunc)
     inp = jobs.ComposeInputs(body_ck.generator, face_ck.generator, tuple(sources), face_source, shoes_G,
                              shoes_source, trunc, fbox, sbox, detector)
-    bar = _ProgressBar(cfg.steps, command)
+    bar = _ProgressBar(command)
     try:
         out = jobs.run_compose(inp, cfg, dev, head, progress=bar, keep_face=keep_face)
     finally:
@@ -457,7 +460,7 @@ def refine_face(image: str, face: str, face_seed: int | None, face_latent: str |
     inputs = {"image": {"path": str(image), "sha256": _sha256(image), "size": [img.shape[-2], img.shape[-1]]},
               "face": face_info}
     head = _head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=trunc)
-    bar = _ProgressBar(cfg.steps, "refine-face")
+    bar = _ProgressBar("refine-face")
     try:
         out = jobs.run_refine_face(img, face_ck.generator, face_src, fbox, cfg, head, trunc=trunc,
                                    search_seeds=tuple(range(search)), progress=bar)
