@@ -70,9 +70,9 @@ class OptimConfig:
     """Everything that defines an InsetGAN run (serialisable; written into every report)."""
 
     name: str = "default"
-    stages: tuple[Stage, ...] = (Stage("joint", 150, ("canvas", "insets"), "joint", track_every=25, track_until=100),)
-    lr_canvas: float = 0.02
-    lr_inset: float = 0.01
+    stages: tuple[Stage, ...] = (Stage("joint", 30, ("canvas", "insets"), "joint", track_every=5, track_until=20),)
+    lr_canvas: float = 0.04
+    lr_inset: float = 0.02
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
     canvas_weights: L.LossWeights = L.LossWeights(coarse_l1=1.0, coarse_perceptual=0.5, border=20.0,
