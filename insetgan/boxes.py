@@ -82,25 +82,34 @@ def clamp_box(box: Box, height: int, width: int) -> Box:
     return Box(x, y, w, h, box.angle)
 
 
-def ffhq_box(landmarks: np.ndarray, rotate: bool = False) -> Box:
-    """The FFHQ crop of 68 dlib landmarks [68, 2] (x, y) as a square box (rotated with ``rotate``).
+def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
+    """The FFHQ crop quad [4, 2] (upper-left, lower-left, lower-right, upper-right) of 68 dlib landmarks.
 
     Centre = eye midpoint + 0.1 · eye-to-mouth vector; half side = max(2·|eye-to-eye|,
-    1.8·|eye-to-mouth|), the quad of the FFHQ alignment recipe.
+    1.8·|eye-to-mouth|); oriented along the eye line corrected by the eye-to-mouth direction.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape != (68, 2):
         raise ValueError(f"expected 68 landmarks, got shape {lm.shape}")
     eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
     eye_avg, eye_to_eye = (eye_l + eye_r) / 2, eye_r - eye_l
-    mouth_avg = (lm[48] + lm[54]) / 2
-    eye_to_mouth = mouth_avg - eye_avg
+    eye_to_mouth = (lm[48] + lm[54]) / 2 - eye_avg
     x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
     x /= np.hypot(*x)
-    half = max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
     c = eye_avg + eye_to_mouth * 0.1
-    angle = math.degrees(math.atan2(x[1], x[0])) if rotate else 0.0
-    return Box(float(c[0] - half), float(c[1] - half), float(2 * half), float(2 * half), angle)
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def ffhq_box(landmarks: np.ndarray, rotate: bool = False) -> Box:
+    """The FFHQ crop of 68 dlib landmarks [68, 2] (x, y) as a square box (rotated with ``rotate``)."""
+    quad = ffhq_quad(landmarks)
+    c = quad.mean(0)
+    side = float(np.hypot(*(quad[3] - quad[0])))
+    dx, dy = quad[3] - quad[0]
+    angle = math.degrees(math.atan2(dy, dx)) if rotate else 0.0
+    return Box(float(c[0] - side / 2), float(c[1] - side / 2), side, side, angle)
 
 
 def face_models_dir() -> Path:

