@@ -8,6 +8,7 @@ similarity transform.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from dataclasses import dataclass
@@ -16,13 +17,41 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from insetgan.boxes import face_models_dir, ffhq_quad
 
 log = logging.getLogger(__name__)
 
 # ArcFace / InsightFace reference for a 112×112 crop: left eye, right eye, nose tip, mouth corners.
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                         [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+
+
+def face_models_dir() -> Path:
+    """Folder of the dlib models shipped by the ``face_recognition_models`` package (not imported)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("face detection needs the face_recognition_models package: "
+                         "pip install 'insetgan[face]' (or give the face box by hand)")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
+    """The FFHQ crop quad [4, 2] (upper-left, lower-left, lower-right, upper-right) of 68 dlib landmarks.
+
+    Centre = eye midpoint + 0.1 · eye-to-mouth vector; half side = max(2·|eye-to-eye|,
+    1.8·|eye-to-mouth|); oriented along the eye line corrected by the eye-to-mouth direction.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2):
+        raise ValueError(f"expected 68 landmarks, got shape {lm.shape}")
+    eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
+    eye_avg, eye_to_eye = (eye_l + eye_r) / 2, eye_r - eye_l
+    eye_to_mouth = (lm[48] + lm[54]) / 2 - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
 
 
 def open_rgb(path: str | Path) -> Image.Image:
@@ -62,7 +91,8 @@ class LandmarkDetector:
         try:
             import dlib
         except ImportError:
-            raise ValueError("face alignment needs dlib: pip install 'insetgan[face]'") from None
+            raise ValueError("face detection needs dlib: pip install 'insetgan[face]' "
+                             "(or give the face box by hand)") from None
         predictor = face_models_dir() / "shape_predictor_68_face_landmarks.dat"
         if not predictor.is_file():
             raise ValueError(f"dlib landmark model not found at {predictor}")
@@ -70,11 +100,11 @@ class LandmarkDetector:
         self._predictor = dlib.shape_predictor(str(predictor))
         self.upsample = upsample
 
-    def faces(self, image: Image.Image) -> list[Face]:
-        """All faces found in an RGB image, largest first."""
+    def faces(self, image: Image.Image, upsample: int | None = None) -> list[Face]:
+        """All faces found in an RGB image, largest first (``upsample``: detector pyramid upsamplings)."""
         arr = np.ascontiguousarray(np.asarray(image.convert("RGB")))
         found = []
-        for r in self._detector(arr, self.upsample):
+        for r in self._detector(arr, self.upsample if upsample is None else upsample):
             shape = self._predictor(arr, r)
             lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
             found.append(Face((r.left(), r.top(), r.right(), r.bottom()), lm))

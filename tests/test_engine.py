@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from insetgan import losses as L
+from insetgan.align import ffhq_quad
 from insetgan.boxes import FixedBox, TrackConfig, clamp_box, ffhq_box, refine_box, track
 from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Stage, composite, evaluate, load_config,
@@ -102,14 +103,14 @@ def test_ffhq_box_from_landmarks():
     lm[36:42] = [40, 50]  # left eye
     lm[42:48] = [60, 50]  # right eye
     lm[48], lm[54] = [42, 80], [58, 80]
-    box = ffhq_box(lm)
+    box = ffhq_box(ffhq_quad(lm))
     # eye_to_eye 20, eye_to_mouth 30 → half = max(40, 54) = 54, centre = (50, 50 + 3)
     assert box.center == pytest.approx((50, 53))
     assert box.w == pytest.approx(108) and box.h == pytest.approx(108) and box.angle == 0
     a = np.radians(20)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
     tilted = (lm - 50) @ rot.T + 50  # the whole face turned by 20 degrees
-    turned = ffhq_box(tilted, rotate=True)
+    turned = ffhq_box(ffhq_quad(tilted), rotate=True)
     assert turned.angle == pytest.approx(20, abs=1e-6) and turned.w == pytest.approx(108)
 
 
@@ -264,6 +265,20 @@ def test_presets_and_config_files(tmp_path):
             load_config(str(tmp_path / "bad.json"))
     with pytest.raises(ValueError, match="unknown preset"):
         load_config("fastest")
+
+
+def test_invalid_configs_are_refused():
+    for kw, match in [(dict(blend="poisson"), "unknown blend"), (dict(lr_canvas=0.0), "learning rates"),
+                      (dict(stages=()), "at least one stage"), (dict(border_px=0), "border_px")]:
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(load_config("default"), **kw)
+    with pytest.raises(ValueError, match="roles"):
+        Stage("x", 3, ("body",))
+    with pytest.raises(ValueError, match="switch_every"):
+        Stage("x", 3, switch_every=0)
+    for kw in (dict(damping=1.0), dict(max_scale=0.5)):
+        with pytest.raises(ValueError):
+            TrackConfig(**kw)
 
 
 def test_with_steps_rescales_the_schedule():

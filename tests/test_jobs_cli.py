@@ -20,6 +20,7 @@ from tests.test_cli import assert_one_line_error, run
 
 BODY, FACE = fixture_path("sghuman_body64x32.pkl"), fixture_path("sg2ada_face64.pkl")
 PHOTO = SHARED / "data" / "ccp" / "photos" / "0001.jpg"
+ASTRO = SHARED / "data" / "examples" / "astronaut.png"
 STANDARD = {"result.png", "canvas.png", "naive.png", "face.png", "face_start.png", "compare.png", "latents.npz",
             "report.json"}
 
@@ -141,18 +142,33 @@ def test_image_round_trip_and_latent_shapes(tmp_path):
         load_latent(str(tmp_path / "bad.npy"), G, "face")
 
 
-@pytest.fixture(scope="module")
-def gray_face(tmp_path_factory):
-    cfg = GeneratorConfig.from_init_kwargs(dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=1,
-                                                channel_base=128, channel_max=16,
-                                                mapping_kwargs=dict(num_layers=2)))
-    path = tmp_path_factory.mktemp("g") / "gray.safetensors"
+def _small_net(path, **kw):
+    cfg = GeneratorConfig(z_dim=16, w_dim=16, img_resolution=16, channel_base=128, channel_max=16,
+                          mapping_layers=2, **kw)
     native.save(Generator(cfg).eval().requires_grad_(False), path)
     return path
 
 
-def test_bad_inputs_give_one_line_errors(tmp_path, gray_face):
+@pytest.fixture(scope="module")
+def gray_face(tmp_path_factory):
+    return _small_net(tmp_path_factory.mktemp("g") / "gray.safetensors", img_channels=1)
+
+
+@pytest.fixture(scope="module")
+def cond_face(tmp_path_factory):
+    return _small_net(tmp_path_factory.mktemp("c") / "cond.safetensors", c_dim=3)
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, gray_face, cond_face):
     (tmp_path / "junk.png").write_bytes(b"not an image")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "tiny.png")
+    noise = np.random.RandomState(0).randint(0, 256, (96, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    G, Gb = load_generator(FACE), load_generator(BODY)
+    np.savez(tmp_path / "other.npz", a=np.zeros(G.w_dim, np.float32), b=np.zeros(G.w_dim, np.float32))
+    np.save(tmp_path / "nan.npy", np.full(G.w_dim, np.nan, np.float32))
+    np.savez(tmp_path / "two.npz", canvas=np.zeros((2, Gb.num_ws, Gb.w_dim), np.float32),
+             face=np.zeros((3, G.num_ws, G.w_dim), np.float32))
     common = ["--steps", 1, "--outdir", tmp_path / "o"]
     cases = [
         (["refine-face", tmp_path / "missing.png", "--face", FACE, "--face-box", "1,1,8,8"], "image not found"),
@@ -166,6 +182,15 @@ def test_bad_inputs_give_one_line_errors(tmp_path, gray_face):
         (["compose", "--body", BODY, "--face", FACE, "--preset", "fastest"], "unknown preset"),
         (["compose", "--body", tmp_path / "nope.pkl", "--face", FACE], "not found"),
         (["compose", "--body", BODY, "--face", FACE, "--body-latent", tmp_path / "junk.png"], "latent"),
+        (["refine-face", tmp_path / "tiny.png", "--face", FACE, "--face-box", "1,1,4,4"], "too small"),
+        (["refine-face", tmp_path / "noise.png", "--face", FACE], "no face found"),
+        (["compose", "--body", BODY, "--face", FACE, "--face-latent", tmp_path / "other.npz"], "no array 'face'"),
+        (["compose", "--body", BODY, "--face", FACE, "--face-latent", tmp_path / "nan.npy"], "NaN"),
+        (["compose", "--body", BODY, "--face", FACE, "--body-latent", tmp_path / "two.npz",
+          "--face-latent", tmp_path / "two.npz", "--face-box", "8,2,16,16"], "3 candidates but 2"),
+        (["compose", "--body", BODY, "--face", FACE, "--face-seed", str(2**32)], "face-seed"),
+        (["compose", "--body", BODY, "--face", cond_face], "conditional"),
+        (["compose", "--body", BODY, "--face", FACE, "--shoes-box", "1,1,8,8"], "need --shoes"),
         (["compose", "--body", BODY, "--face", FACE, "--device", "cuda"] if not torch.cuda.is_available()
          else ["compose", "--body", BODY, "--face", FACE, "--steps", "0"], "cuda" if not torch.cuda.is_available()
          else "steps"),
@@ -174,3 +199,4 @@ def test_bad_inputs_give_one_line_errors(tmp_path, gray_face):
         proc = run(*args, *common)
         assert_one_line_error(proc, pattern)
     assert not (tmp_path / "o").exists()  # nothing written on failure
+    assert_one_line_error(run("align", ASTRO, "--out", tmp_path / "nodir" / "a.png"), "existing folder")
