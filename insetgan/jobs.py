@@ -232,22 +232,16 @@ def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, percept
             naives[i] = np.where(keep, orig, naives[i])
     all_boxes_start = [[bs[i] for bs in res.boxes_start.values()] for i in range(batch)]
     all_boxes_end = [[bs[i] for bs in res.boxes.values()] for i in range(batch)]
-    if batch == 1:
-        files["result.png"] = iio.png_bytes(results[0])
-        files["canvas.png"] = iio.png_bytes(starts[0])
-        files["naive.png"] = iio.png_bytes(naives[0])
-        for name, img in res.insets.items():
-            files[f"{name}.png"] = iio.png_bytes(iio.to_uint8(img[0]))
-            files[f"{name}_start.png"] = iio.png_bytes(iio.to_uint8(res.insets_start[name][0]))
-    else:
-        files["result.png"] = iio.png_bytes(iio.grid(results))
-        files["canvas.png"] = iio.png_bytes(iio.grid(starts))
-        files["naive.png"] = iio.png_bytes(iio.grid(naives))
+    # One candidate: plain images; several: grids (a grid of one image is that image) plus result_NNN.png.
+    files["result.png"] = iio.png_bytes(iio.grid(results))
+    files["canvas.png"] = iio.png_bytes(iio.grid(starts))
+    files["naive.png"] = iio.png_bytes(iio.grid(naives))
+    for name, img in res.insets.items():
+        files[f"{name}.png"] = iio.png_bytes(iio.grid(u8(img)))
+        files[f"{name}_start.png"] = iio.png_bytes(iio.grid(u8(res.insets_start[name])))
+    if batch > 1:
         for i in range(batch):
             files[f"result_{i:03d}.png"] = iio.png_bytes(results[i])
-        for name, img in res.insets.items():
-            files[f"{name}.png"] = iio.png_bytes(iio.grid(u8(img)))
-            files[f"{name}_start.png"] = iio.png_bytes(iio.grid(u8(res.insets_start[name])))
     rows = []
     for i in range(batch):
         rows.append(compare_image(starts[i], naives[i], results[i], all_boxes_start[i], all_boxes_end[i]))
