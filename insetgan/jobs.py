@@ -27,6 +27,7 @@ from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
                                naive_paste, optimize, render)
 from insetgan.regions import Box, box_mask
+from insetgan.perceptual import l1_ssim
 from networks.generator import Generator
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,13 @@ class LatentSource:
     seed: int | None = None
     path: str | None = None
     key: str = "canvas"
+    ws: torch.Tensor | None = None
+    label: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-able form for the report."""
+        if self.ws is not None:
+            return {"inverted": self.label}
         return {"seed": self.seed} if self.path is None else {"latent": self.path, "key": self.key}
 
 
@@ -61,6 +66,8 @@ def load_latent(path: str, G: Generator, key: str) -> torch.Tensor:
         names = list(data.files)
         if key in names:
             arr = data[key]
+        elif "ws" in names:  # written by `insetgan invert`
+            arr = data["ws"]
         elif len(names) == 1:
             arr = data[names[0]]
         else:
@@ -82,6 +89,8 @@ def load_latent(path: str, G: Generator, key: str) -> torch.Tensor:
 
 def start_latents(G: Generator, source: LatentSource, trunc: float, device: torch.device) -> torch.Tensor:
     """Start W+ [1|B, L, D] for ``source`` on ``device``."""
+    if source.ws is not None:
+        return source.ws.to(device)
     if source.path is not None:
         return load_latent(source.path, G, source.key).to(device)
     with torch.no_grad():
@@ -203,11 +212,13 @@ def _history_summary(history: list[dict[str, Any]], every: int = 10) -> list[dic
 
 
 def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, perceptual: L.Perceptual | None,
-                    report_head: dict[str, Any], canvas_original: torch.Tensor | None = None) -> JobOutput:
+                    report_head: dict[str, Any], canvas_original: torch.Tensor | None = None,
+                    face_photo: Image.Image | None = None) -> JobOutput:
     """Composite, measure and encode everything a job writes.
 
     ``canvas_original`` (refine-face) is the input image: pixels outside every box are copied
-    from it byte for byte.
+    from it byte for byte. ``face_photo`` (the user's aligned selfie) adds the dlib identity
+    distance between it and the face of the naive paste and of the result.
     """
     t0 = time.perf_counter()
     naive = naive_paste(res.canvas_start, res.insets_start, res.boxes_start)
@@ -264,6 +275,8 @@ def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, percept
                   "final": {n: _box_list(b) for n, b in res.boxes.items()},
                   "tracking": counts, "events": res.box_events},
         "metrics": {"before": before, "after": after},
+        **({"identity": identity_report(face_photo, naive, final, res.boxes_start["face"], res.boxes["face"])}
+           if face_photo is not None else {}),
         "losses": _history_summary(res.history),
         "steps": res.steps,
         "timings_s": {**report_head.get("timings_s", {}), "optimize": round(res.seconds, 3),
@@ -284,6 +297,15 @@ def _check_latent_batch(ws: torch.Tensor, batch: int, what: str) -> torch.Tensor
 
 
 @dataclass(frozen=True)
+class UserFace:
+    """The user's own face in a job: an identity loss for the face inset and the aligned photo for the metric."""
+
+    identity: Callable[[torch.Tensor], torch.Tensor] | None
+    photo: Image.Image
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class ComposeInputs:
     """Resolved inputs of compose / sample-bodies (generators already loaded)."""
 
@@ -297,11 +319,12 @@ class ComposeInputs:
     face_box: Box | None = None
     shoes_box: Box | None = None
     detector: str = "auto"
+    user_face: UserFace | None = None
 
 
 def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, report_head: dict[str, Any],
-                perceptual: L.Perceptual | None = L.pixel_perceptual,
-                perceptual_name: str = L.PIXEL_PERCEPTUAL_NAME, progress: Progress | None = None,
+                perceptual: L.Perceptual | None = l1_ssim,
+                perceptual_name: str = "l1-ssim", progress: Progress | None = None,
                 keep_face: bool = False) -> JobOutput:
     """Compose full bodies: one per body latent source (B candidates optimised in one batch).
 
@@ -315,7 +338,9 @@ def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, repo
         canvas0 = render(inp.body, body_ws)
     provider = face_provider(inp.detector) if inp.face_box is None else None
     face_boxes, notes = initial_boxes(canvas0, inp.face_box, provider, FACE_PRIOR, "face")
-    insets = [InsetInput("face", inp.face, face_ws, face_boxes, provider)]
+    user = inp.user_face
+    insets = [InsetInput("face", inp.face, face_ws, face_boxes, provider,
+                         identity=user.identity if user is not None else None)]
     if inp.shoes is not None:
         shoes_ws = _check_latent_batch(start_latents(inp.shoes, inp.shoes_source, inp.trunc, device), batch, "shoes")
         with torch.no_grad():
@@ -323,15 +348,17 @@ def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, repo
         sboxes, snotes = shoe_boxes(canvas0, shoes0, cfg, inp.shoes_box)
         notes += snotes
         insets.append(InsetInput("shoes", inp.shoes, shoes_ws, sboxes))
-    if keep_face:
+    if keep_face or user is not None:
         w = cfg.inset_weights
         cfg = dataclasses.replace(cfg, inset_weights=dataclasses.replace(
-            w, face_l1=max(w.face_l1, 2.0 * max(w.coarse_l1, 1e-3)), face_perceptual=max(w.face_perceptual, 0.4)))
+            w, face_l1=max(w.face_l1, 2.0 * max(w.coarse_l1, 1e-3)), face_perceptual=max(w.face_perceptual, 0.4),
+            face_identity=user.weight if user is not None and user.identity is not None else w.face_identity))
     res = optimize(CanvasInput(G=inp.body, ws=body_ws), insets, cfg, perceptual, progress)
     head = dict(report_head)
     head["box_notes"] = notes
     head["box_provider"] = {"face": "manual" if inp.face_box else (provider.name if provider else "fixed")}
-    return package_outputs(res, cfg, perceptual_name, perceptual, head)
+    return package_outputs(res, cfg, perceptual_name, perceptual, head,
+                           face_photo=user.photo if user is not None else None)
 
 
 def pick_face_start(G: Generator, canvas: torch.Tensor, box: Box, seeds: Sequence[int], trunc: float,
@@ -351,8 +378,8 @@ def pick_face_start(G: Generator, canvas: torch.Tensor, box: Box, seeds: Sequenc
 def run_refine_face(image: torch.Tensor, face: Generator, face_source: LatentSource | None, face_box: Box | None,
                     cfg: OptimConfig, report_head: dict[str, Any], trunc: float = 0.7,
                     search_seeds: Sequence[int] = tuple(range(16)), detector: str = "auto",
-                    perceptual: L.Perceptual | None = L.pixel_perceptual,
-                    perceptual_name: str = L.PIXEL_PERCEPTUAL_NAME, progress: Progress | None = None) -> JobOutput:
+                    perceptual: L.Perceptual | None = l1_ssim,
+                    perceptual_name: str = "l1-ssim", progress: Progress | None = None) -> JobOutput:
     """Refine the face of a fixed image: only the face latent moves (coarse + border against the image)."""
     device = image.device
     if face.img_channels != image.shape[1]:

@@ -4,8 +4,8 @@ All images are [B, C, H, W] in [-1, 1]. Every term is a per-candidate mean, so a
 independent candidates can be optimised by summing the terms over the batch: each candidate's
 latents receive exactly the gradient they would get alone.
 
-The perceptual term is any callable ``(a, b) -> [B]``. Until LPIPS backbones are available
-(inversion front end), :func:`pixel_perceptual` is the documented stand-in.
+The perceptual term is any callable ``(a, b) -> [B]``: LPIPS or its fallback from
+:mod:`insetgan.perceptual`.
 """
 from __future__ import annotations
 
@@ -16,9 +16,6 @@ import torch
 import torch.nn.functional as F
 
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-PIXEL_PERCEPTUAL_NAME = "pixel-multiscale-gradient-l1"
-
 
 def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).mean(1)
@@ -38,27 +35,6 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` [B, C, H, W] over the pixels where ``mask`` [B or 1, 1, H, W] is set, per candidate."""
     mask = mask.to(x).expand(x.shape[0], 1, *x.shape[-2:])
     return (x * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * x.shape[1]).clamp_min(1e-8)
-
-
-def pixel_perceptual(a: torch.Tensor, b: torch.Tensor, scales: int = 3) -> torch.Tensor:
-    """Pixel-space stand-in for LPIPS, [B]: L1 of images and of their x/y gradients on a 3-level pyramid.
-
-    It compares structure (edges) as well as colour at several scales, is zero for identical
-    inputs and needs no weights. It is *not* LPIPS: reports name it ``pixel-multiscale-gradient-l1``.
-    """
-    total = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
-    for s in range(scales):
-        if s:
-            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-        d = a - b
-        total = total + _per_sample_mean(d.abs())
-        if d.shape[-1] > 1:
-            total = total + _per_sample_mean((d[..., :, 1:] - d[..., :, :-1]).abs())
-        if d.shape[-2] > 1:
-            total = total + _per_sample_mean((d[..., 1:, :] - d[..., :-1, :]).abs())
-        if min(a.shape[-2:]) < 4:
-            break
-    return total / scales
 
 
 def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -96,6 +72,7 @@ class LossWeights:
     body_perceptual: float = 0.0
     face_l1: float = 0.0
     face_perceptual: float = 0.0
+    face_identity: float = 0.0
 
     def __post_init__(self) -> None:
         if self.border_metric not in ("l1", "mse"):
@@ -156,6 +133,7 @@ def weighted_total(parts: dict[str, torch.Tensor], weights: LossWeights) -> torc
         "border": weights.border, "border_perceptual": weights.border_perceptual,
         "body_l1": weights.body_l1, "body_perceptual": weights.body_perceptual,
         "face_l1": weights.face_l1, "face_perceptual": weights.face_perceptual,
+        "face_identity": weights.face_identity,
     }
     total = None
     for name, value in parts.items():

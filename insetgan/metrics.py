@@ -37,3 +37,34 @@ def seam_score(img: torch.Tensor, box: Box, band: int = 4) -> float:
     s = torch.cat([t.flatten(1) for t in seam], 1).mean()
     r = torch.cat(ref, 1).mean()
     return float(s / r.clamp_min(1e-12))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Mean structural similarity (SSIM) per image of ``a`` and ``b`` [B, C, H, W] → [B].
+
+    Wang et al. (2004): an 11×11 Gaussian window (σ = 1.5) applied per channel as a *valid*
+    convolution (no padding, so no border artefacts; both sides must be at least 11 pixels),
+    C1 = (0.01·L)², C2 = (0.03·L)² with ``data_range`` L = 2 for images in [-1, 1]. The SSIM
+    map is averaged over channels and positions. 1 for identical images; differentiable.
+    """
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"ssim needs two [B, C, H, W] tensors of one shape, "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(a.shape[-2:]) < 11:
+        raise ValueError(f"ssim needs images of at least 11×11 pixels, got {tuple(a.shape[-2:])}")
+    conv = torch.nn.functional.conv2d
+    ch = a.shape[1]
+    x = torch.arange(11, dtype=a.dtype, device=a.device) - 5
+    g = torch.exp(-x * x / (2 * 1.5**2))
+    g = g / g.sum()
+    gx, gy = g.view(1, 1, 1, 11).repeat(ch, 1, 1, 1), g.view(1, 1, 11, 1).repeat(ch, 1, 1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return conv(conv(t, gx, groups=ch), gy, groups=ch)  # separable Gaussian window
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.mean(dim=(1, 2, 3))

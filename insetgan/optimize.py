@@ -28,6 +28,7 @@ from insetgan.blend import BLENDS, blend
 from insetgan.boxes import BoxProvider, TrackConfig, track
 from insetgan.metrics import seam_score
 from insetgan.regions import Box, box_mask, crop, paste
+from insetgan.perceptual import l1_ssim
 from networks.generator import Generator
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,8 @@ class InsetInput:
 
     ``reference`` [1|B, C, h, w] is what L_face keeps the inset interior close to (default: its
     start image). ``provider`` re-estimates the box on the canvas during tracking stages.
+    ``identity`` is an optional ``inset image -> [B]`` loss (e.g. 1 − cosine to the user's face
+    embedding), weighted by ``face_identity`` of the inset weights.
     """
 
     name: str
@@ -233,6 +236,7 @@ class InsetInput:
     boxes: Sequence[Box]
     provider: BoxProvider | None = None
     reference: torch.Tensor | None = None
+    identity: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -295,8 +299,12 @@ def outside_mask(height: int, width: int, boxes_per_inset: Sequence[Sequence[Box
 def loss_parts(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dict[str, Sequence[Box]],
                cfg: OptimConfig, perceptual: L.Perceptual | None, canvas_ref: torch.Tensor | None = None,
                inset_refs: dict[str, torch.Tensor] | None = None, need_body: bool = False,
-               need_face: bool = False) -> dict[str, torch.Tensor]:
-    """All image loss terms per candidate ([B] each), named ``inset:term`` (and ``body_*``)."""
+               need_face: bool = False, identities: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
+               ) -> dict[str, torch.Tensor]:
+    """All image loss terms per candidate ([B] each), named ``inset:term`` (and ``body_*``).
+
+    ``identities`` (inset name → ``img -> [B]``) add ``inset:face_identity`` terms.
+    """
     parts: dict[str, torch.Tensor] = {}
     for name, img in insets.items():
         cropped = crop_boxes(canvas, boxes[name], tuple(img.shape[-2:]))
@@ -310,6 +318,8 @@ def loss_parts(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dic
             interior = 1 - L.border_mask(img.shape[-2], img.shape[-1], strip, img.device)
             for k, v in L.region_loss(img, inset_refs[name].expand_as(img), interior, perceptual, "face").items():
                 parts[f"{name}:{k}"] = v
+        if identities and identities.get(name) is not None:
+            parts[f"{name}:face_identity"] = identities[name](img)
     if need_body and canvas_ref is not None:
         mask = outside_mask(canvas.shape[-2], canvas.shape[-1], [boxes[n] for n in insets], canvas.device)
         parts.update(L.region_loss(canvas, canvas_ref.expand_as(canvas), mask, perceptual, "body"))
@@ -389,7 +399,7 @@ class _Latents:
 
 
 def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig,
-             perceptual: L.Perceptual | None = L.pixel_perceptual,
+             perceptual: L.Perceptual | None = l1_ssim,
              progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Result:
     """Jointly optimise the canvas and inset latents so each inset fits seamlessly into the canvas.
 
@@ -404,6 +414,8 @@ def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig
     lat_i = {ins.name: _Latents(ins.G, ins.ws, cfg.lr_inset) for ins in insets}
     boxes = {ins.name: list(ins.boxes) for ins in insets}
     providers = {ins.name: ins.provider for ins in insets}
+    identities = {ins.name: ins.identity for ins in insets if ins.identity is not None
+                  and cfg.inset_weights.face_identity > 0}
 
     with torch.no_grad():
         canvas_start = lat_c.image(False) if lat_c else canvas.image.to(torch.float32).expand(batch, -1, -1, -1)
@@ -440,7 +452,8 @@ def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig
                                need_body="canvas" in active and (cfg.canvas_weights.body_l1 > 0
                                                                   or cfg.canvas_weights.body_perceptual > 0),
                                need_face="insets" in active and (cfg.inset_weights.face_l1 > 0
-                                                                  or cfg.inset_weights.face_perceptual > 0))
+                                                                  or cfg.inset_weights.face_perceptual > 0),
+                               identities=identities if "insets" in active else None)
             record: dict[str, float] = {k: float(v.detach().mean()) for k, v in parts.items()}
             total = 0.0
             if "canvas" in active:

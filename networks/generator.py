@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -182,12 +183,18 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = True, gain: float = 1.0
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = True, gain: float = 1.0,
+        noise_map: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Apply the layer to ``x`` with style vector ``w`` [N, w_dim]."""
+        """Apply the layer to ``x`` with style vector ``w`` [N, w_dim].
+
+        ``noise_map`` ([H, W] or [N, 1, H, W]) replaces the stored noise map when given.
+        """
         styles = self.affine(w)
         noise = None
-        if self.use_noise and noise_mode == "random":
+        if self.use_noise and noise_map is not None:
+            noise = noise_map * self.noise_strength
+        elif self.use_noise and noise_mode == "random":
             shape = [x.shape[0], 1, *self.noise_const.shape]
             noise = torch.randn(shape, device=x.device, dtype=torch.float32) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
@@ -277,14 +284,18 @@ class SynthesisBlock(nn.Module):
         fused: bool,
         force_fp32: bool,
         channels_last: bool | None = None,
+        noise: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the block on features ``x`` and the running image ``img``.
+
+        ``noise``: optional noise maps for this block's layers (conv0 then conv1).
 
         ``channels_last=None`` picks the faster memory layout: NHWC on CPU (oneDNN convolutions
         and depthwise filters run about 1.5-2x faster there), NHWC for float16 blocks on CUDA
         (as the official code does), NCHW otherwise. The layout never changes the values.
         """
         w_iter = iter(ws.unbind(dim=1))
+        n_iter = iter(noise if noise is not None else [None] * self.num_conv)
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
         dtype = torch.float16 if use_fp16 else torch.float32
         if channels_last is None:
@@ -292,17 +303,18 @@ class SynthesisBlock(nn.Module):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1]).contiguous(memory_format=fmt)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, noise_map=next(n_iter))
         elif self.architecture == "resnet":
             x = x.to(dtype).contiguous(memory_format=fmt)
             y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, gain=np.sqrt(0.5))
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, noise_map=next(n_iter))
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, gain=np.sqrt(0.5),
+                           noise_map=next(n_iter))
             x = y + x
         else:
             x = x.to(dtype).contiguous(memory_format=fmt)
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, noise_map=next(n_iter))
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, noise_map=next(n_iter))
         if img is not None:
             img = upfirdn2d.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
@@ -341,10 +353,13 @@ class SynthesisNetwork(nn.Module):
         fused_modconv: bool | None = None,
         force_fp32: bool = False,
         channels_last: bool | None = None,
+        noise: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Synthesise images from ``ws``.
 
         ``noise_mode``: 'random' (fresh noise), 'const' (the stored noise maps) or 'none'.
+        ``noise``: explicit noise maps, one per layer in :meth:`noise_buffers` order, each [H, W]
+        or [N, 1, H, W] (per-sample maps, as the projector optimises); overrides ``noise_mode``.
         ``fused_modconv=None`` picks the cheaper modulated-convolution path: activations are
         modulated (non-fused) whenever a backward pass may follow or the batch has several
         samples, weights are modulated (fused) for batch-1 inference. ``channels_last=None``
@@ -354,6 +369,10 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.cfg.w_dim:
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.cfg.w_dim}], got {list(ws.shape)}")
+        n_layers = len(self.noise_buffers())
+        if noise is not None and len(noise) != n_layers:
+            raise ValueError(f"noise must hold {n_layers} maps (one per layer), got {len(noise)}")
+        noise_iter = iter(noise) if noise else None
         ws = ws.to(torch.float32)
         if fused_modconv is None:
             grad_possible = torch.is_grad_enabled() and (
@@ -365,8 +384,9 @@ class SynthesisNetwork(nn.Module):
         for block in self.blocks():
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
+            block_noise = [next(noise_iter) for _ in range(block.num_conv)] if noise_iter is not None else None
             x, img = block(x, img, block_ws, noise_mode=noise_mode, fused=fused_modconv, force_fp32=force_fp32,
-                           channels_last=channels_last)
+                           channels_last=channels_last, noise=block_noise)
         return img
 
 

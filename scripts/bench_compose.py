@@ -56,6 +56,7 @@ def child(case: str, preset: str, steps: int | None, max_steps: int | None, devi
     from insetgan import losses as L
     from insetgan.boxes import FACE_PRIOR, FixedBox
     from insetgan.blend import BLENDS
+    from insetgan.perceptual import l1_ssim
     from insetgan.generate import z_from_seed
     from insetgan.optimize import (CanvasInput, InsetInput, composite, evaluate, load_config, naive_paste,
                                    optimize)
@@ -92,19 +93,19 @@ def child(case: str, preset: str, steps: int | None, max_steps: int | None, devi
                per_step_s=per_step, total_s=per_step * full_steps if run_steps < full_steps else total,
                estimated=run_steps < full_steps, peak_mb=peak_mb)
     naive = naive_paste(res.canvas_start, res.insets_start, res.boxes_start)
-    before = evaluate(res.canvas_start, res.insets_start, res.boxes_start, naive, cfg, L.pixel_perceptual)[0]
+    before = evaluate(res.canvas_start, res.insets_start, res.boxes_start, naive, cfg, l1_ssim)[0]
     row.update(seam_naive=before["face:seam"], coarse_before=before["face:coarse_l1"],
                border_before=before["face:border"])
     if run_steps == full_steps:
         blends = {}
         for method in BLENDS:
             out = composite(res.canvas, res.insets, res.boxes, method, cfg.feather)
-            m = evaluate(res.canvas, res.insets, res.boxes, out, cfg, L.pixel_perceptual)[0]
+            m = evaluate(res.canvas, res.insets, res.boxes, out, cfg, l1_ssim)[0]
             t = median_time(lambda: composite(res.canvas, res.insets, res.boxes, method, cfg.feather), 3, device)
             blends[method] = dict(seam=m["face:seam"], ms=t * 1000)
         after = evaluate(res.canvas, res.insets, res.boxes,
                          composite(res.canvas, res.insets, res.boxes, cfg.blend, cfg.feather), cfg,
-                         L.pixel_perceptual)[0]
+                         l1_ssim)[0]
         row.update(seam=after["face:seam"], coarse_after=after["face:coarse_l1"],
                    border_after=after["face:border"], blend=cfg.blend, blends=blends)
     return row

@@ -14,6 +14,7 @@ from insetgan.boxes import FixedBox, TrackConfig, clamp_box, ffhq_box, refine_bo
 from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Stage, composite, evaluate, load_config,
                                lr_factor, naive_paste, optimize, render, split_wplus)
+from insetgan.perceptual import l1_ssim
 from insetgan.regions import Box, box_mask
 from networks.checkpoints import load_generator
 from tests.conftest import fixture_path
@@ -44,11 +45,11 @@ def test_each_loss_is_zero_for_identical_inputs_and_positive_otherwise():
     b[1] += 0.1 * torch.randn(3, 32, 32, generator=g)  # candidate 0 identical, candidate 1 different
     mask = box_mask(32, 32, Box(4, 4, 20, 20))
     terms = {
-        **L.coarse_loss(a, b, L.pixel_perceptual, 16),
-        **L.border_loss(a, b, 4, "l1", L.pixel_perceptual),
+        **L.coarse_loss(a, b, l1_ssim, 16),
+        **L.border_loss(a, b, 4, "l1", l1_ssim),
         **{f"mse_{k}": v for k, v in L.border_loss(a, b, 4, "mse").items()},
-        **L.region_loss(a, b, mask, L.pixel_perceptual, "body"),
-        **L.region_loss(a, b, 1 - mask, L.pixel_perceptual, "face"),
+        **L.region_loss(a, b, mask, l1_ssim, "body"),
+        **L.region_loss(a, b, 1 - mask, l1_ssim, "face"),
     }
     for name, value in terms.items():
         assert value.shape == (2,), name
@@ -139,9 +140,9 @@ def test_joint_run_lowers_coarse_border_and_seam(gens):
     res = optimize(CanvasInput(Gb, _ws(Gb, [1])), [InsetInput("face", Gf, _ws(Gf, [2]), [FACE_BOX])], cfg)
     assert res.steps == 60 and len(res.history) == 60
     before = evaluate(res.canvas_start, res.insets_start, res.boxes_start,
-                      naive_paste(res.canvas_start, res.insets_start, res.boxes_start), cfg, L.pixel_perceptual)[0]
+                      naive_paste(res.canvas_start, res.insets_start, res.boxes_start), cfg, l1_ssim)[0]
     final = composite(res.canvas, res.insets, res.boxes, cfg.blend, cfg.feather)
-    after = evaluate(res.canvas, res.insets, res.boxes, final, cfg, L.pixel_perceptual)[0]
+    after = evaluate(res.canvas, res.insets, res.boxes, final, cfg, l1_ssim)[0]
     assert after["face:coarse_l1"] < 0.5 * before["face:coarse_l1"]
     assert after["face:border"] < 0.5 * before["face:border"]
     assert after["face:seam"] < before["face:seam"] and abs(after["face:seam"] - 1) < 0.5
@@ -157,11 +158,13 @@ def test_same_seeds_same_result_and_batch_equals_singles(gens):
     batched = optimize(CanvasInput(Gb, body), [InsetInput("face", Gf, face, boxes)], cfg)
     again = optimize(CanvasInput(Gb, body), [InsetInput("face", Gf, face, boxes)], cfg)
     assert torch.equal(batched.canvas_ws, again.canvas_ws) and torch.equal(batched.canvas, again.canvas)
+    # Batched and single convolutions round differently; SSIM's ratios and Adam's normalisation
+    # amplify that to ~1e-2 after 20 steps, far below what coupled candidates would show (~1).
     for i in range(3):
         single = optimize(CanvasInput(Gb, body[i:i + 1]), [InsetInput("face", Gf, face[i:i + 1], [boxes[i]])], cfg)
-        torch.testing.assert_close(single.canvas_ws[0], batched.canvas_ws[i], atol=2e-3, rtol=0)
-        torch.testing.assert_close(single.inset_ws["face"][0], batched.inset_ws["face"][i], atol=2e-3, rtol=0)
-        torch.testing.assert_close(single.canvas[0], batched.canvas[i], atol=5e-3, rtol=0)
+        torch.testing.assert_close(single.canvas_ws[0], batched.canvas_ws[i], atol=1.5e-2, rtol=0)
+        torch.testing.assert_close(single.inset_ws["face"][0], batched.inset_ws["face"][i], atol=1.5e-2, rtol=0)
+        torch.testing.assert_close(single.canvas[0], batched.canvas[i], atol=3e-2, rtol=0)
 
 
 class MovingDetector:

@@ -38,7 +38,7 @@ def test_compose_writes_everything_and_resumes_from_latents(tmp_path):
     assert STANDARD <= {p.name for p in out.iterdir()}
     rep = json.loads((out / "report.json").read_text())
     assert rep["steps"] == 30 and rep["config"]["name"] == "default"
-    assert rep["perceptual"] == "pixel-multiscale-gradient-l1"
+    assert rep["perceptual"] == "l1-ssim"
     before, after = rep["metrics"]["before"][0], rep["metrics"]["after"][0]
     assert after["face:coarse_l1"] < before["face:coarse_l1"] and after["face:seam"] < before["face:seam"]
     assert rep["latents"]["body"] == [{"seed": 1}] and rep["inputs"]["body"]["format"] == "nvidia-pkl"

@@ -1,0 +1,220 @@
+"""The user's photos as generator latents: align a selfie or crop an outfit photo, invert, cache.
+
+``embed_face`` FFHQ-aligns a selfie to the face generator's resolution, projects it (W+ by
+default, optionally with pivotal tuning) with the perceptual, pixel and identity losses, and
+returns a face generator that renders the user's face from the returned latent (its noise maps
+set to the optimised ones, its weights tuned with PTI). ``embed_outfit`` does the same for a
+full-body photo and the canvas generator: a person-centred crop at the canvas aspect, the
+background masked out of the loss when a mask is given. Results are cached in a folder by a
+hash of the photo, the network weights and the settings, so a second run starts at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from insetgan import io as iio
+from insetgan import losses as L
+from insetgan.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
+from insetgan.invert import InvertConfig, PTIConfig, Projection, pivotal_tuning, project, quality, synthesize, \
+    with_noise
+from networks import native
+from networks.generator import Generator
+
+log = logging.getLogger(__name__)
+
+MIN_FACE_PX = 48  # smallest FFHQ quad side (source pixels) we align; smaller faces are mostly blur
+MIN_PHOTO_PX = 16
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How a photo is embedded: the projector, optional pivotal tuning, the identity weight."""
+
+    invert: InvertConfig = InvertConfig()
+    pti: PTIConfig | None = None
+    identity_weight: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"invert": self.invert.to_dict(), "pti": self.pti.to_dict() if self.pti else None,
+                "identity_weight": self.identity_weight}
+
+
+@dataclass
+class Embedded:
+    """A photo embedded in a generator: render ``G.synthesis(ws)`` (constant noise) to get ``recon``."""
+
+    G: Generator
+    ws: torch.Tensor
+    target: torch.Tensor
+    recon: torch.Tensor
+    mask: torch.Tensor | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_photo(path: str) -> Image.Image:
+    """An RGB photo (EXIF applied) that is large enough to use; one-line errors otherwise."""
+    img = open_rgb(path)
+    if min(img.size) < MIN_PHOTO_PX:
+        raise ValueError(f"image {path} is too small ({img.width}x{img.height})")
+    return img
+
+
+def align_face(photo: Image.Image, size: int, what: str = "the photo",
+               detector: LandmarkDetector | None = None) -> tuple[Image.Image, np.ndarray]:
+    """FFHQ-align the largest face of ``photo`` to ``size``² → (aligned image, its 68 landmarks in the photo)."""
+    face = (detector or LandmarkDetector()).largest(photo, what)
+    quad = ffhq_quad(face.landmarks)
+    side = float(np.hypot(*(quad[3] - quad[0])))
+    if side < MIN_FACE_PX:
+        raise ValueError(f"the face in {what} is too small to align ({side:.0f} px; need at least "
+                         f"{MIN_FACE_PX} px): use a larger or closer photo")
+    return align_ffhq(photo, face.landmarks, size), face.landmarks
+
+
+def person_crop(photo: Image.Image, height: int, width: int, mask: Image.Image | None = None,
+                detector: LandmarkDetector | None = None) -> tuple[Image.Image, Image.Image | None]:
+    """A person-centred crop of ``photo`` at the ``height``:``width`` aspect, resized to that size.
+
+    Centred on the mask's bounding box (non-zero = person) when a mask is given, else on the
+    largest detected face horizontally (full photo height), else on the photo centre. Parts of
+    the window outside the photo are filled by reflection. Returns (crop, cropped mask or None).
+    """
+    W, H = photo.size
+    if mask is not None:
+        if mask.size != photo.size:
+            raise ValueError(f"the mask is {mask.width}x{mask.height} but the photo is {W}x{H}")
+        m = np.asarray(mask.convert("L")) > 0
+        if not m.any():
+            raise ValueError("the mask is empty (no person pixels)")
+        ys, xs = np.nonzero(m)
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        need_h = max((y1 - y0) * 1.05, (x1 - x0) * 1.05 * height / width)
+    else:
+        faces = []
+        if detector is not None:
+            faces = detector.faces(photo)
+        cx = (faces[0].rect[0] + faces[0].rect[2]) / 2 if faces else W / 2
+        cy, need_h = H / 2, float(H)
+    win_h = need_h
+    win_w = win_h * width / height
+    left, top = int(round(cx - win_w / 2)), int(round(cy - win_h / 2))
+    box = (left, top, left + int(round(win_w)), top + int(round(win_h)))
+    crop = _reflect_crop(photo, box).resize((width, height), Image.LANCZOS)
+    mcrop = None
+    if mask is not None:
+        mcrop = _reflect_crop(mask.convert("L"), box, fill_zero=True).resize((width, height), Image.BILINEAR)
+    return crop, mcrop
+
+
+def _reflect_index(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices ``start..stop-1`` folded into ``0..size-1`` by mirror reflection (any distance outside)."""
+    idx = np.arange(start, stop) % (2 * size)
+    return np.where(idx >= size, 2 * size - 1 - idx, idx)
+
+
+def _reflect_crop(img: Image.Image, box: tuple[int, int, int, int], fill_zero: bool = False) -> Image.Image:
+    """Crop ``box`` (x0, y0, x1, y1; may extend outside) with mirror padding, or zeros (for masks)."""
+    arr = np.asarray(img)
+    H, W = arr.shape[:2]
+    x0, y0, x1, y1 = box
+    out = arr[_reflect_index(y0, y1, H)][:, _reflect_index(x0, x1, W)]
+    if fill_zero:
+        ys, xs = np.arange(y0, y1), np.arange(x0, x1)
+        inside = ((ys >= 0) & (ys < H))[:, None] & ((xs >= 0) & (xs < W))[None, :]
+        out = np.where(inside.reshape(inside.shape + (1,) * (arr.ndim - 2)), out, 0).astype(arr.dtype)
+    return Image.fromarray(np.ascontiguousarray(out))
+
+
+def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A PIL RGB image as [1, 3, H, W] in [-1, 1] (or a mode-L mask as [1, 1, H, W] in [0, 1])."""
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 2:
+        return torch.from_numpy(arr / 255.0)[None, None].to(device)
+    return ((torch.from_numpy(arr).permute(2, 0, 1)[None] - 127.5) / 127.5).to(device)
+
+
+def state_hash(G: Generator) -> str:
+    """SHA-256 of a generator's tensors (names and bytes): identifies the network for caching."""
+    h = hashlib.sha256()
+    for k, v in G.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cache_paths(cache_dir: Path, kind: str, key: str) -> tuple[Path, Path]:
+    return cache_dir / f"{kind}-{key[:20]}.npz", cache_dir / f"{kind}-{key[:20]}.safetensors"
+
+
+def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Perceptual | None,
+          kind: str, key_parts: dict[str, Any], mask: torch.Tensor | None = None,
+          identity: Callable[[torch.Tensor], torch.Tensor] | None = None, cache_dir: Path | None = None,
+          progress: Progress | None = None) -> Embedded:
+    """Invert ``target`` [1, 3, H, W] into ``G`` (cached): the generator that renders it and its W+ latent."""
+    key = hashlib.sha256(json.dumps({**key_parts, "net": state_hash(G), "cfg": cfg.to_dict()},
+                                    sort_keys=True).encode()).hexdigest()
+    info: dict[str, Any] = {"cache_key": key[:20], "config": cfg.to_dict()}
+    npz_path, net_path = _cache_paths(cache_dir, kind, key) if cache_dir is not None else (None, None)
+    t0 = time.perf_counter()
+    hit = npz_path is not None and npz_path.is_file() and (cfg.pti is None or net_path.is_file())
+    if hit:
+        with np.load(npz_path, allow_pickle=False) as data:
+            ws = torch.from_numpy(data["ws"]).to(target.device)
+            noise = [torch.from_numpy(data[f"noise_{i:02d}"]).to(target.device)
+                     for i in range(len(G.noise_buffers()))]
+        tuned = native.load(net_path)[0].to(target.device) if cfg.pti is not None else None
+        info["cache"] = {"hit": True, "file": npz_path.name}
+    else:
+        inv = dataclasses.replace(cfg.invert, identity_weight=cfg.identity_weight if identity else 0.0)
+        proj: Projection = project(G, target, inv, perceptual, mask, identity, progress)
+        ws, noise = proj.ws, proj.noise
+        info["projection"] = {"steps": inv.steps, "seconds": round(proj.seconds, 3),
+                              "final_losses": {k: round(v, 6) for k, v in proj.history[-1].items()}}
+        tuned = None
+        if cfg.pti is not None:
+            t1 = time.perf_counter()
+            tuned, hist = pivotal_tuning(G, ws, noise, target, cfg.pti, perceptual, mask, progress)
+            info["pti"] = {"steps": cfg.pti.steps, "seconds": round(time.perf_counter() - t1, 3),
+                           "final_losses": {k: round(v, 6) for k, v in hist[-1].items()}}
+        if npz_path is not None:
+            npz_path.parent.mkdir(parents=True, exist_ok=True)
+            arrays = {"ws": ws.cpu().numpy(), **{f"noise_{i:02d}": n.cpu().numpy() for i, n in enumerate(noise)}}
+            if tuned is not None:
+                native.save(tuned, net_path, extra={"insetgan_pti": {"kind": kind, "cache_key": key[:20]}})
+            iio.atomic_write_bytes(npz_path, iio.encode(lambda buf: np.savez(buf, **arrays)))
+            info["cache"] = {"hit": False, "file": npz_path.name}
+    G_user = with_noise(tuned if tuned is not None else G, noise)
+    with torch.no_grad():
+        recon = synthesize(G_user, ws, None)
+        start = synthesize(G, G.w_avg.to(ws).reshape(1, 1, -1).expand_as(ws).contiguous(), None)
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    info["metrics"] = {"start": quality(start, target, perceptual), "inverted": quality(recon, target, perceptual)}
+    return Embedded(G_user, ws, target, recon, mask, info)
+
+
+def photo_info(path: str, image: Image.Image) -> dict[str, Any]:
+    """Report entry for an input photo: path, hash, size."""
+    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "size": [image.height, image.width]}
+
+
+def aligned_size(G: Generator) -> int:
+    """The face side of a square face generator (FFHQ alignment target); error for non-square ones."""
+    _, H, W = G.img_shape
+    if H != W:
+        raise ValueError(f"face alignment needs a square face generator, this one is {H}x{W}")
+    return H
