@@ -18,7 +18,7 @@ $(BIN)/insetgan: setup.py
 setup: $(BIN)/insetgan
 
 demo: setup
-	$(BIN)/insetgan compose --body $(SHARED)/fixtures/sghuman_body64x32.pkl --face $(SHARED)/fixtures/sg2ada_face64.pkl \
+	$(BIN)/insetgan compose --body $(SHARED)/fixtures/sghuman_body64x32.pkl --face-net $(SHARED)/fixtures/sg2ada_face64.pkl \
 		--body-seed 1 --face-seed 2 --face-box 8,2,16,16 --outdir $(DEMO_OUT)
 	@echo "result.png, compare.png, latents.npz and report.json written to $(DEMO_OUT)"
 

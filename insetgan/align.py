@@ -126,9 +126,9 @@ class LandmarkDetector:
             found.append(Face((r.left(), r.top(), r.right(), r.bottom()), lm))
         return sorted(found, key=lambda f: -f.area)
 
-    def largest(self, image: Image.Image, what: str = "the image") -> Face:
+    def largest(self, image: Image.Image, what: str = "the image", upsample: int | None = None) -> Face:
         """The largest face; a warning when there are several, ``ValueError`` when there is none."""
-        faces = self.faces(image)
+        faces = self.faces(image, upsample)
         if not faces:
             raise ValueError(f"no face found in {what}")
         if len(faces) > 1:

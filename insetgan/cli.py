@@ -18,7 +18,10 @@ import torch
 
 import insetgan
 from insetgan import io as iio
-from insetgan import jobs
+from insetgan import frontend, jobs
+from insetgan.frontend import EmbedConfig
+from insetgan.invert import InvertConfig, PTIConfig
+from insetgan.perceptual import PERCEPTUAL_SPECS, PerceptualChoice, load_perceptual
 from insetgan.generate import SampleConfig, sample_seeds
 from insetgan.optimize import OptimConfig, load_config
 from insetgan.regions import Box
@@ -235,12 +238,15 @@ def _is_quiet() -> bool:
 class _ProgressBar:
     """A tqdm bar showing the current losses (silent with --quiet)."""
 
-    def __init__(self, desc: str) -> None:
-        self.desc, self.quiet, self.bar = desc, _is_quiet(), None
+    def __init__(self, desc: str, notice: str | None = None) -> None:
+        self.desc, self.quiet, self.bar, self.notice = desc, _is_quiet(), None, notice
 
     def __call__(self, step: int, total: int, losses: dict[str, float]) -> None:
         if self.bar is None:  # created on the first step, so input errors print nothing else
             from tqdm import tqdm
+
+            if self.notice:
+                log.warning(self.notice)
 
             self.bar = tqdm(total=total, desc=self.desc, disable=self.quiet, leave=False, file=sys.stderr,
                             dynamic_ncols=True)
@@ -298,9 +304,7 @@ def _engine_options(fn: Callable) -> Callable:
         click.option("--blend", type=click.Choice(["hard", "feather", "laplacian"]), default=None,
                      help="Final composite (default: the preset's)."),
         click.option("--face-box", default=None, metavar="x,y,w,h", help="Face box in canvas pixels (skips detection)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-        click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder."),
-    ]
+    ] + _COMMON_OPTIONS
     for opt in reversed(options):
         fn = opt(fn)
     return fn
@@ -330,34 +334,122 @@ def _head(command: str, dev: torch.device, inputs: dict[str, Any], load_s: float
             "timings_s": {"load": round(load_s, 4)}, "versions": _versions()}
 
 
+_COMMON_OPTIONS = [
+    click.option("--perceptual", type=click.Choice(PERCEPTUAL_SPECS), default="auto", show_default=True,
+                 help="Perceptual loss: LPIPS when its backbone weights are found (auto), or the l1-ssim fallback."),
+    click.option("--weights", default=None, metavar="PATH",
+                 help="LPIPS backbone file or folder (else $INSETGAN_WEIGHTS, then the torch hub cache)."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder."),
+]
+
+
+def _common_options(fn: Callable) -> Callable:
+    for opt in reversed(_COMMON_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def _invert_options(fn: Callable) -> Callable:
+    options = [
+        click.option("--invert-steps", type=click.IntRange(1, 100000), default=InvertConfig.steps, show_default=True,
+                     help="Projector steps for --face/--outfit/--reference photos."),
+        click.option("--pti", is_flag=True, help="Pivotal tuning after projecting a photo (sharper, slower)."),
+        click.option("--pti-steps", type=click.IntRange(1, 100000), default=PTIConfig.steps, show_default=True),
+        click.option("--identity-weight", type=click.FloatRange(0), default=0.5, show_default=True,
+                     help="Weight of the MobileFaceNet identity loss keeping the user's face."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def _perceptual(spec: str, weights: str | None, dev: torch.device) -> PerceptualChoice:
+    """The perceptual loss; a fallback notice is shown by the first progress bar, once inputs are valid."""
+    return load_perceptual(spec, weights, dev, warn=False)
+
+
+def _embed_config(invert_steps: int, pti: bool, pti_steps: int, identity_weight: float, mode: str = "wplus"
+                  ) -> EmbedConfig:
+    return EmbedConfig(InvertConfig(mode=mode, steps=invert_steps), PTIConfig(steps=pti_steps) if pti else None,
+                       identity_weight=identity_weight)
+
+
+_CKPT_SUFFIXES = (".pkl", ".pt", ".pth", ".safetensors")
+
+
+def _photo(path: str | None, option: str) -> str | None:
+    if path is None:
+        return None
+    if Path(path).suffix.lower() in _CKPT_SUFFIXES:
+        raise ValueError(f"{option} takes a photo, not a checkpoint (give generators with --body/--face-net)")
+    if not Path(path).is_file():
+        raise ValueError(f"{option}: photo not found: {path}")
+    return path
+
+
+def _user_face(photo: str, G: Any, perceptual: PerceptualChoice, cfg: EmbedConfig, identity_weight: float,
+               outdir: str, dev: torch.device, what: str) -> tuple[Any, jobs.LatentSource, jobs.UserFace, dict]:
+    """Align + invert the user's selfie (cached in OUTDIR/cache): (face G, latent source, user face, report)."""
+    from insetgan.identity import load_mobilefacenet
+
+    net = load_mobilefacenet(device=dev) if identity_weight > 0 else None
+    bar = _ProgressBar(f"invert {what}", perceptual.notice)
+    try:
+        emb, metric_img, identity = frontend.embed_face(photo, G, cfg, perceptual.fn, _prepare_outdir(outdir) / "cache",
+                                                        dev, bar, identity_net=net)
+    finally:
+        bar.close()
+    log.info("selfie inverted (PSNR %.2f dB, %s)", emb.info["metrics"]["inverted"]["psnr"][0],
+             "cached" if emb.info.get("cache", {}).get("hit") else f"{emb.info['seconds']:.1f} s")
+    source = jobs.LatentSource(ws=emb.ws, label=photo, key="face")
+    return emb.G, source, jobs.UserFace(identity, metric_img, identity_weight), emb.info
+
+
 def _compose_job(command: str, body: str, face: str, shoes: str | None, sources: list, face_source: Any,
                  shoes_seed: int | None, preset: str, steps: int | None, trunc: float, blend: str | None,
                  face_box: str | None, shoes_box: str | None, detector: str, device: str, outdir: str,
-                 keep_face: bool) -> None:
+                 keep_face: bool, perceptual: str, weights: str | None, photo: str | None = None,
+                 outfit: str | None = None, outfit_mask: str | None = None,
+                 embed_cfg: EmbedConfig | None = None, identity_weight: float = 0.5) -> None:
     cfg = _resolve_config(preset, steps, blend)
     fbox, sbox = _box(face_box, "face"), _box(shoes_box, "shoes")
     dev = _device(device)
     t0 = time.perf_counter()
     body_ck, body_info = _load_net(body, dev, "body")
-    face_ck, face_info = _load_net(face, dev, "face")
-    inputs = {"body": body_info, "face": face_info}
+    face_ck, face_info = _load_net(face, dev, "face-net")
+    inputs: dict[str, Any] = {"body": body_info, "face": face_info}
     shoes_G = None
     shoes_source = None
     if shoes is not None:
-        shoes_ck, inputs["shoes"] = _load_net(shoes, dev, "shoes")
+        shoes_ck, inputs["shoes"] = _load_net(shoes, dev, "shoes-net")
         shoes_G = shoes_ck.generator
         shoes_source = jobs.LatentSource(seed=shoes_seed if shoes_seed is not None else 0, key="shoes")
     elif shoes_box is not None or shoes_seed is not None:
-        raise ValueError("--shoes-box/--shoes-seed need --shoes CKPT")
+        raise ValueError("--shoes-box/--shoes-seed need --shoes-net CKPT")
+    pc = _perceptual(perceptual, weights, dev)
+    body_G, face_G, user = body_ck.generator, face_ck.generator, None
+    if photo is not None:
+        face_G, face_source, user, inputs["face_photo"] = _user_face(photo, face_G, pc, embed_cfg, identity_weight,
+                                                                      outdir, dev, "face")
+    if outfit is not None:
+        bar = _ProgressBar("invert outfit", pc.notice if photo is None else None)
+        try:
+            emb = frontend.embed_outfit(outfit, outfit_mask, body_G, embed_cfg, pc.fn,
+                                        _prepare_outdir(outdir) / "cache", dev, bar)
+        finally:
+            bar.close()
+        body_G, inputs["outfit"] = emb.G, emb.info
+        sources = [jobs.LatentSource(ws=emb.ws, label=outfit)]
     head = _head(command, dev, inputs, time.perf_counter() - t0,
                  latents={"body": [s.describe() for s in sources], "face": face_source.describe(),
                           **({"shoes": shoes_source.describe()} if shoes_source else {})},
                  truncation_psi=trunc)
-    inp = jobs.ComposeInputs(body_ck.generator, face_ck.generator, tuple(sources), face_source, shoes_G,
-                             shoes_source, trunc, fbox, sbox, detector)
-    bar = _ProgressBar(command)
+    inp = jobs.ComposeInputs(body_G, face_G, tuple(sources), face_source, shoes_G,
+                             shoes_source, trunc, fbox, sbox, detector, user)
+    bar = _ProgressBar(command, pc.notice if photo is None and outfit is None else None)
     try:
-        out = jobs.run_compose(inp, cfg, dev, head, progress=bar, keep_face=keep_face)
+        out = jobs.run_compose(inp, cfg, dev, head, pc.fn, pc.name, progress=bar, keep_face=keep_face)
     finally:
         bar.close()
     _write_job(out, outdir)
@@ -369,8 +461,11 @@ _DETECTOR = click.option("--detector", type=click.Choice(jobs.DETECTORS), defaul
 
 @cli.command()
 @click.option("--body", required=True, metavar="CKPT", help="Canvas (full-body) generator.")
-@click.option("--face", required=True, metavar="CKPT", help="Face generator.")
-@click.option("--shoes", default=None, metavar="CKPT", help="Optional shoes generator.")
+@click.option("--face-net", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--face", "face_photo", default=None, metavar="PHOTO", help="Your selfie: the result gets your face.")
+@click.option("--outfit", default=None, metavar="PHOTO", help="A full-body photo whose clothes the body starts from.")
+@click.option("--outfit-mask", default=None, metavar="MASK", help="Person mask of --outfit (non-zero = person).")
+@click.option("--shoes-net", default=None, metavar="CKPT", help="Optional shoes generator.")
 @click.option("--body-seed", type=int, default=None, help="Body seed (default 0).")
 @click.option("--body-latent", default=None, metavar="FILE", help="Body W/W+ (.npy, or latents.npz of a run).")
 @click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
@@ -378,86 +473,125 @@ _DETECTOR = click.option("--detector", type=click.Choice(jobs.DETECTORS), defaul
 @click.option("--shoes-seed", type=int, default=None, help="Shoes seed (default 0).")
 @click.option("--shoes-box", default=None, metavar="x,y,w,h", help="Shoes box (default: prior + local search).")
 @_DETECTOR
+@_invert_options
 @_engine_options
 @_handle_errors
-def compose(body: str, face: str, shoes: str | None, body_seed: int | None, body_latent: str | None,
-            face_seed: int | None, face_latent: str | None, shoes_seed: int | None, shoes_box: str | None,
-            detector: str, preset: str, steps: int | None, trunc: float, blend: str | None, face_box: str | None,
-            device: str, outdir: str) -> None:
+def compose(body: str, face_net: str, face_photo: str | None, outfit: str | None, outfit_mask: str | None,
+            shoes_net: str | None, body_seed: int | None, body_latent: str | None, face_seed: int | None,
+            face_latent: str | None, shoes_seed: int | None, shoes_box: str | None, detector: str,
+            invert_steps: int, pti: bool, pti_steps: int, identity_weight: float, preset: str,
+            steps: int | None, trunc: float, blend: str | None, face_box: str | None, perceptual: str,
+            weights: str | None, device: str, outdir: str) -> None:
     """Compose one full body: canvas and insets optimised jointly so the seams vanish.
 
+    With --face, your selfie is aligned, inverted into the face generator (cached in
+    OUTDIR/cache) and kept yours by L_face and an identity loss; with --outfit, the body
+    starts from your full-body photo.
+
     \b
-    Example:
-      insetgan compose --body stylegan_human_v2_1024.pkl --face ffhq.pkl \\
+    Examples:
+      insetgan compose --body body.pkl --face-net ffhq.pkl --face selfie.jpg --outdir out/me
+      insetgan compose --body stylegan_human_v2_1024.pkl --face-net ffhq.pkl \\
           --body-seed 3 --face-seed 7 --outdir out/compose
     """
+    face_photo, outfit = _photo(face_photo, "--face"), _photo(outfit, "--outfit")
+    if face_photo is not None and (face_seed is not None or face_latent is not None):
+        raise ValueError("give either --face PHOTO or --face-seed/--face-latent, not both")
+    if outfit is not None and (body_seed is not None or body_latent is not None):
+        raise ValueError("give either --outfit PHOTO or --body-seed/--body-latent, not both")
+    if outfit_mask is not None and outfit is None:
+        raise ValueError("--outfit-mask needs --outfit PHOTO")
     body_src = _source(body_seed, body_latent, "canvas", "body", default_seed=0)
     face_src = _source(face_seed, face_latent, "face", "face", default_seed=0)
-    _compose_job("compose", body, face, shoes, [body_src], face_src, shoes_seed, preset, steps, trunc, blend,
-                 face_box, shoes_box, detector, device, outdir, keep_face=False)
+    _compose_job("compose", body, face_net, shoes_net, [body_src], face_src, shoes_seed, preset, steps, trunc, blend,
+                 face_box, shoes_box, detector, device, outdir, False, perceptual, weights, face_photo, outfit,
+                 outfit_mask, _embed_config(invert_steps, pti, pti_steps, identity_weight), identity_weight)
 
 
 @cli.command("sample-bodies")
 @click.option("--body", required=True, metavar="CKPT", help="Canvas (full-body) generator.")
-@click.option("--face", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--face-net", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--face", "face_photo", default=None, metavar="PHOTO", help="Your selfie: every body gets your face.")
 @click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
 @click.option("--face-latent", default=None, metavar="FILE", help="Face W/W+ (.npy, or latents.npz of a run).")
 @click.option("--num", type=click.IntRange(1, 256), default=8, show_default=True, help="Number of bodies.")
 @click.option("--body-seeds", default=None, help="Body seeds, e.g. 10-17 (default 0..num-1).")
 @_DETECTOR
+@_invert_options
 @_engine_options
 @_handle_errors
-def sample_bodies(body: str, face: str, face_seed: int | None, face_latent: str | None, num: int,
-                  body_seeds: str | None, detector: str, preset: str, steps: int | None, trunc: float,
-                  blend: str | None, face_box: str | None, device: str, outdir: str) -> None:
+def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: int | None, face_latent: str | None,
+                  num: int, body_seeds: str | None, detector: str, invert_steps: int, pti: bool, pti_steps: int,
+                  identity_weight: float, preset: str, steps: int | None, trunc: float, blend: str | None,
+                  face_box: str | None, perceptual: str, weights: str | None, device: str, outdir: str) -> None:
     """Many bodies for one face, optimised together in one batch, each kept close to that face.
 
     \b
-    Example:
-      insetgan sample-bodies --body body.pkl --face ffhq.pkl --face-seed 7 --num 8 --outdir out/bodies
+    Examples:
+      insetgan sample-bodies --body body.pkl --face-net ffhq.pkl --face selfie.jpg --num 8 --outdir out/bodies
+      insetgan sample-bodies --body body.pkl --face-net ffhq.pkl --face-seed 7 --outdir out/bodies
     """
+    face_photo = _photo(face_photo, "--face")
+    if face_photo is not None and (face_seed is not None or face_latent is not None):
+        raise ValueError("give either --face PHOTO or --face-seed/--face-latent, not both")
     seeds = iio.parse_range(body_seeds, "seed") if body_seeds else list(range(num))
     face_src = _source(face_seed, face_latent, "face", "face", default_seed=0)
     sources = [jobs.LatentSource(seed=s) for s in seeds]
-    _compose_job("sample-bodies", body, face, None, sources, face_src, None, preset, steps, trunc, blend,
-                 face_box, None, detector, device, outdir, keep_face=True)
+    _compose_job("sample-bodies", body, face_net, None, sources, face_src, None, preset, steps, trunc, blend,
+                 face_box, None, detector, device, outdir, True, perceptual, weights, face_photo, None, None,
+                 _embed_config(invert_steps, pti, pti_steps, identity_weight), identity_weight)
 
 
 @cli.command("refine-face")
 @click.argument("image", metavar="IMAGE")
-@click.option("--face", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--face-net", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--reference", default=None, metavar="PHOTO", help="Your selfie: replace the face by yours.")
 @click.option("--face-seed", type=int, default=None, help="Face start seed (default: best of --search seeds).")
 @click.option("--face-latent", default=None, metavar="FILE", help="Face start W/W+ (.npy or latents.npz).")
 @click.option("--search", type=click.IntRange(1, 1024), default=16, show_default=True,
               help="Seeds tried for the start face when no seed or latent is given.")
+@_invert_options
 @_engine_options
 @_handle_errors
-def refine_face(image: str, face: str, face_seed: int | None, face_latent: str | None, search: int, preset: str,
-                steps: int | None, trunc: float, blend: str | None, face_box: str | None, device: str,
-                outdir: str) -> None:
+def refine_face(image: str, face_net: str, reference: str | None, face_seed: int | None, face_latent: str | None,
+                search: int, invert_steps: int, pti: bool, pti_steps: int, identity_weight: float, preset: str,
+                steps: int | None, trunc: float, blend: str | None, face_box: str | None, perceptual: str,
+                weights: str | None, device: str, outdir: str) -> None:
     """Refine the face of an existing image (a photo or a generated body); no body generator needed.
 
     Only the face latent is optimised (coarse + border losses against the image); the result
-    is blended back and pixels outside the face box are left untouched.
+    is blended back and pixels outside the face box are left untouched. With --reference the
+    face is replaced by yours (inverted from your selfie, kept by L_face and the identity loss).
 
     \b
-    Example:
-      insetgan refine-face body.png --face ffhq.pkl --face-box 200,40,96,96 --outdir out/refined
+    Examples:
+      insetgan refine-face body.png --face-net ffhq.pkl --face-box 200,40,96,96 --outdir out/refined
+      insetgan refine-face photo.jpg --face-net ffhq.pkl --reference selfie.jpg --outdir out/me
     """
     cfg = _resolve_config(preset, steps, blend)
     fbox = _box(face_box, "face")
+    reference = _photo(reference, "--reference")
+    if reference is not None and (face_seed is not None or face_latent is not None):
+        raise ValueError("give either --reference PHOTO or --face-seed/--face-latent, not both")
     face_src = _source(face_seed, face_latent, "face", "face")
     dev = _device(device)
     t0 = time.perf_counter()
     img = jobs.load_image(image, dev)
-    face_ck, face_info = _load_net(face, dev, "face")
-    inputs = {"image": {"path": str(image), "sha256": jobs.sha256(image), "size": [img.shape[-2], img.shape[-1]]},
-              "face": face_info}
+    face_ck, face_info = _load_net(face_net, dev, "face-net")
+    pc = _perceptual(perceptual, weights, dev)
+    inputs: dict[str, Any] = {"image": {"path": str(image), "sha256": jobs.sha256(image),
+                                        "size": [img.shape[-2], img.shape[-1]]}, "face": face_info}
+    face_G, user = face_ck.generator, None
+    if reference is not None:
+        face_G, face_src, user, inputs["face_photo"] = _user_face(
+            reference, face_G, pc, _embed_config(invert_steps, pti, pti_steps, identity_weight), identity_weight,
+            outdir, dev, "reference")
     head = _head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=trunc)
-    bar = _ProgressBar("refine-face")
+    bar = _ProgressBar("refine-face", pc.notice if reference is None else None)
     try:
-        out = jobs.run_refine_face(img, face_ck.generator, face_src, fbox, cfg, head, trunc=trunc,
-                                   search_seeds=tuple(range(search)), progress=bar)
+        out = jobs.run_refine_face(img, face_G, face_src, fbox, cfg, head, trunc=trunc,
+                                   search_seeds=tuple(range(search)), perceptual=pc.fn, perceptual_name=pc.name,
+                                   progress=bar, user_face=user)
     finally:
         bar.close()
     _write_job(out, outdir)
@@ -488,6 +622,141 @@ def align(image: str, size: int, five_point: bool, out_path: str) -> None:
         al.align_ffhq(img, face.landmarks, size)
     iio.atomic_write_bytes(out, iio.png_bytes(np.asarray(aligned)))
     log.info("wrote %s (%dx%d, %s)", out, size, size, "5-point" if five_point else "FFHQ")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--network", required=True, metavar="CKPT", help="Generator to invert into.")
+@click.option("--mode", type=click.Choice(["w", "wplus", "pti"]), default="wplus", show_default=True,
+              help="Latent space; pti = W pivot, then pivotal tuning of the generator.")
+@click.option("--steps", type=click.IntRange(1, 100000), default=InvertConfig.steps, show_default=True,
+              help="Projector steps.")
+@click.option("--pti-steps", type=click.IntRange(1, 100000), default=PTIConfig.steps, show_default=True)
+@click.option("--align/--no-align", default=True, show_default=True,
+              help="FFHQ-align the largest face (face networks); --no-align crops the photo to the network's aspect.")
+@click.option("--mask", default=None, metavar="MASK",
+              help="Invert only a region: a mask in the network's output frame (resized; non-zero = keep).")
+@click.option("--identity-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="MobileFaceNet identity loss weight (aligned faces only).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the projector's latent noise.")
+@_common_options
+@_handle_errors
+def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_steps: int, align: bool,
+           mask: str | None, identity_weight: float, seed: int, perceptual: str, weights: str | None, device: str,
+           outdir: str) -> None:
+    """Project photos into a generator (GAN inversion): latents, reconstructions, metrics.
+
+    Several images are inverted together as one batch. Writes latents.npz (ws [B, L, D] and the
+    noise maps; usable as --face-latent/--body-latent), target.png, reconstruction.png,
+    compare.png (target | start | result), report.json (PSNR, SSIM, perceptual distance, dlib
+    identity distance) and, with --mode pti, tuned.safetensors (the tuned generator).
+
+    \b
+    Examples:
+      insetgan invert selfie.jpg --network ffhq.pkl --outdir out/me
+      insetgan invert a.jpg b.jpg --network ffhq.pkl --mode pti --steps 500 --outdir out/pti
+    """
+    from insetgan import invert as inv
+
+    dev = _device(device)
+    t0 = time.perf_counter()
+    ck, net_info = _load_net(network, dev, "network")
+    G = ck.generator
+    _, H, W = G.img_shape
+    pc = _perceptual(perceptual, weights, dev)
+    detector = None
+    if align:
+        if H != W:
+            raise ValueError(f"--align needs a square face network (this one is {H}x{W}); use --no-align")
+        from insetgan.align import LandmarkDetector
+        detector = LandmarkDetector()
+    targets, metric_imgs, infos = [], [], []
+    for path in images:
+        photo = frontend.load_photo(path)
+        if align:
+            aligned, lm = frontend.align_face(photo, H, path, detector)
+            metric_imgs.append(frontend.align_ffhq(photo, lm, 256))
+        else:
+            aligned, _ = frontend.person_crop(photo, H, W)
+        targets.append(frontend.to_tensor(aligned, dev))
+        infos.append(frontend.photo_info(path, photo))
+    target = torch.cat(targets)
+    mask_t = None
+    if mask is not None:
+        from PIL import Image
+        mask_t = frontend.to_tensor(frontend.load_photo(mask).convert("L").resize((W, H), Image.BILINEAR), dev)
+    identity = None
+    if identity_weight > 0:
+        if not align:
+            raise ValueError("--identity-weight needs --align (aligned faces)")
+        from insetgan.identity import load_mobilefacenet
+        net = load_mobilefacenet(device=dev)
+        losses = [frontend.face_identity(net, m, H, dev)[0] for m in metric_imgs]
+        identity = (lambda img: torch.cat([f(img[i:i + 1]) for i, f in enumerate(losses)]))
+    cfg = InvertConfig(mode="w" if mode == "pti" else mode, steps=steps, seed=seed, identity_weight=identity_weight)
+    pti_cfg = PTIConfig(steps=pti_steps) if mode == "pti" else None
+    load_s = time.perf_counter() - t0
+    bar = _ProgressBar("invert", pc.notice)
+    try:
+        proj = inv.project(G, target, cfg, pc.fn, mask_t, identity, bar)
+    finally:
+        bar.close()
+    tuned, pti_s = None, 0.0
+    if pti_cfg is not None:
+        bar = _ProgressBar("pti")
+        t1 = time.perf_counter()
+        try:
+            tuned, _ = inv.pivotal_tuning(G, proj.ws, proj.noise, target, pti_cfg, pc.fn, mask_t, bar)
+        finally:
+            bar.close()
+        pti_s = time.perf_counter() - t1
+    with torch.no_grad():
+        start = inv.synthesize(G, G.w_avg.reshape(1, 1, -1).expand_as(proj.ws).contiguous(), None)
+        recon = inv.synthesize(G, proj.ws, proj.noise)
+        final = inv.synthesize(tuned, proj.ws, proj.noise) if tuned is not None else recon
+    metrics = {"start": inv.quality(start, target, pc.fn), "projected": inv.quality(recon, target, pc.fn)}
+    if tuned is not None:
+        metrics["tuned"] = inv.quality(final, target, pc.fn)
+    if metric_imgs:
+        try:
+            from insetgan.identity import FaceDescriptor
+            desc = FaceDescriptor()
+            from PIL import Image
+            metrics["identity_dlib"] = [
+                None if (d := desc.distance(m, Image.fromarray(iio.to_uint8(final[i])).resize((256, 256),
+                                            Image.LANCZOS))) is None else round(float(d), 4)
+                for i, m in enumerate(metric_imgs)]
+        except ValueError as exc:
+            metrics["identity_dlib"] = f"unavailable: {exc}"
+    def u8(x: torch.Tensor) -> list[np.ndarray]:
+        return [iio.to_uint8(x[i]) for i in range(x.shape[0])]
+
+    files: dict[str, bytes] = {}
+    arrays = {"ws": proj.ws.cpu().numpy(), **{f"noise_{i:02d}": n.cpu().numpy() for i, n in enumerate(proj.noise)}}
+    files["latents.npz"] = iio.encode(lambda buf: np.savez(buf, **arrays))
+    files["target.png"] = iio.png_bytes(iio.grid(u8(target)))
+    files["reconstruction.png"] = iio.png_bytes(iio.grid(u8(final)))
+    columns = [u8(target), u8(start), u8(recon)] + ([u8(final)] if tuned is not None else [])
+    files["compare.png"] = iio.png_bytes(iio.grid([col[i] for i in range(len(images)) for col in columns],
+                                                  cols=len(columns)))
+    report = _head("invert", dev, {"network": net_info, "images": infos}, load_s, mode=mode,
+                   aligned=align, mask=mask, perceptual=pc.name, config=cfg.to_dict(),
+                   pti=pti_cfg.to_dict() if pti_cfg else None, metrics=metrics,
+                   losses=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}
+                           for h in proj.history[:: max(1, len(proj.history) // 50)] + proj.history[-1:]])
+    report["timings_s"].update(project=round(proj.seconds, 3), per_step=round(proj.seconds / steps, 5),
+                               pti=round(pti_s, 3))
+    report["outputs"] = sorted(files) + (["tuned.safetensors"] if tuned is not None else []) + ["report.json"]
+    files["report.json"] = iio.json_bytes(report)
+    out = _prepare_outdir(outdir)
+    if tuned is not None:
+        native.save(tuned, out / "tuned.safetensors", extra={"insetgan_pti": {
+            "base_sha256": net_info["sha256"], "images": [i["sha256"] for i in infos]}})
+    for name, data in files.items():
+        iio.atomic_write_bytes(out / name, data)
+    log.info("inverted %d image(s): PSNR %s dB (start %s) in %.1f s; wrote %s", len(images),
+             ", ".join(f"{v:.2f}" for v in (metrics.get("tuned") or metrics["projected"])["psnr"]),
+             ", ".join(f"{v:.2f}" for v in metrics["start"]["psnr"]), proj.seconds + pti_s, out)
 
 
 def ops_report() -> dict[str, Any]:

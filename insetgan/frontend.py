@@ -26,6 +26,7 @@ from PIL import Image
 from insetgan import io as iio
 from insetgan import losses as L
 from insetgan.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
+from insetgan.optimize import crop_boxes
 from insetgan.invert import InvertConfig, PTIConfig, Projection, pivotal_tuning, project, quality, synthesize, \
     with_noise
 from networks import native
@@ -33,7 +34,8 @@ from networks.generator import Generator
 
 log = logging.getLogger(__name__)
 
-MIN_FACE_PX = 48  # smallest FFHQ quad side (source pixels) we align; smaller faces are mostly blur
+MIN_FACE_PX = 64  # smallest FFHQ quad side (source pixels) we align; smaller faces are mostly blur
+SMALL_PHOTO_PX = 1024  # photos up to this side are searched again with 2x detector upsampling
 MIN_PHOTO_PX = 16
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -75,7 +77,13 @@ def load_photo(path: str) -> Image.Image:
 def align_face(photo: Image.Image, size: int, what: str = "the photo",
                detector: LandmarkDetector | None = None) -> tuple[Image.Image, np.ndarray]:
     """FFHQ-align the largest face of ``photo`` to ``size``² → (aligned image, its 68 landmarks in the photo)."""
-    face = (detector or LandmarkDetector()).largest(photo, what)
+    detector = detector or LandmarkDetector()
+    try:
+        face = detector.largest(photo, what)
+    except ValueError:
+        if max(photo.size) > SMALL_PHOTO_PX:
+            raise
+        face = detector.largest(photo, what, upsample=2)  # small photo: look for small faces too
     quad = ffhq_quad(face.landmarks)
     side = float(np.hypot(*(quad[3] - quad[0])))
     if side < MIN_FACE_PX:
@@ -218,3 +226,88 @@ def aligned_size(G: Generator) -> int:
     if H != W:
         raise ValueError(f"face alignment needs a square face generator, this one is {H}x{W}")
     return H
+
+
+def face_identity(net: torch.nn.Module, aligned: Image.Image, size: int, device: torch.device
+                  ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
+    """The MobileFaceNet identity loss ``img [B, 3, size, size] -> [B]`` towards an FFHQ-aligned selfie.
+
+    The 5 points are detected once on the aligned selfie (upscaled when small) and reused for
+    every generated face, which the face generator renders in the same FFHQ layout.
+    """
+    from insetgan.identity import detect_five, identity_loss, identity_target, points_for_size
+
+    pts = detect_five(aligned)
+    if pts is None:
+        raise ValueError("no face landmarks found on the aligned selfie: use a clearer, frontal photo")
+    pts = points_for_size(pts, (aligned.height, aligned.width), (size, size))
+    target = identity_target(net, to_tensor(aligned.resize((size, size), Image.LANCZOS), device), pts)
+    return (lambda img: identity_loss(net, img, target)), {"points": np.round(pts, 2).tolist()}
+
+
+def embed_face(photo_path: str, G: Generator, cfg: EmbedConfig, perceptual: L.Perceptual | None,
+               cache_dir: Path | None, device: torch.device, progress: Progress | None = None,
+               identity_net: torch.nn.Module | None = None) -> tuple[Embedded, Image.Image, Callable | None]:
+    """Align and invert a selfie into the face generator.
+
+    Returns (the embedding, the selfie aligned at 256 px for the dlib metric, the identity
+    loss for the face inset or ``None`` when no identity network is given).
+    """
+    photo = load_photo(photo_path)
+    size = aligned_size(G)
+    detector = LandmarkDetector()
+    aligned, landmarks = align_face(photo, size, photo_path, detector)
+    metric_img = align_ffhq(photo, landmarks, 256)
+    target = to_tensor(aligned, device)
+    identity, id_info = (None, {})
+    if identity_net is not None:
+        identity, id_info = face_identity(identity_net, metric_img, size, device)
+    emb = embed(G, target, cfg, perceptual, "face", {"photo": photo_info(photo_path, photo)["sha256"],
+                                                      "size": size, "identity": identity is not None},
+                identity=identity, cache_dir=cache_dir, progress=progress)
+    emb.info.update(photo=photo_info(photo_path, photo), aligned_size=size, identity_points=id_info.get("points"))
+    return emb, metric_img, identity
+
+
+def embed_outfit(photo_path: str, mask_path: str | None, G: Generator, cfg: EmbedConfig,
+                 perceptual: L.Perceptual | None, cache_dir: Path | None, device: torch.device,
+                 progress: Progress | None = None) -> Embedded:
+    """Crop a full-body photo around the person at the canvas aspect and invert it into the body generator.
+
+    With a mask (non-zero = person, same size as the photo) the crop centres on the person and
+    the background is left out of the loss; without one the crop centres on the detected face.
+    """
+    photo = load_photo(photo_path)
+    _, H, W = G.img_shape
+    mask_img = open_rgb(mask_path).convert("L") if mask_path is not None else None
+    try:
+        detector = LandmarkDetector() if mask_img is None else None
+    except ValueError:
+        detector = None
+    crop, mcrop = person_crop(photo, H, W, mask_img, detector)
+    target = to_tensor(crop, device)
+    mask = to_tensor(mcrop, device) if mcrop is not None else None
+    key = {"photo": photo_info(photo_path, photo)["sha256"],
+           "mask": hashlib.sha256(Path(mask_path).read_bytes()).hexdigest() if mask_path else None}
+    emb = embed(G, target, cfg, perceptual, "outfit", key, mask=mask, cache_dir=cache_dir, progress=progress)
+    emb.info.update(photo=photo_info(photo_path, photo), mask=mask_path)
+    return emb
+
+
+def identity_report(photo: Image.Image, before: torch.Tensor, after: torch.Tensor, boxes_before: list,
+                    boxes_after: list) -> dict[str, Any]:
+    """dlib face-descriptor distances between the user's aligned photo and each face crop, before and after."""
+    from insetgan.identity import DLIB_SAME_PERSON, FaceDescriptor
+    desc = FaceDescriptor()
+
+    def dists(imgs: torch.Tensor, boxes: list) -> list[float | None]:
+        out = []
+        for i in range(imgs.shape[0]):
+            with torch.no_grad():
+                face = crop_boxes(imgs[i:i + 1], [boxes[i]], (256, 256))
+            d = desc.distance(photo, Image.fromarray(iio.to_uint8(face[0])))
+            out.append(None if d is None else round(float(d), 4))
+        return out
+
+    return {"metric": "dlib-face-descriptor (euclidean)", "same_person_below": DLIB_SAME_PERSON,
+            "before": dists(before, boxes_before), "after": dists(after, boxes_after)}

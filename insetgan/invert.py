@@ -256,7 +256,7 @@ def with_noise(G: Generator, noise: list[torch.Tensor]) -> Generator:
     if len(noise) != len(bufs):
         raise ValueError(f"need {len(bufs)} noise maps, got {len(noise)}")
     out = copy.deepcopy(G)
-    named = dict(out.named_buffers())
+    named = dict(out.synthesis.named_buffers())
     for (name, buf), n in zip(bufs.items(), noise):
         if n.shape[0] != 1 and n.ndim == 4:
             raise ValueError("with_noise takes the noise maps of one image")

@@ -23,6 +23,7 @@ from insetgan import losses as L
 from insetgan.align import open_rgb
 from insetgan.boxes import (FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, ManualBox, clamp_box,
                             refine_box)
+from insetgan.frontend import identity_report
 from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
                                naive_paste, optimize, render)
@@ -379,8 +380,14 @@ def run_refine_face(image: torch.Tensor, face: Generator, face_source: LatentSou
                     cfg: OptimConfig, report_head: dict[str, Any], trunc: float = 0.7,
                     search_seeds: Sequence[int] = tuple(range(16)), detector: str = "auto",
                     perceptual: L.Perceptual | None = l1_ssim,
-                    perceptual_name: str = "l1-ssim", progress: Progress | None = None) -> JobOutput:
-    """Refine the face of a fixed image: only the face latent moves (coarse + border against the image)."""
+                    perceptual_name: str = "l1-ssim", progress: Progress | None = None,
+                    user_face: UserFace | None = None) -> JobOutput:
+    """Refine the face of a fixed image: only the face latent moves (coarse + border against the image).
+
+    With ``user_face`` (``refine-face --reference``) the face is replaced by the user's: the start
+    latent is their inverted face, L_face and the identity loss keep it theirs, and the coarse
+    loss matches only the image's low frequencies (16 px) so lighting and pose adapt, not identity.
+    """
     device = image.device
     if face.img_channels != image.shape[1]:
         raise ValueError(f"the face generator has {face.img_channels} channel(s) but the image has {image.shape[1]}")
@@ -403,10 +410,18 @@ def run_refine_face(image: torch.Tensor, face: Generator, face_source: LatentSou
         ws = _check_latent_batch(start_latents(face, face_source, trunc, device), 1, "face")
         head["face_start"] = face_source.describe()
     w = cfg.inset_weights
-    cfg = dataclasses.replace(cfg, inset_weights=dataclasses.replace(w, face_l1=0.0, face_perceptual=0.0))
-    res = optimize(CanvasInput(image=image), [InsetInput("face", face, ws, boxes)], cfg, perceptual, progress)
+    if user_face is None:
+        cfg = dataclasses.replace(cfg, inset_weights=dataclasses.replace(w, face_l1=0.0, face_perceptual=0.0))
+    else:
+        cfg = dataclasses.replace(cfg, coarse_size=min(cfg.coarse_size, 16), inset_weights=dataclasses.replace(
+            w, face_l1=max(w.face_l1, 1.0), face_perceptual=max(w.face_perceptual, 0.4),
+            face_identity=user_face.weight if user_face.identity is not None else 0.0))
+    identity = user_face.identity if user_face is not None else None
+    res = optimize(CanvasInput(image=image), [InsetInput("face", face, ws, boxes, identity=identity)], cfg,
+                   perceptual, progress)
     head["box_notes"] = notes
-    return package_outputs(res, cfg, perceptual_name, perceptual, head, canvas_original=image)
+    return package_outputs(res, cfg, perceptual_name, perceptual, head, canvas_original=image,
+                           face_photo=user_face.photo if user_face is not None else None)
 
 
 def sha256(path: str) -> str:

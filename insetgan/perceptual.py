@@ -190,13 +190,14 @@ class PerceptualChoice:
 
 
 def load_perceptual(spec: str = "auto", weights: str | os.PathLike | None = None,
-                    device: str | torch.device = "cpu") -> PerceptualChoice:
+                    device: str | torch.device = "cpu", warn: bool = True) -> PerceptualChoice:
     """Build the perceptual distance named by ``spec`` (one of :data:`PERCEPTUAL_SPECS`).
 
     "lpips-vgg" / "lpips-alex" need the backbone file (see :func:`find_backbone`, ``weights``
     being the explicit path) and raise ValueError when it is missing; "l1-ssim" is the fallback;
     "auto" is LPIPS-VGG when its backbone is found, else l1-ssim with a one-line ``notice``
-    (also logged as a warning) naming the missing file and where to put it.
+    (also logged as a warning unless ``warn=False``, for callers that show it themselves)
+    naming the missing file and where to put it.
     """
     if spec not in PERCEPTUAL_SPECS:
         raise ValueError(f"unknown perceptual loss {spec!r}; choose one of {', '.join(PERCEPTUAL_SPECS)}")
@@ -208,7 +209,8 @@ def load_perceptual(spec: str = "auto", weights: str | os.PathLike | None = None
         if spec != "auto":
             raise ValueError(_missing_message(net))
         notice = _missing_message(net) + "; using the l1-ssim fallback (multi-scale L1 + SSIM) instead"
-        log.warning(notice)
+        if warn:
+            log.warning(notice)
         return PerceptualChoice(l1_ssim, "l1-ssim", notice)
     model = LPIPS(net, torch.load(path, map_location="cpu", weights_only=True)).to(device)
     return PerceptualChoice(model, f"lpips-{net}", None)
