@@ -39,6 +39,7 @@ _LAYOUTS = MappingProxyType({
             (3, 8, 15, 22, 29)),
 })
 _SHIFT = (-0.030, -0.088, -0.188)
+MIN_SIZE = 32
 _SCALE = (0.458, 0.448, 0.450)
 
 
@@ -109,7 +110,8 @@ class LPIPS(nn.Module):
     ``backbone`` is a torchvision ImageNet state dict (its ``features.*`` entries are loaded
     strictly, ``classifier.*`` ignored); when None it is read from :func:`find_backbone`'s
     default places, and a missing file raises ValueError. Inputs whose longer side exceeds
-    ``max_size`` are area-downsampled, keeping the aspect ratio (None disables this).
+    ``max_size`` are area-downsampled, keeping the aspect ratio (None disables this); inputs
+    under 32 px are upsampled to 32 (bilinear) so every backbone layer has a spatial extent.
     """
 
     def __init__(self, net: str = "vgg", backbone: dict[str, Tensor] | None = None, max_size: int | None = 256):
@@ -140,6 +142,9 @@ class LPIPS(nn.Module):
 
     def _resize(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
+        if min(h, w) < MIN_SIZE:  # the backbones' pooling needs at least 32 px (AlexNet)
+            f = MIN_SIZE / min(h, w)
+            return F.interpolate(x, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False)
         if self.max_size is None or max(h, w) <= self.max_size:
             return x
         f = self.max_size / max(h, w)
@@ -147,9 +152,11 @@ class LPIPS(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Distance per image [B] between ``a`` and ``b`` [B, 3, H, W] in [-1, 1]; differentiable."""
-        if a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3:
-            raise ValueError(f"LPIPS needs two [B, 3, H, W] tensors of one shape, "
+        if a.shape != b.shape or a.ndim != 4 or a.shape[1] not in (1, 3):
+            raise ValueError(f"LPIPS needs two [B, 3 or 1, H, W] tensors of one shape, "
                              f"got {tuple(a.shape)}, {tuple(b.shape)}")
+        if a.shape[1] == 1:  # grey images: the same value in every colour channel
+            a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
         x = (self._resize(torch.cat([a, b])) - self.shift) / self.scale
         total = a.new_zeros(a.shape[0])
         i = 0

@@ -31,7 +31,7 @@ def _png(path):
 
 def test_compose_writes_everything_and_resumes_from_latents(tmp_path):
     out = tmp_path / "c"
-    proc = run("--quiet", "compose", "--body", BODY, "--face", FACE, "--body-seed", 1, "--face-seed", 2,
+    proc = run("--quiet", "compose", "--body", BODY, "--face-net", FACE, "--body-seed", 1, "--face-seed", 2,
                "--face-box", "8,2,16,16", "--steps", 30, "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # --quiet: no progress bar, no log
@@ -55,7 +55,7 @@ def test_compose_writes_everything_and_resumes_from_latents(tmp_path):
     assert np.abs(to_uint8(img[0]).astype(int) - _png(out / "face.png").astype(int)).max() <= 1
     # Resume: a 0-step-like continuation from latents.npz starts where the last run ended.
     out2 = tmp_path / "c2"
-    proc = run("--quiet", "compose", "--body", BODY, "--face", FACE, "--body-latent", out / "latents.npz",
+    proc = run("--quiet", "compose", "--body", BODY, "--face-net", FACE, "--body-latent", out / "latents.npz",
                "--face-latent", out / "latents.npz", "--face-box", "8,2,16,16", "--steps", 1, "--outdir", out2)
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(_png(out2 / "canvas.png"), _png(out / "canvas.png")) is False
@@ -65,7 +65,7 @@ def test_compose_writes_everything_and_resumes_from_latents(tmp_path):
 
 def test_compose_with_shoes_and_fixed_prior(tmp_path):
     out = tmp_path / "s"
-    proc = run("--quiet", "compose", "--body", BODY, "--face", FACE, "--shoes", FACE, "--detector", "fixed",
+    proc = run("--quiet", "compose", "--body", BODY, "--face-net", FACE, "--shoes-net", FACE, "--detector", "fixed",
                "--steps", 10, "--preset", "paper", "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     assert {"shoes.png", "shoes_start.png"} <= {p.name for p in out.iterdir()}
@@ -79,7 +79,7 @@ def test_compose_with_shoes_and_fixed_prior(tmp_path):
 
 def test_sample_bodies_batch(tmp_path):
     out = tmp_path / "b"
-    proc = run("--quiet", "sample-bodies", "--body", BODY, "--face", FACE, "--face-seed", 3, "--num", 3,
+    proc = run("--quiet", "sample-bodies", "--body", BODY, "--face-net", FACE, "--face-seed", 3, "--num", 3,
                "--face-box", "8,2,16,16", "--steps", 12, "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     names = {p.name for p in out.iterdir()}
@@ -94,7 +94,7 @@ def test_sample_bodies_batch(tmp_path):
 def test_refine_face_on_a_photo_leaves_the_outside_untouched(tmp_path):
     out = tmp_path / "r"
     box = "170,20,80,80"
-    proc = run("--quiet", "refine-face", PHOTO, "--face", FACE, "--face-box", box, "--steps", 8, "--search", 4,
+    proc = run("--quiet", "refine-face", PHOTO, "--face-net", FACE, "--face-box", box, "--steps", 8, "--search", 4,
                "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     original = np.asarray(Image.open(PHOTO).convert("RGB"))
@@ -123,7 +123,7 @@ def test_dlib_finds_the_face_in_a_small_full_body_photo():
 
 def test_refine_face_detects_with_dlib(tmp_path):
     out = tmp_path / "d"
-    proc = run("--quiet", "refine-face", PHOTO, "--face", FACE, "--steps", 3, "--search", 2, "--outdir", out)
+    proc = run("--quiet", "refine-face", PHOTO, "--face-net", FACE, "--steps", 3, "--search", 2, "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     rep = json.loads((out / "report.json").read_text())
     assert rep["box_notes"] == ["face box detected with dlib"]
@@ -171,28 +171,28 @@ def test_bad_inputs_give_one_line_errors(tmp_path, gray_face, cond_face):
              face=np.zeros((3, G.num_ws, G.w_dim), np.float32))
     common = ["--steps", 1, "--outdir", tmp_path / "o"]
     cases = [
-        (["refine-face", tmp_path / "missing.png", "--face", FACE, "--face-box", "1,1,8,8"], "image not found"),
-        (["refine-face", tmp_path / "junk.png", "--face", FACE, "--face-box", "1,1,8,8"], "cannot read image"),
-        (["refine-face", PHOTO, "--face", FACE, "--face-box", "300,10,80,80"], "outside"),
-        (["refine-face", PHOTO, "--face", gray_face, "--face-box", "170,20,80,80"], "channel"),
-        (["compose", "--body", BODY, "--face", gray_face, "--face-box", "8,2,16,16"], "channel"),
-        (["compose", "--body", BODY, "--face", FACE, "--face-box", "30,2,16,16"], "outside"),
-        (["compose", "--body", BODY, "--face", FACE, "--face-box", "1,2,x,4"], "--face-box"),
-        (["compose", "--body", BODY, "--face", FACE, "--face-seed", 1, "--face-latent", "x.npy"], "either"),
-        (["compose", "--body", BODY, "--face", FACE, "--preset", "fastest"], "unknown preset"),
-        (["compose", "--body", tmp_path / "nope.pkl", "--face", FACE], "not found"),
-        (["compose", "--body", BODY, "--face", FACE, "--body-latent", tmp_path / "junk.png"], "latent"),
-        (["refine-face", tmp_path / "tiny.png", "--face", FACE, "--face-box", "1,1,4,4"], "too small"),
-        (["refine-face", tmp_path / "noise.png", "--face", FACE], "no face found"),
-        (["compose", "--body", BODY, "--face", FACE, "--face-latent", tmp_path / "other.npz"], "no array 'face'"),
-        (["compose", "--body", BODY, "--face", FACE, "--face-latent", tmp_path / "nan.npy"], "NaN"),
-        (["compose", "--body", BODY, "--face", FACE, "--body-latent", tmp_path / "two.npz",
+        (["refine-face", tmp_path / "missing.png", "--face-net", FACE, "--face-box", "1,1,8,8"], "image not found"),
+        (["refine-face", tmp_path / "junk.png", "--face-net", FACE, "--face-box", "1,1,8,8"], "cannot read image"),
+        (["refine-face", PHOTO, "--face-net", FACE, "--face-box", "300,10,80,80"], "outside"),
+        (["refine-face", PHOTO, "--face-net", gray_face, "--face-box", "170,20,80,80"], "channel"),
+        (["compose", "--body", BODY, "--face-net", gray_face, "--face-box", "8,2,16,16"], "channel"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--face-box", "30,2,16,16"], "outside"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--face-box", "1,2,x,4"], "--face-box"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--face-seed", 1, "--face-latent", "x.npy"], "either"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--preset", "fastest"], "unknown preset"),
+        (["compose", "--body", tmp_path / "nope.pkl", "--face-net", FACE], "not found"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--body-latent", tmp_path / "junk.png"], "latent"),
+        (["refine-face", tmp_path / "tiny.png", "--face-net", FACE, "--face-box", "1,1,4,4"], "too small"),
+        (["refine-face", tmp_path / "noise.png", "--face-net", FACE], "no face found"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--face-latent", tmp_path / "other.npz"], "no array 'face'"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--face-latent", tmp_path / "nan.npy"], "NaN"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--body-latent", tmp_path / "two.npz",
           "--face-latent", tmp_path / "two.npz", "--face-box", "8,2,16,16"], "3 candidates but 2"),
-        (["compose", "--body", BODY, "--face", FACE, "--face-seed", str(2**32)], "face-seed"),
-        (["compose", "--body", BODY, "--face", cond_face], "conditional"),
-        (["compose", "--body", BODY, "--face", FACE, "--shoes-box", "1,1,8,8"], "need --shoes"),
-        (["compose", "--body", BODY, "--face", FACE, "--device", "cuda"] if not torch.cuda.is_available()
-         else ["compose", "--body", BODY, "--face", FACE, "--steps", "0"], "cuda" if not torch.cuda.is_available()
+        (["compose", "--body", BODY, "--face-net", FACE, "--face-seed", str(2**32)], "face-seed"),
+        (["compose", "--body", BODY, "--face-net", cond_face], "conditional"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--shoes-box", "1,1,8,8"], "need --shoes"),
+        (["compose", "--body", BODY, "--face-net", FACE, "--device", "cuda"] if not torch.cuda.is_available()
+         else ["compose", "--body", BODY, "--face-net", FACE, "--steps", "0"], "cuda" if not torch.cuda.is_available()
          else "steps"),
     ]
     for args, pattern in cases:

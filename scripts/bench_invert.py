@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Benchmark the projector: time per step and time to reach a PSNR threshold, per face config and device.
+
+Configs (random weights, full-size StyleGAN2 face configs: channel_base 32768, channel_max 512,
+8 mapping layers, 512-D latents): ``64`` (64x64) and ``1024`` (1024x1024). The target is made
+by the same generator from a known latent with fresh random noise; the threshold is the w_avg
+start's PSNR + 10 dB (the test's bar). The PSNR per step comes from the projector's pixel
+loss (the image it optimises, with its latent noise). ``--max-steps`` caps the steps run: the
+time to the threshold is then only reported when the capped run reached it.
+
+    python scripts/bench_invert.py                         # 64 (full run) and 1024 (3 steps)
+    python scripts/bench_invert.py --configs 64 --steps 1000
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench_compose import _generator  # noqa: E402  (same full-size random generators)
+
+class _Stop(Exception):
+    """Raised by the progress callback to end a capped run."""
+
+
+CONFIGS = {"64": dict(img_resolution=64), "1024": dict(img_resolution=1024)}
+
+
+def run(config: str, device: str, steps: int, max_steps: int | None, perceptual_spec: str) -> dict:
+    """One row: project a known-latent image, return timings and PSNRs."""
+    from insetgan import invert as inv
+    from insetgan.generate import z_from_seed
+    from insetgan.perceptual import load_perceptual
+
+    dev = torch.device(device)
+    G = _generator(CONFIGS[config], 2, device)
+    pc = load_perceptual(perceptual_spec, device=dev, warn=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        target = G.synthesis(G.mapping(z_from_seed(5, G.z_dim).to(dev), None, truncation_psi=0.7),
+                             noise_mode="random")
+    w_avg, _ = inv.w_stats(G)
+    with torch.no_grad():
+        start = float(inv.psnr(inv.synthesize(G, w_avg.expand(1, G.num_ws, -1).contiguous(), None), target))
+    threshold = start + 10
+    run_steps = min(steps, max_steps) if max_steps else steps
+    cfg = inv.InvertConfig(steps=steps)
+    stamps: list[float] = []
+
+    def progress(step: int, total: int, losses: dict) -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+        if step >= run_steps:
+            raise _Stop
+
+    t0 = time.perf_counter()
+    history: list[dict] = []
+    try:
+        history = inv.project(G, target, cfg, pc.fn, progress=progress).history
+    except _Stop:
+        pass
+    per_step = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1) if len(stamps) > 1 else stamps[0] - t0
+    psnrs = [10 * math.log10(4 / max(h["pixel"], 1e-12)) for h in history]
+    hit = next((i for i, p in enumerate(psnrs) if p >= threshold), None)
+    return {"config": config, "device": device, "perceptual": pc.name, "steps": run_steps, "per_step": per_step,
+            "start_psnr": start, "final_psnr": psnrs[-1] if psnrs else None,
+            "to_threshold": (stamps[hit] - t0) if hit is not None else None,
+            "threshold_step": hit + 1 if hit is not None else None}
+
+
+def main() -> None:
+    """Parse arguments, run every row, print the table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="64,1024")
+    ap.add_argument("--devices", default="cpu" + (",cuda" if torch.cuda.is_available() else ""))
+    ap.add_argument("--steps", type=int, default=300, help="Projector schedule length (the default).")
+    ap.add_argument("--max-steps", default="64:0,1024:3",
+                    help="Per-config cap on steps actually run (0 = none), e.g. 64:0,1024:3; CUDA runs are uncapped.")
+    ap.add_argument("--perceptual", default="auto")
+    args = ap.parse_args()
+    caps = {k: int(v) for k, v in (item.split(":") for item in args.max_steps.split(","))}
+    print(f"# bench_invert: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    print("| config | device | perceptual | steps run | s/step | start PSNR | final PSNR | +10 dB reached at |")
+    print("|---|---|---|---|---|---|---|---|")
+    for config in args.configs.split(","):
+        for device in args.devices.split(","):
+            cap = None if device == "cuda" else (caps.get(config) or None)
+            r = run(config, device, args.steps, cap, args.perceptual)
+            reach = (f"step {r['threshold_step']}, {r['to_threshold']:.1f} s" if r["to_threshold"] is not None
+                     else "not within the run")
+            final = f"{r['final_psnr']:.2f}" if r["final_psnr"] is not None else "-"
+            print(f"| {config}x{config} | {device} | {r['perceptual']} | {r['steps']}/{args.steps} | "
+                  f"{r['per_step']:.4f} | {r['start_psnr']:.2f} | {final} | {reach} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
