@@ -58,7 +58,7 @@ def run(config: str, device: str, steps: int, max_steps: int | None, perceptual_
         if dev.type == "cuda":
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
-        if step >= run_steps:
+        if run_steps < total and step >= run_steps:
             raise _Stop
 
     t0 = time.perf_counter()

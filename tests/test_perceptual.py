@@ -122,6 +122,16 @@ def test_lpips_max_size_downsamples(backbones):
     assert torch.isfinite(d).all() and d.item() > 0
 
 
+def test_lpips_small_and_grey_inputs(backbones):
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1, torch.rand(2, 1, 16, 16, generator=g) * 2 - 1
+    model = LPIPS("alex", backbones["alex"][0])
+    up = [F.interpolate(t.expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear", align_corners=False)
+          for t in (a, b)]
+    torch.testing.assert_close(model(a, b), model(*up))  # grey = same value in every channel, 16 px → 32 px
+    assert (model(a, b) > 0).all() and float(model(a, a).abs().max()) == 0
+
+
 def test_backbone_state_dict_checked(backbones):
     sd = dict(backbones["alex"][0])
     del sd["features.10.bias"]
