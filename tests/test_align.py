@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 from insetgan import align as al
-from tests.conftest import SHARED
+from tests.conftest import REPO
 from tests.test_cli import assert_one_line_error, run
 
-ASTRONAUT = SHARED / "data" / "examples" / "astronaut.png"
+ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from insetgan import frontend
 from insetgan import invert as inv
 from insetgan.perceptual import l1_ssim
 from networks.checkpoints import load_generator
-from tests.conftest import SHARED, fixture_path
+from tests.conftest import REPO, fixture_path
 from tests.test_cli import assert_one_line_error, run
 
-ASTRONAUT = SHARED / "data" / "examples" / "astronaut.png"
+ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")

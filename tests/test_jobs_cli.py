@@ -20,7 +20,7 @@ from tests.test_cli import assert_one_line_error, run
 
 BODY, FACE = fixture_path("sghuman_body64x32.pkl"), fixture_path("sg2ada_face64.pkl")
 PHOTO = SHARED / "data" / "ccp" / "photos" / "0001.jpg"
-ASTRO = SHARED / "data" / "examples" / "astronaut.png"
+ASTRO = REPO / "tests" / "data" / "astronaut.jpg"
 STANDARD = {"result.png", "canvas.png", "naive.png", "face.png", "face_start.png", "compare.png", "latents.npz",
             "report.json"}
 
