@@ -53,7 +53,6 @@ def _generator(kw: dict, seed: int, device: str):
 
 def child(case: str, preset: str, steps: int | None, max_steps: int | None, device: str) -> dict:
     """One row: run compose on random full-size generators, return the measurements."""
-    from insetgan import losses as L
     from insetgan.boxes import FACE_PRIOR, FixedBox
     from insetgan.blend import BLENDS
     from insetgan.perceptual import l1_ssim

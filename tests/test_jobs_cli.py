@@ -15,7 +15,7 @@ from networks import native
 from networks.checkpoints import load_generator
 from networks.config import GeneratorConfig
 from networks.generator import Generator
-from tests.conftest import SHARED, fixture_path
+from tests.conftest import REPO, SHARED, fixture_path
 from tests.test_cli import assert_one_line_error, run
 
 BODY, FACE = fixture_path("sghuman_body64x32.pkl"), fixture_path("sg2ada_face64.pkl")
