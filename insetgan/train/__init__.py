@@ -1,0 +1,1 @@
+"""Training StyleGAN2 generators: augmentation, the training loop, checkpoints."""

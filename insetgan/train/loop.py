@@ -1,0 +1,422 @@
+"""StyleGAN2 training: non-saturating logistic loss, lazy R1, generator EMA, DiffAugment, data parallel.
+
+One training step draws everything random for the *global* batch from a generator seeded by
+``(seed, step)``: real indices and x-flips, latents, style-mixing cut-offs and augmentation
+parameters. Each process takes its slice of that batch and processes it in chunks of
+``batch_gpu``; every loss is a sum over samples divided by the global batch size, and gradients
+are summed over processes (``all_reduce``) before each optimiser step. So a run on N processes
+equals a single-process run with the same global batch and ``batch_gpu`` (to float rounding),
+and a resumed run repeats exactly the steps an uninterrupted run would take.
+
+Checkpoints hold tensors, numbers and strings only, so they load with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+
+from insetgan.train.augment import augment, draw_params, parse_policy
+from networks.config import GeneratorConfig
+from networks.discriminator import Discriminator, DiscriminatorConfig
+from networks.generator import Generator
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (StyleGAN2 defaults scaled for small models)."""
+
+    kimg: float = 200.0
+    batch: int = 32
+    batch_gpu: int | None = None
+    gamma: float = 1.0
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05
+    lr: float = 0.0025
+    beta1: float = 0.0
+    beta2: float = 0.99
+    r1_interval: int = 16
+    style_mixing: float = 0.9
+    aug: str = "color,translation,cutout"
+    xflip: bool = True
+    z_dim: int = 512
+    w_dim: int = 512
+    map_layers: int = 8
+    channel_base: int = 16384
+    channel_max: int = 512
+    num_fp16_res: int = 4
+    conv_clamp: float | None = 256.0
+    mbstd_group: int = 4
+    seed: int = 0
+    snapshot_kimg: float = 10.0
+    grid: int = 16
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.kimg <= 0 or self.lr <= 0 or self.gamma < 0 or self.r1_interval < 1:
+            raise ValueError("need batch >= 1, kimg > 0, lr > 0, gamma >= 0 and r1_interval >= 1")
+        if self.batch_gpu is not None and (self.batch_gpu < 1 or self.batch % self.batch_gpu):
+            raise ValueError(f"--batch {self.batch} must be a multiple of --batch-gpu {self.batch_gpu}")
+        if self.map_layers < 1 or self.channel_base < 1 or self.channel_max < 1:
+            raise ValueError("map_layers, channel_base and channel_max must be >= 1")
+        parse_policy(self.aug)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ImageSet:
+    """A prepared dataset in memory: uint8 images [N, C, H, W] and its ``dataset.json`` (or {})."""
+
+    images: torch.Tensor
+    meta: dict[str, Any]
+
+    @property
+    def square(self) -> bool:
+        """True for square images, False for 2:1 portrait canvases."""
+        return self.images.shape[-1] == self.images.shape[-2]
+
+
+def load_dataset(path: str | Path) -> ImageSet:
+    """Load a folder of PNG/JPEG images (or a .zip of them) with its optional ``dataset.json``."""
+    p = Path(path)
+    blobs: list[bytes] = []
+    meta: dict[str, Any] = {}
+    exts = (".png", ".jpg", ".jpeg")
+    if p.is_file() and p.suffix == ".zip":
+        with zipfile.ZipFile(p) as zf:
+            names = sorted(n for n in zf.namelist() if n.lower().endswith(exts))
+            blobs = [zf.read(n) for n in names]
+            if "dataset.json" in zf.namelist():
+                meta = json.loads(zf.read("dataset.json"))
+        if (p.parent / "dataset.json").is_file() and not meta:
+            meta = json.loads((p.parent / "dataset.json").read_text())
+    elif p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in exts)
+        zips = sorted(p.glob("*.zip"))
+        if not files and zips:
+            return load_dataset(zips[0])
+        blobs = [f.read_bytes() for f in files]
+        if (p / "dataset.json").is_file():
+            meta = json.loads((p / "dataset.json").read_text())
+    else:
+        raise ValueError(f"dataset not found: {path} (a folder of images or a .zip)")
+    if not blobs:
+        raise ValueError(f"no images in {path}")
+    arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"dataset images differ in size: {sorted(shapes)[:3]}")
+    H, W, _ = arrays[0].shape
+    if H < 8 or H & (H - 1) or W not in (H, H // 2):
+        raise ValueError(f"dataset images are {H}x{W}: need a power-of-two height and width = height or height/2")
+    return ImageSet(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), meta)
+
+
+@dataclass
+class TrainState:
+    """Networks, optimisers and progress of a run."""
+
+    G: Generator
+    D: Discriminator
+    G_ema: Generator
+    opt_G: torch.optim.Adam
+    opt_D: torch.optim.Adam
+    step: int = 0
+    nimg: int = 0
+
+
+def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> TrainState:
+    """Fresh networks (seeded by ``cfg.seed``) and Adam optimisers with lazy-regularisation adjustment."""
+    _, C, H, W = data.images.shape
+    torch.manual_seed(cfg.seed)
+    gcfg = GeneratorConfig(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=H, img_channels=C, square=W == H,
+                           mapping_layers=cfg.map_layers, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
+                           num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp)
+    dcfg = DiscriminatorConfig(img_resolution=H, img_channels=C, square=W == H, channel_base=cfg.channel_base,
+                               channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
+                               num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp)
+    G = Generator(gcfg).to(device).train()
+    D = Discriminator(dcfg).to(device).train()
+    G_ema = Generator(gcfg).to(device).eval().requires_grad_(False)
+    G_ema.load_state_dict(G.state_dict())
+    ratio = cfg.r1_interval / (cfg.r1_interval + 1)  # lazy R1: D's Adam sees 1 extra step per interval
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * ratio, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio),
+                             eps=1e-8)
+    return TrainState(G, D, G_ema, opt_G, opt_D)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sum_grads(module: torch.nn.Module) -> None:
+    """Sum gradients over processes (one flat all_reduce); missing gradients count as zero."""
+    _, world = _world()
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.nan_to_num_(nan=0, posinf=1e5, neginf=-1e5)
+    if world > 1 and params:
+        flat = torch.cat([p.grad.flatten() for p in params])
+        dist.all_reduce(flat)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p))
+
+
+@dataclass
+class _Draws:
+    """Everything random in one step, for the global batch."""
+
+    real_idx: torch.Tensor
+    flip: torch.Tensor
+    z: dict[str, torch.Tensor]
+    z2: dict[str, torch.Tensor]
+    mix: dict[str, torch.Tensor]
+    aug: dict[str, torch.Tensor]
+
+
+def _draw(cfg: TrainConfig, step: int, n_data: int, num_ws: int) -> _Draws:
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    B = cfg.batch
+    real_idx = torch.randint(n_data, (B,), generator=gen)
+    flip = (torch.rand(B, generator=gen) < 0.5) & cfg.xflip
+    z, z2, mix, aug = {}, {}, {}, {}
+    for phase in ("G", "D"):
+        z[phase] = torch.randn(B, cfg.z_dim, generator=gen)
+        z2[phase] = torch.randn(B, cfg.z_dim, generator=gen)
+        cut = torch.randint(1, max(num_ws, 2), (B,), generator=gen)
+        use = torch.rand(B, generator=gen) < cfg.style_mixing
+        mix[phase] = torch.where(use, cut, torch.full_like(cut, num_ws))
+        aug[phase] = draw_params(gen, B)
+    aug["real"] = draw_params(gen, B)
+    return _Draws(real_idx, flip, z, z2, mix, aug)
+
+
+def _generate(G: Generator, z: torch.Tensor, z2: torch.Tensor, cutoff: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """Images with style mixing (layers >= cutoff take the second latent) and the unmixed w [N, D]."""
+    ws = G.mapping(z, None)
+    ws2 = G.mapping(z2, None)
+    layer = torch.arange(G.num_ws, device=z.device).view(1, -1, 1)
+    ws = torch.where(layer >= cutoff.to(z.device).view(-1, 1, 1), ws2, ws)
+    return G.synthesis(ws, noise_mode="random"), ws[:, 0]
+
+
+def _seed_noise(cfg: TrainConfig, step: int, phase: int, start: int) -> None:
+    """Seed the synthesis noise of one chunk from its place in the global batch (not from the process)."""
+    torch.manual_seed((cfg.seed * 1_000_003 + step) * 1009 + phase * 4099 + start)
+
+
+def _reals(data: ImageSet, idx: torch.Tensor, flip: torch.Tensor, device: torch.device) -> torch.Tensor:
+    img = data.images[idx].to(device, torch.float32) / 127.5 - 1
+    return torch.where(flip.to(device).view(-1, 1, 1, 1), img.flip(-1), img)
+
+
+def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """One G step, one D step (and R1 every ``r1_interval`` steps) and the EMA update; returns losses."""
+    rank, world = _world()
+    B = cfg.batch
+    if B % world:
+        raise ValueError(f"--batch {B} must be divisible by the number of processes ({world})")
+    local = B // world
+    chunk = cfg.batch_gpu or local
+    if local % chunk:
+        raise ValueError(f"the per-process batch {local} must be a multiple of --batch-gpu {chunk}")
+    G, D = state.G, state.D
+    r = _draw(cfg, state.step, data.images.shape[0], G.num_ws)
+    policy = parse_policy(cfg.aug)
+    parts = [slice(rank * local + i, rank * local + i + chunk) for i in range(0, local, chunk)]
+    stats = torch.zeros(3, device=device)  # G loss, D loss (fakes + reals), R1 penalty
+
+    # Generator: non-saturating logistic loss.
+    G.requires_grad_(True)
+    D.requires_grad_(False)
+    w_sum = torch.zeros(G.w_dim, device=device)
+    for sl in parts:
+        _seed_noise(cfg, state.step, 0, sl.start)
+        img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl])
+        logits = D(augment(img, r.aug["G"][sl], policy))
+        loss = F.softplus(-logits).sum() / B
+        loss.backward()
+        stats[0] += loss.detach()
+        w_sum += w.detach().sum(0)
+    _sum_grads(G)
+    state.opt_G.step()
+    state.opt_G.zero_grad(set_to_none=True)
+    if world > 1:
+        dist.all_reduce(w_sum)
+    with torch.no_grad():  # track w_avg from the whole global batch, once per step
+        beta = G.mapping.w_avg_beta
+        if beta is not None:
+            G.mapping.w_avg.copy_((w_sum / B).lerp(G.mapping.w_avg, beta))
+
+    # Discriminator: logistic loss on fakes and reals, lazy R1 on reals.
+    G.requires_grad_(False)
+    D.requires_grad_(True)
+    for sl in parts:
+        _seed_noise(cfg, state.step, 1, sl.start)
+        with torch.no_grad():
+            fake, _ = _generate(G, r.z["D"][sl].to(device), r.z2["D"][sl].to(device), r.mix["D"][sl])
+        real = _reals(data, r.real_idx[sl], r.flip[sl], device)
+        loss = (F.softplus(D(augment(fake, r.aug["D"][sl], policy))).sum()
+                + F.softplus(-D(augment(real, r.aug["real"][sl], policy))).sum()) / B
+        loss.backward()
+        stats[1] += loss.detach()
+    _sum_grads(D)
+    state.opt_D.step()
+    state.opt_D.zero_grad(set_to_none=True)
+    if cfg.gamma > 0 and state.step % cfg.r1_interval == 0:
+        for sl in parts:
+            real = _reals(data, r.real_idx[sl], r.flip[sl], device).requires_grad_(True)
+            logits = D(augment(real, r.aug["real"][sl], policy))
+            (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+            penalty = grad.square().sum(dim=(1, 2, 3))
+            loss = (penalty * (cfg.gamma / 2) * cfg.r1_interval).sum() / B
+            loss.backward()
+            stats[2] += penalty.detach().sum() / B
+        _sum_grads(D)
+        state.opt_D.step()
+        state.opt_D.zero_grad(set_to_none=True)
+    D.requires_grad_(False)
+    if world > 1:
+        dist.all_reduce(stats)
+
+    # Generator EMA (half-life ema_kimg thousand images, ramped up at the start of a run).
+    state.nimg += B
+    ema_nimg = cfg.ema_kimg * 1000
+    if cfg.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, state.nimg * cfg.ema_rampup)
+    ema_beta = 0.5 ** (B / max(ema_nimg, 1e-8))
+    with torch.no_grad():
+        for p_ema, p in zip(state.G_ema.parameters(), G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
+        for b_ema, b in zip(state.G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+    state.step += 1
+    out = {"loss_G": float(stats[0]), "loss_D": float(stats[1])}
+    if cfg.gamma > 0 and (state.step - 1) % cfg.r1_interval == 0:
+        out["r1"] = float(stats[2])
+    return out
+
+
+def state_dict(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
+    """The whole training state as tensors, numbers and strings (loads with ``weights_only=True``)."""
+    return {"version": STATE_VERSION, "G": state.G.state_dict(), "D": state.D.state_dict(),
+            "G_ema": state.G_ema.state_dict(), "opt_G": state.opt_G.state_dict(), "opt_D": state.opt_D.state_dict(),
+            "step": state.step, "nimg": state.nimg, "config": json.dumps(cfg.to_dict()),
+            "G_config": state.G.cfg.to_json(), "D_config": json.dumps(state.D.cfg.to_dict()),
+            "rng_torch": torch.get_rng_state()}
+
+
+def save_state(state: TrainState, cfg: TrainConfig, path: Path) -> None:
+    """Write the training state atomically (temporary file, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state_dict(state, cfg), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch.device) -> TrainState:
+    """Resume: rebuild the networks for ``cfg`` and ``data`` and load a saved state (weights_only)."""
+    try:
+        sd = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
+        raise ValueError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(sd, dict) or sd.get("version") != STATE_VERSION:
+        raise ValueError(f"{path} is not an insetgan training state")
+    saved = json.loads(sd["config"])
+    arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "batch", "seed", "aug")
+    changed = [k for k in arch if saved.get(k) != getattr(cfg, k)]
+    if changed:
+        raise ValueError(f"--resume: the run was trained with different {', '.join(changed)} "
+                         f"({', '.join(f'{k}={saved[k]}' for k in changed)})")
+    state = build_state(cfg, data, device)
+    try:
+        for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
+            getattr(state, name).load_state_dict(sd[name])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ValueError(f"--resume: {path} does not match this dataset/config: {str(exc).splitlines()[0]}") from None
+    state.step, state.nimg = int(sd["step"]), int(sd["nimg"])
+    torch.set_rng_state(sd["rng_torch"].cpu())
+    return state
+
+
+def sample_grid(G: Generator, seeds: int, device: torch.device) -> np.ndarray:
+    """A grid (HWC uint8) of ``seeds`` images from fixed seeds 0..seeds-1 (constant noise, no truncation)."""
+    from insetgan.generate import z_from_seed
+    from insetgan.io import grid, to_uint8
+
+    with torch.no_grad():
+        z = torch.cat([z_from_seed(s, G.z_dim) for s in range(seeds)]).to(device)
+        imgs = G(z, None, noise_mode="const")
+    return grid([to_uint8(i) for i in imgs.cpu()], cols=int(math.ceil(math.sqrt(seeds))))
+
+
+Progress = Callable[[TrainState, dict[str, float], float], None]
+
+
+def train(data: ImageSet, cfg: TrainConfig, outdir: Path, device: torch.device, resume: str | None = None,
+          progress: Progress | None = None) -> TrainState:
+    """Train until ``cfg.kimg`` thousand images; snapshots (state, sample grid, safetensors G_ema) on rank 0.
+
+    Every ``snapshot_kimg`` and at the end, rank 0 writes ``state-KKKKKK.pt`` (resumable),
+    ``samples-KKKKKK.png`` and ``network-KKKKKK.safetensors`` (G_ema in our format, with the
+    dataset's region priors in its metadata), and refreshes ``network-latest.safetensors``.
+    """
+    from insetgan.io import atomic_write_bytes, png_bytes
+    from networks import native
+
+    rank, world = _world()
+    state = load_state(resume, cfg, data, device) if resume else build_state(cfg, data, device)
+    total = int(cfg.kimg * 1000)
+    snap_every = max(int(cfg.snapshot_kimg * 1000), cfg.batch)
+    next_snap = (state.nimg // snap_every + 1) * snap_every
+    t_last = time.perf_counter()
+    while state.nimg < total:
+        losses = train_step(state, data, cfg, device)
+        now = time.perf_counter()
+        ips = cfg.batch / max(now - t_last, 1e-9)
+        t_last = now
+        if progress is not None and rank == 0:
+            progress(state, losses, ips)
+        if rank == 0 and (state.nimg >= next_snap or state.nimg >= total):
+            tag = f"{state.nimg // 1000:06d}"
+            save_state(state, cfg, outdir / f"state-{tag}.pt")
+            atomic_write_bytes(outdir / f"samples-{tag}.png", png_bytes(sample_grid(state.G_ema, cfg.grid, device)))
+            extra = {"training": {"kimg": state.nimg / 1000, "step": state.step, "config": cfg.to_dict()},
+                     "dataset": {k: data.meta[k] for k in ("kind", "source", "count") if k in data.meta}}
+            if "priors" in data.meta:
+                extra["region_priors"] = data.meta["priors"]
+            for name in (f"network-{tag}.safetensors", "network-latest.safetensors"):
+                native.save(state.G_ema, outdir / name, extra=extra)
+            log.info("snapshot at %.1f kimg: %s", state.nimg / 1000, outdir / f"state-{tag}.pt")
+            next_snap = (state.nimg // snap_every + 1) * snap_every
+    return state

@@ -1,0 +1,189 @@
+"""Training: discriminator, augmentation, the training step, resume, export and data parallelism."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from insetgan.train.augment import augment, draw_params, parse_policy
+from insetgan.train.loop import ImageSet, TrainConfig, build_state, load_dataset, load_state, save_state, train_step
+from networks.checkpoints import load_generator
+from networks.discriminator import Discriminator, DiscriminatorConfig, minibatch_std
+from networks.native import read_metadata
+from tests.conftest import REPO
+from tests.test_cli import assert_one_line_error, run
+
+TINY = dict(z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32)
+TINY_ARGS = ["--z-dim", "32", "--map-layers", "2", "--channel-base", "256", "--channel-max", "32", "--device", "cpu"]
+
+
+def _data(n: int = 10, h: int = 16, w: int = 8, seed: int = 0) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet((torch.rand(n, 3, h, w, generator=g) * 255).to(torch.uint8), {})
+
+
+def _folder(path: Path, n: int = 10, h: int = 16, w: int = 8) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path / f"{i:05d}.png")
+    (path / "dataset.json").write_text(json.dumps({"kind": "bodies", "priors": {"face": [0.3, 0.05, 0.4, 0.2]}}))
+    return path
+
+
+@pytest.mark.parametrize("square", [True, False])
+def test_discriminator_shapes_and_double_backward(square):
+    D = Discriminator(DiscriminatorConfig(img_resolution=32, square=square, channel_base=512, channel_max=64))
+    x = torch.randn(6, 3, 32, 32 if square else 16, requires_grad=True)
+    logits = D(x)
+    assert logits.shape == (6, 1) and torch.isfinite(logits).all()
+    (g,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    g.square().sum().backward()  # the R1 penalty needs the gradient of a gradient
+    grads = {n: p.grad for n, p in D.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for n, g in grads.items() if n.endswith("weight"))
+    with pytest.raises(ValueError, match="discriminator takes"):
+        D(torch.randn(2, 3, 16, 16))
+
+
+def test_minibatch_std_groups():
+    x = torch.randn(8, 4, 2, 2)
+    y = minibatch_std(x, 4, 1)
+    assert y.shape == (8, 5, 2, 2)
+    groups = x.reshape(4, 2, 4, 2, 2)  # sample i is grouped with i + 2k
+    expected = groups.std(0, unbiased=False).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(y[:2, 4, 0, 0], expected, rtol=1e-4, atol=1e-5)
+    assert minibatch_std(torch.randn(3, 4, 2, 2), 4, 1).shape == (3, 5, 2, 2)  # group falls back to 3
+
+
+def test_augment_policies():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 16, 8, requires_grad=True)
+    p = draw_params(g, 4)
+    assert torch.equal(augment(x, p, ()), x)
+    y = augment(x, p, ("color", "translation", "cutout"))
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.abs().sum() > 0
+    # Translation by a known shift: params chosen for +1 row, -1 column.
+    q = torch.full((1, 7), 0.5)
+    sy, sx = 2, 1
+    q[0, 3] = (sy + 1 + 0.5) / (2 * sy + 1)
+    q[0, 4] = (sx - 1 + 0.5) / (2 * sx + 1)
+    t = augment(x[:1].detach(), q, ("translation",))
+    torch.testing.assert_close(t[0, :, 1:, :-1], x[0, :, :-1, 1:].detach())
+    assert (t[0, :, 0] == 0).all() and (t[0, :, :, -1] == 0).all()
+    c = augment(torch.ones(4, 3, 16, 8), p, ("cutout",))
+    frac = (c == 0).float().mean(dim=(1, 2, 3))  # a half-size rectangle, clipped at the image border
+    assert ((frac > 0) & (frac <= 0.25)).all() and (frac == 0.25).any()
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        parse_policy("color,blur")
+
+
+def test_training_steps_are_finite_r1_positive_ema_differs():
+    data = _data()
+    cfg = TrainConfig(batch=4, r1_interval=2, **TINY)
+    st = build_state(cfg, data, torch.device("cpu"))
+    logs = [train_step(st, data, cfg, torch.device("cpu")) for _ in range(3)]
+    assert all(np.isfinite(v) for log in logs for v in log.values())
+    assert logs[0]["r1"] > 0 and logs[2]["r1"] > 0 and "r1" not in logs[1]
+    assert any(not torch.equal(p, q) for p, q in zip(st.G.parameters(), st.G_ema.parameters()))
+    assert st.step == 3 and st.nimg == 12
+
+
+def test_resume_is_bit_identical(tmp_path):
+    data, dev = _data(), torch.device("cpu")
+    cfg = TrainConfig(batch=4, r1_interval=2, **TINY)
+    st = build_state(cfg, data, dev)
+    for _ in range(2):
+        train_step(st, data, cfg, dev)
+    save_state(st, cfg, tmp_path / "s.pt")
+    straight = [train_step(st, data, cfg, dev) for _ in range(2)]
+    resumed = load_state(tmp_path / "s.pt", cfg, data, dev)
+    again = [train_step(resumed, data, cfg, dev) for _ in range(2)]
+    assert straight == again
+    for name in ("G", "D", "G_ema"):
+        for a, b in zip(getattr(st, name).state_dict().values(), getattr(resumed, name).state_dict().values()):
+            assert torch.equal(a, b), name
+    torch.load(tmp_path / "s.pt", weights_only=True)  # tensors, numbers and strings only
+    with pytest.raises(ValueError, match="different"):
+        load_state(tmp_path / "s.pt", TrainConfig(batch=8, **TINY), data, dev)
+
+
+def test_load_dataset_folder_zip_and_errors(tmp_path):
+    folder = _folder(tmp_path / "ds", n=3)
+    data = load_dataset(folder)
+    assert data.images.shape == (3, 3, 16, 8) and not data.square and "priors" in data.meta
+    shutil.make_archive(str(tmp_path / "z"), "zip", folder)
+    assert torch.equal(load_dataset(tmp_path / "z.zip").images, data.images)
+    Image.new("RGB", (12, 12)).save(folder / "zz.png")
+    with pytest.raises(ValueError, match="differ in size"):
+        load_dataset(folder)
+    with pytest.raises(ValueError, match="not found"):
+        load_dataset(tmp_path / "missing")
+
+
+def test_train_cli_exports_loadable_generator_and_resumes(tmp_path):
+    data = _folder(tmp_path / "ds")
+    out = tmp_path / "run"
+    r = run("--quiet", "train", "--data", data, "--outdir", out, "--kimg", "0.008", "--batch", "4",
+            "--snapshot-kimg", "0.004", *TINY_ARGS)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert "network-latest.safetensors" in names and "report.json" in names
+    assert any(n.startswith("samples-") for n in names) and any(n.startswith("state-") for n in names)
+    G = load_generator(out / "network-latest.safetensors")
+    assert G.img_shape == (3, 16, 8)
+    with torch.no_grad():
+        assert torch.isfinite(G(torch.randn(2, G.z_dim), None)).all()
+    meta = read_metadata(out / "network-latest.safetensors")
+    assert json.loads(meta["region_priors"]) == {"face": [0.3, 0.05, 0.4, 0.2]}
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["steps"] == 2 and rep["kimg"] == 0.008
+    state = sorted(out.glob("state-*.pt"))[-1]
+    r = run("--quiet", "train", "--data", data, "--outdir", out, "--kimg", "0.012", "--batch", "4",
+            "--snapshot-kimg", "0.004", "--resume", state, *TINY_ARGS)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "report.json").read_text())["steps"] == 3
+
+
+def test_train_cli_bad_inputs(tmp_path):
+    data = _folder(tmp_path / "ds")
+    base = ["train", "--outdir", tmp_path / "o", "--kimg", "0.004", *TINY_ARGS]
+    assert_one_line_error(run(*base, "--data", tmp_path / "none"), "dataset not found")
+    assert_one_line_error(run(*base, "--data", data, "--batch", "6", "--batch-gpu", "4"), "multiple")
+    assert_one_line_error(run(*base, "--data", data, "--aug", "blur"), "unknown augmentation")
+    assert_one_line_error(run(*base, "--data", data, "--resume", tmp_path / "none.pt"), "state not found")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("nope")
+    assert_one_line_error(run(*base, "--data", data, "--resume", junk), "cannot read training state")
+
+
+@pytest.mark.skipif(not shutil.which("torchrun", path=os.path.dirname(sys.executable)), reason="torchrun missing")
+def test_two_process_gloo_equals_one_process(tmp_path):
+    data = _folder(tmp_path / "ds")
+    args = ["train", "--data", str(data), "--kimg", "0.012", "--batch", "4", "--snapshot-kimg", "1", *TINY_ARGS]
+    one = subprocess.run([sys.executable, "-m", "insetgan", "--quiet", *args, "--batch-gpu", "2",
+                          "--outdir", str(tmp_path / "one")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert one.returncode == 0, one.stderr
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    two = subprocess.run([torchrun, "--nproc_per_node=2", "-m", "insetgan", "--quiet", *args,
+                          "--outdir", str(tmp_path / "two")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert two.returncode == 0, two.stderr
+    a = torch.load(next((tmp_path / "one").glob("state-*.pt")), weights_only=True)
+    b = torch.load(next((tmp_path / "two").glob("state-*.pt")), weights_only=True)
+    assert a["step"] == b["step"] == 3
+    for net in ("G", "D", "G_ema"):
+        for k in a[net]:
+            torch.testing.assert_close(a[net][k], b[net][k], atol=1e-4, rtol=1e-4, msg=f"{net}.{k}")
+    changed = any(not torch.equal(a["G"][k], v) for k, v in build_state(
+        TrainConfig(batch=4, **TINY), _data(h=16, w=8), torch.device("cpu")).G.state_dict().items()
+        if not k.endswith("noise_const"))
+    assert changed  # the runs trained (not just two copies of the initial weights)
