@@ -121,10 +121,10 @@ def person_crop(photo: Image.Image, height: int, width: int, mask: Image.Image |
     win_w = win_h * width / height
     left, top = int(round(cx - win_w / 2)), int(round(cy - win_h / 2))
     box = (left, top, left + int(round(win_w)), top + int(round(win_h)))
-    crop = _reflect_crop(photo, box).resize((width, height), Image.LANCZOS)
+    crop = reflect_crop(photo, box).resize((width, height), Image.LANCZOS)
     mcrop = None
     if mask is not None:
-        mcrop = _reflect_crop(mask.convert("L"), box, fill_zero=True).resize((width, height), Image.BILINEAR)
+        mcrop = reflect_crop(mask.convert("L"), box, fill_zero=True).resize((width, height), Image.BILINEAR)
     return crop, mcrop
 
 
@@ -134,7 +134,7 @@ def _reflect_index(start: int, stop: int, size: int) -> np.ndarray:
     return np.where(idx >= size, 2 * size - 1 - idx, idx)
 
 
-def _reflect_crop(img: Image.Image, box: tuple[int, int, int, int], fill_zero: bool = False) -> Image.Image:
+def reflect_crop(img: Image.Image, box: tuple[int, int, int, int], fill_zero: bool = False) -> Image.Image:
     """Crop ``box`` (x0, y0, x1, y1; may extend outside) with mirror padding, or zeros (for masks)."""
     arr = np.asarray(img)
     H, W = arr.shape[:2]
