@@ -187,3 +187,25 @@ def test_two_process_gloo_equals_one_process(tmp_path):
         TrainConfig(batch=4, **TINY), _data(h=16, w=8), torch.device("cpu")).G.state_dict().items()
         if not k.endswith("noise_const"))
     assert changed  # the runs trained (not just two copies of the initial weights)
+
+
+def test_prepare_then_train_end_to_end(tmp_path):
+    from tests.conftest import SHARED
+
+    photos, labels = SHARED / "data" / "ccp" / "photos", SHARED / "data" / "ccp" / "labels"
+    if not labels.is_dir():
+        pytest.skip("../shared/data/ccp missing")
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in sorted(labels.glob("*.png"))[:3]:
+        shutil.copy(photos / f"{p.stem}.jpg", src)
+    r = run("--quiet", "prepare", "bodies", src, "--labels", labels, "--height", "32", "--width", "16",
+            "--out", tmp_path / "bodies", "--zip")
+    assert r.returncode == 0, r.stderr
+    r = run("--quiet", "train", "--data", tmp_path / "bodies", "--outdir", tmp_path / "run", "--kimg", "0.004",
+            "--batch", "4", *TINY_ARGS)
+    assert r.returncode == 0, r.stderr
+    meta = read_metadata(tmp_path / "run" / "network-latest.safetensors")
+    priors = json.loads(meta["region_priors"])
+    assert set(priors) >= {"face"} and len(priors["face"]) == 4
+    assert load_generator(tmp_path / "run" / "network-latest.safetensors").img_shape == (3, 32, 16)
