@@ -21,6 +21,7 @@ from insetgan import io as iio
 from insetgan import frontend, jobs
 from insetgan.frontend import EmbedConfig
 from insetgan.invert import InvertConfig, PTIConfig
+from insetgan.models import resolve_network
 from insetgan.perceptual import PERCEPTUAL_SPECS, PerceptualChoice, load_perceptual
 from insetgan.train.loop import TrainConfig
 from insetgan.generate import SampleConfig, sample_seeds
@@ -261,7 +262,11 @@ class _ProgressBar:
             self.bar.close()
 
 
+_ROLES = {"body": "body", "face-net": "face", "shoes-net": "shoes"}
+
+
 def _load_net(path: str, dev: torch.device, what: str) -> tuple[Checkpoint, dict[str, Any]]:
+    path = resolve_network(path, _ROLES.get(what, what))
     if not Path(path).is_file():
         raise ValueError(f"--{what}: checkpoint not found: {path}")
     ckpt = load_checkpoint(path, dev)
@@ -446,8 +451,10 @@ def _compose_job(command: str, body: str, face: str, shoes: str | None, sources:
                  latents={"body": [s.describe() for s in sources], "face": face_source.describe(),
                           **({"shoes": shoes_source.describe()} if shoes_source else {})},
                  truncation_psi=trunc)
+    priors = jobs.region_priors(dict(body_ck.metadata))
+    head["region_priors"] = {k: list(v) for k, v in priors.items()} or "built-in defaults"
     inp = jobs.ComposeInputs(body_G, face_G, tuple(sources), face_source, shoes_G,
-                             shoes_source, trunc, fbox, sbox, detector, user)
+                             shoes_source, trunc, fbox, sbox, detector, user, priors)
     bar = _ProgressBar(command, pc.notice if photo is None and outfit is None else None)
     try:
         out = jobs.run_compose(inp, cfg, dev, head, pc.fn, pc.name, progress=bar, keep_face=keep_face)
@@ -461,12 +468,14 @@ _DETECTOR = click.option("--detector", type=click.Choice(jobs.DETECTORS), defaul
 
 
 @cli.command()
-@click.option("--body", required=True, metavar="CKPT", help="Canvas (full-body) generator.")
-@click.option("--face-net", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--body", default="default", show_default=True, metavar="CKPT",
+              help="Canvas (full-body) generator; 'default' = the built-in model.")
+@click.option("--face-net", default="default", show_default=True, metavar="CKPT",
+              help="Face generator; 'default' = the built-in model.")
 @click.option("--face", "face_photo", default=None, metavar="PHOTO", help="Your selfie: the result gets your face.")
 @click.option("--outfit", default=None, metavar="PHOTO", help="A full-body photo whose clothes the body starts from.")
 @click.option("--outfit-mask", default=None, metavar="MASK", help="Person mask of --outfit (non-zero = person).")
-@click.option("--shoes-net", default=None, metavar="CKPT", help="Optional shoes generator.")
+@click.option("--shoes-net", default=None, metavar="CKPT", help="Optional shoes generator ('default' = built-in).")
 @click.option("--body-seed", type=int, default=None, help="Body seed (default 0).")
 @click.option("--body-latent", default=None, metavar="FILE", help="Body W/W+ (.npy, or latents.npz of a run).")
 @click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
@@ -510,8 +519,10 @@ def compose(body: str, face_net: str, face_photo: str | None, outfit: str | None
 
 
 @cli.command("sample-bodies")
-@click.option("--body", required=True, metavar="CKPT", help="Canvas (full-body) generator.")
-@click.option("--face-net", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--body", default="default", show_default=True, metavar="CKPT",
+              help="Canvas (full-body) generator; 'default' = the built-in model.")
+@click.option("--face-net", default="default", show_default=True, metavar="CKPT",
+              help="Face generator; 'default' = the built-in model.")
 @click.option("--face", "face_photo", default=None, metavar="PHOTO", help="Your selfie: every body gets your face.")
 @click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
 @click.option("--face-latent", default=None, metavar="FILE", help="Face W/W+ (.npy, or latents.npz of a run).")
@@ -545,7 +556,8 @@ def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: i
 
 @cli.command("refine-face")
 @click.argument("image", metavar="IMAGE")
-@click.option("--face-net", required=True, metavar="CKPT", help="Face generator.")
+@click.option("--face-net", default="default", show_default=True, metavar="CKPT",
+              help="Face generator; 'default' = the built-in model.")
 @click.option("--reference", default=None, metavar="PHOTO", help="Your selfie: replace the face by yours.")
 @click.option("--face-seed", type=int, default=None, help="Face start seed (default: best of --search seeds).")
 @click.option("--face-latent", default=None, metavar="FILE", help="Face start W/W+ (.npy or latents.npz).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -152,15 +153,15 @@ def initial_boxes(canvas: torch.Tensor, manual: Box | None, provider: BoxProvide
     return boxes, notes
 
 
-def shoe_boxes(canvas: torch.Tensor, shoes: torch.Tensor, cfg: OptimConfig, manual: Box | None
-               ) -> tuple[list[Box], list[str]]:
+def shoe_boxes(canvas: torch.Tensor, shoes: torch.Tensor, cfg: OptimConfig, manual: Box | None,
+               prior_box: tuple[float, float, float, float] = SHOES_PRIOR) -> tuple[list[Box], list[str]]:
     """Shoe boxes: the fixed prior refined per candidate by a local search minimising the coarse L1."""
     if manual is not None:
-        return initial_boxes(canvas, manual, None, SHOES_PRIOR, "shoes")
+        return initial_boxes(canvas, manual, None, prior_box, "shoes")
     H, W = canvas.shape[-2:]
     boxes = []
     for i in range(canvas.shape[0]):
-        prior = FixedBox(SHOES_PRIOR)(canvas[i:i + 1])
+        prior = FixedBox(prior_box)(canvas[i:i + 1])
 
         def cost(b: Box, i: int = i) -> float:
             with torch.no_grad():
@@ -289,6 +290,27 @@ def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, percept
     return JobOutput(files, report)
 
 
+def region_priors(metadata: dict[str, Any]) -> dict[str, tuple[float, float, float, float]]:
+    """Region priors (relative x, y, w, h per region) stored in a network's metadata by ``insetgan train``."""
+    raw = metadata.get("region_priors")
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        out = {}
+        for name, box in data.items():
+            if box is None:
+                continue
+            x, y, w, h = (float(v) for v in box)
+            if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1):
+                raise ValueError(box)
+            out[str(name)] = (x, y, w, h)
+        return out
+    except (ValueError, TypeError, AttributeError):
+        log.warning("ignoring malformed region_priors in the network metadata")
+        return {}
+
+
 def _check_latent_batch(ws: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     if ws.shape[0] == batch:
         return ws
@@ -321,6 +343,7 @@ class ComposeInputs:
     shoes_box: Box | None = None
     detector: str = "auto"
     user_face: UserFace | None = None
+    priors: dict[str, tuple[float, float, float, float]] = dataclasses.field(default_factory=dict)
 
 
 def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, report_head: dict[str, Any],
@@ -338,7 +361,7 @@ def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, repo
     with torch.no_grad():
         canvas0 = render(inp.body, body_ws)
     provider = face_provider(inp.detector) if inp.face_box is None else None
-    face_boxes, notes = initial_boxes(canvas0, inp.face_box, provider, FACE_PRIOR, "face")
+    face_boxes, notes = initial_boxes(canvas0, inp.face_box, provider, inp.priors.get("face", FACE_PRIOR), "face")
     user = inp.user_face
     insets = [InsetInput("face", inp.face, face_ws, face_boxes, provider,
                          identity=user.identity if user is not None else None)]
@@ -346,7 +369,7 @@ def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, repo
         shoes_ws = _check_latent_batch(start_latents(inp.shoes, inp.shoes_source, inp.trunc, device), batch, "shoes")
         with torch.no_grad():
             shoes0 = render(inp.shoes, shoes_ws)
-        sboxes, snotes = shoe_boxes(canvas0, shoes0, cfg, inp.shoes_box)
+        sboxes, snotes = shoe_boxes(canvas0, shoes0, cfg, inp.shoes_box, inp.priors.get("shoes", SHOES_PRIOR))
         notes += snotes
         insets.append(InsetInput("shoes", inp.shoes, shoes_ws, sboxes))
     if keep_face or user is not None:

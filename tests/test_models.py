@@ -1,0 +1,53 @@
+"""Built-in model names and region priors carried in a network's metadata."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from insetgan import models
+from insetgan.jobs import region_priors
+from networks import native
+from networks.checkpoints import load_generator
+from tests.conftest import fixture_path
+from tests.test_cli import assert_one_line_error, run
+
+
+def test_default_names_resolve_or_fail_clearly(tmp_path, monkeypatch):
+    assert models.resolve_network("some.pkl", "body") == "some.pkl"
+    monkeypatch.setattr(models, "models_dir", lambda: tmp_path)
+    with pytest.raises(ValueError, match="no built-in face model"):
+        models.resolve_network("default", "face")
+    (tmp_path / "face.safetensors").write_bytes(b"x")
+    assert models.resolve_network("default", "face") == str(tmp_path / "face.safetensors")
+    with pytest.raises(ValueError, match="no built-in network"):
+        models.resolve_network("default", "network")
+
+
+def test_missing_builtin_models_give_one_line_error(tmp_path):
+    if (models.models_dir() / "body.safetensors").is_file():
+        pytest.skip("built-in models are installed")
+    r = run("compose", "--face-seed", "1", "--outdir", tmp_path / "o")
+    assert_one_line_error(r, "no built-in body model")
+    assert not (tmp_path / "o").exists()
+
+
+def test_region_priors_parsing():
+    assert region_priors({}) == {}
+    assert region_priors({"region_priors": json.dumps({"face": [0.4, 0.03, 0.2, 0.1], "shoes": None})}) == {
+        "face": (0.4, 0.03, 0.2, 0.1)}
+    assert region_priors({"region_priors": "{not json"}) == {}
+    assert region_priors({"region_priors": json.dumps({"face": [2, 0, 1, 1]})}) == {}
+
+
+def test_compose_uses_the_body_networks_face_prior(tmp_path):
+    body = load_generator(fixture_path("sghuman_body64x32.pkl"))
+    path = tmp_path / "body.safetensors"
+    native.save(body, path, extra={"region_priors": {"face": [0.25, 0.0625, 0.5, 0.25]}})
+    out = tmp_path / "c"
+    r = run("--quiet", "compose", "--body", path, "--face-net", fixture_path("sg2ada_face64.pkl"),
+            "--detector", "fixed", "--steps", "2", "--outdir", out)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["region_priors"] == {"face": [0.25, 0.0625, 0.5, 0.25]}
+    assert rep["boxes"]["start"]["face"][0][:4] == [8.0, 4.0, 16.0, 16.0]  # 32 wide, 64 high canvas
