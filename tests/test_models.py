@@ -51,3 +51,13 @@ def test_compose_uses_the_body_networks_face_prior(tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert rep["region_priors"] == {"face": [0.25, 0.0625, 0.5, 0.25]}
     assert rep["boxes"]["start"]["face"][0][:4] == [8.0, 4.0, 16.0, 16.0]  # 32 wide, 64 high canvas
+
+
+def test_convert_to_fp16_keeps_region_priors(tmp_path):
+    body = load_generator(fixture_path("sghuman_body64x32.pkl"))
+    src, dst = tmp_path / "b.safetensors", tmp_path / "b16.safetensors"
+    native.save(body, src, extra={"region_priors": {"face": [0.25, 0.0625, 0.5, 0.25]}})
+    r = run("--quiet", "convert", src, dst, "--fp16")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(native.read_metadata(dst)["region_priors"]) == {"face": [0.25, 0.0625, 0.5, 0.25]}
+    assert dst.stat().st_size < 0.6 * src.stat().st_size

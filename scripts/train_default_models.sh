@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Reproduce the built-in default models: prepare the three datasets from ../shared/data, train the
+# body canvas (256x128), the face inset (64x64) and the shoes inset (32x32) with `insetgan train`,
+# then store each G_ema in fp16 in insetgan/assets/models/ (the body keeps its region priors).
+#
+#   scripts/train_default_models.sh prepare            # datasets into $DATA (default data/)
+#   DEVICE=cuda scripts/train_default_models.sh train face   # one model; resumes its latest state
+#   scripts/train_default_models.sh package            # fp16 copies into insetgan/assets/models/
+#
+# Settings: 256-D latents, 4 mapping layers, channel_base 8192, channel_max 256 (each model
+# < 12 MB in fp16), batch 32, R1 gamma from StyleGAN2-ADA's rule 0.0002·H²/batch, DiffAugment
+# colour+translation+cutout with x-flips. KIMG_* set the length of each run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin/insetgan}
+SHARED=${SHARED:-../shared}
+DATA=${DATA:-data}
+RUNS=${RUNS:-runs}
+DEVICE=${DEVICE:-auto}
+KIMG_FACE=${KIMG_FACE:-1000}
+KIMG_BODY=${KIMG_BODY:-1000}
+KIMG_SHOES=${KIMG_SHOES:-600}
+COMMON="--batch 32 --z-dim 256 --map-layers 4 --channel-base 8192 --channel-max 256 --snapshot-kimg 20 --device $DEVICE"
+
+latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
+
+train_one() {  # name data kimg gamma
+  local run="$RUNS/$1" resume=()
+  local state; state=$(latest_state "$run" || true)
+  [ -n "$state" ] && resume=(--resume "$state")
+  $BIN train --data "$2" --outdir "$run" --kimg "$3" --gamma "$4" $COMMON "${resume[@]}"
+}
+
+case "${1:-}" in
+  prepare)
+    $BIN prepare faces "$SHARED/data/aaf/faces" --size 64 --out "$DATA/faces64" --zip
+    $BIN prepare bodies "$SHARED/data/ccp/photos" --labels "$SHARED/data/ccp/labels" \
+        --height 256 --width 128 --out "$DATA/bodies256" --zip
+    $BIN prepare shoes "$SHARED/data/ccp/photos" --labels "$SHARED/data/ccp/labels" --size 32 --out "$DATA/shoes32" --zip
+    ;;
+  train)
+    case "${2:-}" in
+      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.0256 ;;
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.41 ;;
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.0064 ;;
+      *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
+    esac
+    ;;
+  package)
+    mkdir -p insetgan/assets/models
+    $BIN convert "$RUNS/body256/network-latest.safetensors" insetgan/assets/models/body.safetensors --fp16
+    $BIN convert "$RUNS/face64/network-latest.safetensors" insetgan/assets/models/face.safetensors --fp16
+    $BIN convert "$RUNS/shoes32/network-latest.safetensors" insetgan/assets/models/shoes.safetensors --fp16
+    ;;
+  *) echo "usage: $0 prepare | train face|body|shoes | package" >&2; exit 2 ;;
+esac
