@@ -61,3 +61,21 @@ def test_convert_to_fp16_keeps_region_priors(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(native.read_metadata(dst)["region_priors"]) == {"face": [0.25, 0.0625, 0.5, 0.25]}
     assert dst.stat().st_size < 0.6 * src.stat().st_size
+
+
+def test_eval_models_script_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "ev"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "eval_models.py"),
+                           "--body", str(fixture_path("sghuman_body64x32.pkl")),
+                           "--face", str(fixture_path("sg2ada_face64.pkl")), "--selfie", str(REPO / "examples" / "selfie.jpg"),
+                           "--samples", "2", "--seeds", "2", "--steps", "2", "--outdir", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "eval.json").read_text())
+    assert 0 <= res["face_rate"] <= 1 and 0 <= res["body_face_rate"] <= 1 and res["compose"]["seeds"] == 2
+    assert (out / "body_grid.png").is_file() and "| face model" in proc.stdout
