@@ -68,7 +68,8 @@ def body_rate(G, n: int, psi: float, prior: tuple[float, float, float, float], d
     return found / n
 
 
-def compose_eval(body: str, face: str, selfie: str, seeds: int, steps: int | None, outdir: Path) -> dict:
+def compose_eval(body: str, face: str, selfie: str, seeds: int, steps: int | None, outdir: Path,
+                 invert_steps: int | None = None) -> dict:
     """Run ``sample-bodies --face SELFIE`` over ``seeds`` body seeds; seam wins and identity distances."""
     import subprocess
 
@@ -76,6 +77,8 @@ def compose_eval(body: str, face: str, selfie: str, seeds: int, steps: int | Non
             "--face", selfie, "--num", str(seeds), "--outdir", str(outdir)]
     if steps:
         args += ["--steps", str(steps)]
+    if invert_steps:
+        args += ["--invert-steps", str(invert_steps)]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"sample-bodies failed: {proc.stderr.strip()}")
@@ -109,6 +112,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--seeds", type=int, default=32)
     ap.add_argument("--steps", type=int, default=None, help="Compose steps (default: the preset's).")
+    ap.add_argument("--invert-steps", type=int, default=None, help="Selfie projector steps (default: 300).")
     ap.add_argument("--psi", type=float, default=0.7)
     ap.add_argument("--outdir", default="out/eval")
     args = ap.parse_args()
@@ -121,7 +125,8 @@ def main() -> None:
     res = {"face_rate": face_rate(face_ck.generator, args.samples, args.psi, det),
            "body_face_rate": body_rate(body_ck.generator, args.samples, args.psi, prior, det, out / "body_grid.png"),
            "face_prior": list(prior)}
-    res["compose"] = compose_eval(body_path, face_path, args.selfie, args.seeds, args.steps, out / "compose")
+    res["compose"] = compose_eval(body_path, face_path, args.selfie, args.seeds, args.steps, out / "compose",
+                                  args.invert_steps)
     (out / "eval.json").write_text(json.dumps(res, indent=2))
     c = res["compose"]
     print("| metric | value | bar |")

@@ -73,7 +73,7 @@ def test_eval_models_script_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "eval_models.py"),
                            "--body", str(fixture_path("sghuman_body64x32.pkl")),
                            "--face", str(fixture_path("sg2ada_face64.pkl")), "--selfie", str(REPO / "examples" / "selfie.jpg"),
-                           "--samples", "2", "--seeds", "2", "--steps", "2", "--outdir", str(out)],
+                           "--samples", "2", "--seeds", "2", "--steps", "2", "--invert-steps", "10", "--outdir", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "eval.json").read_text())
