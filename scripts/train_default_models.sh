@@ -20,7 +20,7 @@ DEVICE=${DEVICE:-auto}
 KIMG_FACE=${KIMG_FACE:-1000}
 KIMG_BODY=${KIMG_BODY:-1000}
 KIMG_SHOES=${KIMG_SHOES:-600}
-COMMON="--batch 32 --z-dim 256 --map-layers 4 --channel-base 8192 --channel-max 256 --snapshot-kimg 20 --device $DEVICE"
+COMMON="--batch 32 --z-dim 256 --map-layers 4 --channel-base 8192 --channel-max 256 --snapshot-kimg ${SNAPSHOT_KIMG:-20} --device $DEVICE"
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
