@@ -670,107 +670,45 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
       insetgan invert selfie.jpg --network ffhq.pkl --outdir out/me
       insetgan invert a.jpg b.jpg --network ffhq.pkl --mode pti --steps 500 --outdir out/pti
     """
-    from insetgan import invert as inv
-
     dev = _device(device)
     t0 = time.perf_counter()
     ck, net_info = _load_net(network, dev, "network")
     G = ck.generator
-    _, H, W = G.img_shape
     pc = _perceptual(perceptual, weights, dev)
-    detector = None
-    if align:
-        if H != W:
-            raise ValueError(f"--align needs a square face network (this one is {H}x{W}); use --no-align")
-        from insetgan.align import LandmarkDetector
-        detector = LandmarkDetector()
-    targets, metric_imgs, infos = [], [], []
-    for path in images:
-        photo = frontend.load_photo(path)
-        if align:
-            aligned, lm = frontend.align_face(photo, H, path, detector)
-            metric_imgs.append(frontend.align_ffhq(photo, lm, 256))
-        else:
-            aligned, _ = frontend.person_crop(photo, H, W)
-        targets.append(frontend.to_tensor(aligned, dev))
-        infos.append(frontend.photo_info(path, photo))
-    target = torch.cat(targets)
+    target, metric_imgs, infos = frontend.load_targets(list(images), G, align, dev)
     mask_t = None
     if mask is not None:
         from PIL import Image
+
+        _, H, W = G.img_shape
         mask_t = frontend.to_tensor(frontend.load_photo(mask).convert("L").resize((W, H), Image.BILINEAR), dev)
     identity = None
     if identity_weight > 0:
         if not align:
             raise ValueError("--identity-weight needs --align (aligned faces)")
         from insetgan.identity import load_mobilefacenet
-        net = load_mobilefacenet(device=dev)
-        losses = [frontend.face_identity(net, m, H, dev)[0] for m in metric_imgs]
-        identity = (lambda img: torch.cat([f(img[i:i + 1]) for i, f in enumerate(losses)]))
+
+        identity = frontend.batch_identity(load_mobilefacenet(device=dev), metric_imgs, G.img_shape[1], dev)
     cfg = InvertConfig(mode="w" if mode == "pti" else mode, steps=steps, seed=seed, identity_weight=identity_weight)
     pti_cfg = PTIConfig(steps=pti_steps) if mode == "pti" else None
-    load_s = time.perf_counter() - t0
-    bar = _ProgressBar("invert", pc.notice)
+    head = _head("invert", dev, {"network": net_info, "images": infos}, time.perf_counter() - t0, mode=mode,
+                 aligned=align, mask=mask, perceptual=pc.name)
+    bar, pti_bar = _ProgressBar("invert", pc.notice), _ProgressBar("pti")
     try:
-        proj = inv.project(G, target, cfg, pc.fn, mask_t, identity, bar)
+        res = frontend.run_invert(G, target, cfg, pti_cfg, pc.fn, head, mask_t, identity, metric_imgs, bar, pti_bar)
     finally:
         bar.close()
-    tuned, pti_s = None, 0.0
-    if pti_cfg is not None:
-        bar = _ProgressBar("pti")
-        t1 = time.perf_counter()
-        try:
-            tuned, _ = inv.pivotal_tuning(G, proj.ws, proj.noise, target, pti_cfg, pc.fn, mask_t, bar)
-        finally:
-            bar.close()
-        pti_s = time.perf_counter() - t1
-    with torch.no_grad():
-        start = inv.synthesize(G, G.w_avg.reshape(1, 1, -1).expand_as(proj.ws).contiguous(), None)
-        recon = inv.synthesize(G, proj.ws, proj.noise)
-        final = inv.synthesize(tuned, proj.ws, proj.noise) if tuned is not None else recon
-    metrics = {"start": inv.quality(start, target, pc.fn), "projected": inv.quality(recon, target, pc.fn)}
-    if tuned is not None:
-        metrics["tuned"] = inv.quality(final, target, pc.fn)
-    if metric_imgs:
-        try:
-            from insetgan.identity import FaceDescriptor
-            desc = FaceDescriptor()
-            from PIL import Image
-            metrics["identity_dlib"] = [
-                None if (d := desc.distance(m, Image.fromarray(iio.to_uint8(final[i])).resize((256, 256),
-                                            Image.LANCZOS))) is None else round(float(d), 4)
-                for i, m in enumerate(metric_imgs)]
-        except ValueError as exc:
-            metrics["identity_dlib"] = f"unavailable: {exc}"
-    def u8(x: torch.Tensor) -> list[np.ndarray]:
-        return [iio.to_uint8(x[i]) for i in range(x.shape[0])]
-
-    files: dict[str, bytes] = {}
-    arrays = {"ws": proj.ws.cpu().numpy(), **{f"noise_{i:02d}": n.cpu().numpy() for i, n in enumerate(proj.noise)}}
-    files["latents.npz"] = iio.encode(lambda buf: np.savez(buf, **arrays))
-    files["target.png"] = iio.png_bytes(iio.grid(u8(target)))
-    files["reconstruction.png"] = iio.png_bytes(iio.grid(u8(final)))
-    columns = [u8(target), u8(start), u8(recon)] + ([u8(final)] if tuned is not None else [])
-    files["compare.png"] = iio.png_bytes(iio.grid([col[i] for i in range(len(images)) for col in columns],
-                                                  cols=len(columns)))
-    report = _head("invert", dev, {"network": net_info, "images": infos}, load_s, mode=mode,
-                   aligned=align, mask=mask, perceptual=pc.name, config=cfg.to_dict(),
-                   pti=pti_cfg.to_dict() if pti_cfg else None, metrics=metrics,
-                   losses=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}
-                           for h in proj.history[:: max(1, len(proj.history) // 50)] + proj.history[-1:]])
-    report["timings_s"].update(project=round(proj.seconds, 3), per_step=round(proj.seconds / steps, 5),
-                               pti=round(pti_s, 3))
-    report["outputs"] = sorted(files) + (["tuned.safetensors"] if tuned is not None else []) + ["report.json"]
-    files["report.json"] = iio.json_bytes(report)
+        pti_bar.close()
     out = _prepare_outdir(outdir)
-    if tuned is not None:
-        native.save(tuned, out / "tuned.safetensors", extra={"insetgan_pti": {
+    if res.tuned is not None:
+        native.save(res.tuned, out / "tuned.safetensors", extra={"insetgan_pti": {
             "base_sha256": net_info["sha256"], "images": [i["sha256"] for i in infos]}})
-    for name, data in files.items():
+    for name, data in res.files.items():
         iio.atomic_write_bytes(out / name, data)
-    log.info("inverted %d image(s): PSNR %s dB (start %s) in %.1f s; wrote %s", len(images),
-             ", ".join(f"{v:.2f}" for v in (metrics.get("tuned") or metrics["projected"])["psnr"]),
-             ", ".join(f"{v:.2f}" for v in metrics["start"]["psnr"]), proj.seconds + pti_s, out)
+    m = res.report["metrics"]
+    log.info("inverted %d image(s): PSNR %s dB (start %s); wrote %s", len(images),
+             ", ".join(f"{v:.2f}" for v in (m.get("tuned") or m["projected"])["psnr"]),
+             ", ".join(f"{v:.2f}" for v in m["start"]["psnr"]), out)
 
 
 @cli.command()

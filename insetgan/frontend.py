@@ -294,20 +294,121 @@ def embed_outfit(photo_path: str, mask_path: str | None, G: Generator, cfg: Embe
     return emb
 
 
+def dlib_distances(references: list[Image.Image], faces: list[Image.Image]) -> list[float | None]:
+    """dlib face-descriptor distance of each face to its reference (``None`` where dlib finds no face)."""
+    from insetgan.identity import FaceDescriptor
+
+    desc = FaceDescriptor()
+    out = []
+    for ref, face in zip(references, faces):
+        d = desc.distance(ref, face)
+        out.append(None if d is None else round(float(d), 4))
+    return out
+
+
 def identity_report(photo: Image.Image, before: torch.Tensor, after: torch.Tensor, boxes_before: list,
                     boxes_after: list) -> dict[str, Any]:
     """dlib face-descriptor distances between the user's aligned photo and each face crop, before and after."""
-    from insetgan.identity import DLIB_SAME_PERSON, FaceDescriptor
-    desc = FaceDescriptor()
+    from insetgan.identity import DLIB_SAME_PERSON
 
-    def dists(imgs: torch.Tensor, boxes: list) -> list[float | None]:
-        out = []
-        for i in range(imgs.shape[0]):
-            with torch.no_grad():
-                face = crop_boxes(imgs[i:i + 1], [boxes[i]], (256, 256))
-            d = desc.distance(photo, Image.fromarray(iio.to_uint8(face[0])))
-            out.append(None if d is None else round(float(d), 4))
-        return out
+    def crops(imgs: torch.Tensor, boxes: list) -> list[Image.Image]:
+        with torch.no_grad():
+            return [Image.fromarray(iio.to_uint8(crop_boxes(imgs[i:i + 1], [boxes[i]], (256, 256))[0]))
+                    for i in range(imgs.shape[0])]
 
+    n = before.shape[0]
     return {"metric": "dlib-face-descriptor (euclidean)", "same_person_below": DLIB_SAME_PERSON,
-            "before": dists(before, boxes_before), "after": dists(after, boxes_after)}
+            "before": dlib_distances([photo] * n, crops(before, boxes_before)),
+            "after": dlib_distances([photo] * n, crops(after, boxes_after))}
+
+
+def load_targets(paths: list[str], G: Generator, align: bool, device: torch.device
+                 ) -> tuple[torch.Tensor, list[Image.Image], list[dict[str, Any]]]:
+    """Photos as generator targets [B, 3, H, W]: FFHQ-aligned faces (``align``) or crops at the network's aspect.
+
+    Also returns the faces aligned at 256 px (for identity losses and the dlib metric; empty
+    without ``align``) and the report entries of the photos.
+    """
+    _, H, W = G.img_shape
+    detector = None
+    if align:
+        if H != W:
+            raise ValueError(f"--align needs a square face network (this one is {H}x{W}); use --no-align")
+        detector = LandmarkDetector()
+    targets, metric_imgs, infos = [], [], []
+    for path in paths:
+        photo = load_photo(path)
+        if align:
+            aligned, lm = align_face(photo, H, path, detector)
+            metric_imgs.append(align_ffhq(photo, lm, 256))
+        else:
+            aligned, _ = person_crop(photo, H, W)
+        targets.append(to_tensor(aligned, device))
+        infos.append(photo_info(path, photo))
+    return torch.cat(targets), metric_imgs, infos
+
+
+def batch_identity(net: torch.nn.Module, aligned: list[Image.Image], size: int, device: torch.device
+                   ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One identity loss per image of a batch (each towards its own photo): ``img [B, 3, size, size] -> [B]``."""
+    losses = [face_identity(net, a, size, device)[0] for a in aligned]
+    return lambda img: torch.cat([f(img[i:i + 1]) for i, f in enumerate(losses)])
+
+
+@dataclass
+class InvertOutput:
+    """Files of an ``invert`` run (name → bytes, report included) and the tuned generator (PTI) if any."""
+
+    files: dict[str, bytes]
+    report: dict[str, Any]
+    tuned: Generator | None
+
+
+def run_invert(G: Generator, target: torch.Tensor, cfg: InvertConfig, pti: PTIConfig | None,
+               perceptual: L.Perceptual | None, report_head: dict[str, Any], mask: torch.Tensor | None = None,
+               identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               metric_imgs: list[Image.Image] | None = None, progress: Progress | None = None,
+               pti_progress: Progress | None = None) -> InvertOutput:
+    """Project ``target`` (then PTI), measure start / projection / tuned, and encode every output file."""
+    proj = project(G, target, cfg, perceptual, mask, identity, progress)
+    tuned, pti_s = None, 0.0
+    if pti is not None:
+        t1 = time.perf_counter()
+        tuned, _ = pivotal_tuning(G, proj.ws, proj.noise, target, pti, perceptual, mask, pti_progress)
+        pti_s = time.perf_counter() - t1
+    with torch.no_grad():
+        start = synthesize(G, G.w_avg.reshape(1, 1, -1).expand_as(proj.ws).contiguous(), None)
+        recon = synthesize(G, proj.ws, proj.noise)
+        final = synthesize(tuned, proj.ws, proj.noise) if tuned is not None else recon
+    metrics: dict[str, Any] = {"start": quality(start, target, perceptual),
+                               "projected": quality(recon, target, perceptual)}
+    if tuned is not None:
+        metrics["tuned"] = quality(final, target, perceptual)
+    if metric_imgs:
+        faces = [Image.fromarray(iio.to_uint8(final[i])).resize((256, 256), Image.LANCZOS)
+                 for i in range(final.shape[0])]
+        try:
+            metrics["identity_dlib"] = dlib_distances(metric_imgs, faces)
+        except ValueError as exc:
+            metrics["identity_dlib"] = f"unavailable: {exc}"
+
+    def u8(x: torch.Tensor) -> list[np.ndarray]:
+        return [iio.to_uint8(x[i]) for i in range(x.shape[0])]
+
+    files: dict[str, bytes] = {}
+    arrays = {"ws": proj.ws.cpu().numpy(), **{f"noise_{i:02d}": n.cpu().numpy() for i, n in enumerate(proj.noise)}}
+    files["latents.npz"] = iio.encode(lambda buf: np.savez(buf, **arrays))
+    files["target.png"] = iio.png_bytes(iio.grid(u8(target)))
+    files["reconstruction.png"] = iio.png_bytes(iio.grid(u8(final)))
+    columns = [u8(target), u8(start), u8(recon)] + ([u8(final)] if tuned is not None else [])
+    files["compare.png"] = iio.png_bytes(iio.grid([col[i] for i in range(target.shape[0]) for col in columns],
+                                                  cols=len(columns)))
+    history = proj.history[:: max(1, len(proj.history) // 50)] + proj.history[-1:]
+    report = dict(report_head)
+    report.update(config=cfg.to_dict(), pti=pti.to_dict() if pti else None, metrics=metrics,
+                  losses=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in history])
+    report["timings_s"] = {**report_head.get("timings_s", {}), "project": round(proj.seconds, 3),
+                           "per_step": round(proj.seconds / cfg.steps, 5), "pti": round(pti_s, 3)}
+    report["outputs"] = sorted(files) + (["tuned.safetensors"] if tuned is not None else []) + ["report.json"]
+    files["report.json"] = iio.json_bytes(report)
+    return InvertOutput(files, report, tuned)
