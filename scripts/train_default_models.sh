@@ -4,6 +4,7 @@
 # then store each G_ema in fp16 in insetgan/assets/models/ (the body keeps its region priors).
 #
 #   scripts/train_default_models.sh prepare            # datasets into $DATA (default data/)
+#   scripts/train_default_models.sh pack               # JPEG zips (< 64 MiB each) to carry to the GPU machine
 #   DEVICE=cuda scripts/train_default_models.sh train face   # one model; resumes its latest state
 #   scripts/train_default_models.sh package            # fp16 copies into insetgan/assets/models/
 #
@@ -38,6 +39,11 @@ case "${1:-}" in
         --height 256 --width 128 --out "$DATA/bodies256" --zip
     $BIN prepare shoes "$SHARED/data/ccp/photos" --labels "$SHARED/data/ccp/labels" --size 32 --out "$DATA/shoes32" --zip
     ;;
+  pack)
+    for d in faces64 bodies256 shoes32; do
+      .venv/bin/python scripts/pack_dataset.py "$DATA/$d" "$DATA/$d.zip"
+    done
+    ;;
   train)
     case "${2:-}" in
       face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.0256 ;;
@@ -52,5 +58,5 @@ case "${1:-}" in
     $BIN convert "$RUNS/face64/network-latest.safetensors" insetgan/assets/models/face.safetensors --fp16
     $BIN convert "$RUNS/shoes32/network-latest.safetensors" insetgan/assets/models/shoes.safetensors --fp16
     ;;
-  *) echo "usage: $0 prepare | train face|body|shoes | package" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare | pack | train face|body|shoes | package" >&2; exit 2 ;;
 esac
