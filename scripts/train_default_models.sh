@@ -25,11 +25,12 @@ COMMON="--batch 32 --z-dim 256 --map-layers 4 --channel-base 8192 --channel-max 
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
-train_one() {  # name data kimg gamma
-  local run="$RUNS/$1" resume=()
+train_one() {  # name data kimg gamma (a packed $data.zip is used when present)
+  local run="$RUNS/$1" resume=() data="$2"
+  [ -f "$data.zip" ] && data="$data.zip"
   local state; state=$(latest_state "$run" || true)
   [ -n "$state" ] && resume=(--resume "$state")
-  $BIN train --data "$2" --outdir "$run" --kimg "$3" --gamma "$4" $COMMON "${resume[@]}"
+  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" $COMMON "${resume[@]}"
 }
 
 case "${1:-}" in
