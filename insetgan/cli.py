@@ -302,6 +302,16 @@ def _box(text: str | None, what: str) -> Box | None:
         raise ValueError(f"--{what}-box: {exc}") from None
 
 
+_COMMON_OPTIONS = [
+    click.option("--perceptual", type=click.Choice(PERCEPTUAL_SPECS), default="auto", show_default=True,
+                 help="Perceptual loss: LPIPS when its backbone weights are found (auto), or the l1-ssim fallback."),
+    click.option("--weights", default=None, metavar="PATH",
+                 help="LPIPS backbone file or folder (else $INSETGAN_WEIGHTS, then the torch hub cache)."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder."),
+]
+
+
 def _engine_options(fn: Callable) -> Callable:
     options = [
         click.option("--preset", default="default", show_default=True, metavar="NAME|FILE",
@@ -326,8 +336,13 @@ def _resolve_config(preset: str, steps: int | None, blend_name: str | None) -> O
     return cfg
 
 
-def _write_job(out: jobs.JobOutput, outdir: str) -> None:
+def _write_job(out: jobs.JobOutput, outdir: str, cache_files: dict[str, bytes] | None = None) -> None:
+    """Write a job's files (and new inversion cache entries into OUTDIR/cache), all at the end."""
     path = _prepare_outdir(outdir)
+    if cache_files:
+        (path / "cache").mkdir(exist_ok=True)
+        for name, data in cache_files.items():
+            iio.atomic_write_bytes(path / "cache" / name, data)
     for name, data in out.files.items():
         iio.atomic_write_bytes(path / name, data)
     after = out.report["metrics"]["after"]
@@ -339,16 +354,6 @@ def _write_job(out: jobs.JobOutput, outdir: str) -> None:
 def _head(command: str, dev: torch.device, inputs: dict[str, Any], load_s: float, **extra: Any) -> dict[str, Any]:
     return {"command": command, "inputs": inputs, "device": str(dev), **extra,
             "timings_s": {"load": round(load_s, 4)}, "versions": _versions()}
-
-
-_COMMON_OPTIONS = [
-    click.option("--perceptual", type=click.Choice(PERCEPTUAL_SPECS), default="auto", show_default=True,
-                 help="Perceptual loss: LPIPS when its backbone weights are found (auto), or the l1-ssim fallback."),
-    click.option("--weights", default=None, metavar="PATH",
-                 help="LPIPS backbone file or folder (else $INSETGAN_WEIGHTS, then the torch hub cache)."),
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-    click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder."),
-]
 
 
 def _common_options(fn: Callable) -> Callable:
@@ -396,21 +401,20 @@ def _photo(path: str | None, option: str) -> str | None:
 
 
 def _user_face(photo: str, G: Any, perceptual: PerceptualChoice, cfg: EmbedConfig, identity_weight: float,
-               outdir: str, dev: torch.device, what: str) -> tuple[Any, jobs.LatentSource, jobs.UserFace, dict]:
-    """Align + invert the user's selfie (cached in OUTDIR/cache): (face G, latent source, user face, report)."""
+               outdir: str, dev: torch.device, what: str) -> tuple[frontend.Embedded, jobs.UserFace]:
+    """Align + invert the user's selfie (reusing OUTDIR/cache): the embedding and the user's face for the job."""
     from insetgan.identity import load_mobilefacenet
 
     net = load_mobilefacenet(device=dev) if identity_weight > 0 else None
     bar = _ProgressBar(f"invert {what}", perceptual.notice)
     try:
-        emb, metric_img, identity = frontend.embed_face(photo, G, cfg, perceptual.fn, _prepare_outdir(outdir) / "cache",
+        emb, metric_img, identity = frontend.embed_face(photo, G, cfg, perceptual.fn, Path(outdir) / "cache",
                                                         dev, bar, identity_net=net)
     finally:
         bar.close()
     log.info("selfie inverted (PSNR %.2f dB, %s)", emb.info["metrics"]["inverted"]["psnr"][0],
              "cached" if emb.info.get("cache", {}).get("hit") else f"{emb.info['seconds']:.1f} s")
-    source = jobs.LatentSource(ws=emb.ws, label=photo, key="face")
-    return emb.G, source, jobs.UserFace(identity, metric_img, identity_weight), emb.info
+    return emb, jobs.UserFace(identity, metric_img, identity_weight)
 
 
 def _compose_job(command: str, body: str, face: str, shoes: str | None, sources: list, face_source: Any,
@@ -436,17 +440,21 @@ def _compose_job(command: str, body: str, face: str, shoes: str | None, sources:
         raise ValueError("--shoes-box/--shoes-seed need --shoes-net CKPT")
     pc = _perceptual(perceptual, weights, dev)
     body_G, face_G, user = body_ck.generator, face_ck.generator, None
+    cache_files: dict[str, bytes] = {}
     if photo is not None:
-        face_G, face_source, user, inputs["face_photo"] = _user_face(photo, face_G, pc, embed_cfg, identity_weight,
-                                                                      outdir, dev, "face")
+        emb, user = _user_face(photo, face_G, pc, embed_cfg, identity_weight, outdir, dev, "face")
+        face_G, inputs["face_photo"] = emb.G, emb.info
+        face_source = jobs.LatentSource(ws=emb.ws, label=photo, key="face")
+        cache_files.update(emb.cache_files)
     if outfit is not None:
         bar = _ProgressBar("invert outfit", pc.notice if photo is None else None)
         try:
-            emb = frontend.embed_outfit(outfit, outfit_mask, body_G, embed_cfg, pc.fn,
-                                        _prepare_outdir(outdir) / "cache", dev, bar)
+            emb = frontend.embed_outfit(outfit, outfit_mask, body_G, embed_cfg, pc.fn, Path(outdir) / "cache", dev,
+                                        bar)
         finally:
             bar.close()
         body_G, inputs["outfit"] = emb.G, emb.info
+        cache_files.update(emb.cache_files)
         sources = [jobs.LatentSource(ws=emb.ws, label=outfit)]
     head = _head(command, dev, inputs, time.perf_counter() - t0,
                  latents={"body": [s.describe() for s in sources], "face": face_source.describe(),
@@ -461,7 +469,7 @@ def _compose_job(command: str, body: str, face: str, shoes: str | None, sources:
         out = jobs.run_compose(inp, cfg, dev, head, pc.fn, pc.name, progress=bar, keep_face=keep_face)
     finally:
         bar.close()
-    _write_job(out, outdir)
+    _write_job(out, outdir, cache_files)
 
 
 _DETECTOR = click.option("--detector", type=click.Choice(jobs.DETECTORS), default="auto", show_default=True,
@@ -595,11 +603,12 @@ def refine_face(image: str, face_net: str, reference: str | None, face_seed: int
     pc = _perceptual(perceptual, weights, dev)
     inputs: dict[str, Any] = {"image": {"path": str(image), "sha256": jobs.sha256(image),
                                         "size": [img.shape[-2], img.shape[-1]]}, "face": face_info}
-    face_G, user = face_ck.generator, None
+    face_G, user, cache_files = face_ck.generator, None, {}
     if reference is not None:
-        face_G, face_src, user, inputs["face_photo"] = _user_face(
-            reference, face_G, pc, _embed_config(invert_steps, pti, pti_steps, identity_weight), identity_weight,
-            outdir, dev, "reference")
+        emb, user = _user_face(reference, face_G, pc, _embed_config(invert_steps, pti, pti_steps, identity_weight),
+                               identity_weight, outdir, dev, "reference")
+        face_G, inputs["face_photo"], cache_files = emb.G, emb.info, emb.cache_files
+        face_src = jobs.LatentSource(ws=emb.ws, label=reference, key="face")
     head = _head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=trunc)
     bar = _ProgressBar("refine-face", pc.notice if reference is None else None)
     try:
@@ -608,7 +617,7 @@ def refine_face(image: str, face_net: str, reference: str | None, face_seed: int
                                    progress=bar, user_face=user)
     finally:
         bar.close()
-    _write_job(out, outdir)
+    _write_job(out, outdir, cache_files)
 
 
 @cli.command()
@@ -675,13 +684,13 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
     ck, net_info = _load_net(network, dev, "network")
     G = ck.generator
     pc = _perceptual(perceptual, weights, dev)
-    target, metric_imgs, infos = frontend.load_targets(list(images), G, align, dev)
     mask_t = None
-    if mask is not None:
+    if mask is not None:  # checked before the (slow) face alignment
         from PIL import Image
 
         _, H, W = G.img_shape
         mask_t = frontend.to_tensor(frontend.load_photo(mask).convert("L").resize((W, H), Image.BILINEAR), dev)
+    target, metric_imgs, infos = frontend.load_targets(list(images), G, align, dev)
     identity = None
     if identity_weight > 0:
         if not align:

@@ -27,8 +27,7 @@ from insetgan import io as iio
 from insetgan import losses as L
 from insetgan.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
 from insetgan.optimize import crop_boxes
-from insetgan.invert import InvertConfig, PTIConfig, Projection, pivotal_tuning, project, quality, synthesize, \
-    with_noise
+from insetgan.invert import InvertConfig, PTIConfig, invert, quality, synthesize, with_noise
 from networks import native
 from networks.generator import Generator
 
@@ -64,6 +63,7 @@ class Embedded:
     recon: torch.Tensor
     mask: torch.Tensor | None
     info: dict[str, Any] = field(default_factory=dict)
+    cache_files: dict[str, bytes] = field(default_factory=dict)
 
 
 def load_photo(path: str) -> Image.Image:
@@ -164,54 +164,54 @@ def state_hash(G: Generator) -> str:
     return h.hexdigest()
 
 
-def _cache_paths(cache_dir: Path, kind: str, key: str) -> tuple[Path, Path]:
-    return cache_dir / f"{kind}-{key[:20]}.npz", cache_dir / f"{kind}-{key[:20]}.safetensors"
+def _cache_names(kind: str, key: str) -> tuple[str, str]:
+    return f"{kind}-{key[:20]}.npz", f"{kind}-{key[:20]}.safetensors"
 
 
 def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Perceptual | None,
           kind: str, key_parts: dict[str, Any], mask: torch.Tensor | None = None,
           identity: Callable[[torch.Tensor], torch.Tensor] | None = None, cache_dir: Path | None = None,
           progress: Progress | None = None) -> Embedded:
-    """Invert ``target`` [1, 3, H, W] into ``G`` (cached): the generator that renders it and its W+ latent."""
+    """Invert ``target`` [1, 3, H, W] into ``G``: the generator that renders it and its W+ latent.
+
+    A result already in ``cache_dir`` is reused. A new one is returned in ``cache_files``
+    (file name → bytes) for the caller to write with its other outputs, so a job that fails
+    later leaves nothing behind.
+    """
     key = hashlib.sha256(json.dumps({**key_parts, "net": state_hash(G), "cfg": cfg.to_dict()},
                                     sort_keys=True).encode()).hexdigest()
     info: dict[str, Any] = {"cache_key": key[:20], "config": cfg.to_dict()}
-    npz_path, net_path = _cache_paths(cache_dir, kind, key) if cache_dir is not None else (None, None)
+    npz_name, net_name = _cache_names(kind, key)
     t0 = time.perf_counter()
-    hit = npz_path is not None and npz_path.is_file() and (cfg.pti is None or net_path.is_file())
-    if hit:
-        with np.load(npz_path, allow_pickle=False) as data:
+    cached = cache_dir is not None and (cache_dir / npz_name).is_file() and \
+        (cfg.pti is None or (cache_dir / net_name).is_file())
+    files: dict[str, bytes] = {}
+    if cached:
+        with np.load(cache_dir / npz_name, allow_pickle=False) as data:
             ws = torch.from_numpy(data["ws"]).to(target.device)
             noise = [torch.from_numpy(data[f"noise_{i:02d}"]).to(target.device)
                      for i in range(len(G.noise_buffers()))]
-        tuned = native.load(net_path)[0].to(target.device) if cfg.pti is not None else None
-        info["cache"] = {"hit": True, "file": npz_path.name}
+        tuned = native.load(cache_dir / net_name)[0].to(target.device) if cfg.pti is not None else None
     else:
-        inv = dataclasses.replace(cfg.invert, identity_weight=cfg.identity_weight if identity else 0.0)
-        proj: Projection = project(G, target, inv, perceptual, mask, identity, progress)
-        ws, noise = proj.ws, proj.noise
-        info["projection"] = {"steps": inv.steps, "seconds": round(proj.seconds, 3),
-                              "final_losses": {k: round(v, 6) for k, v in proj.history[-1].items()}}
-        tuned = None
-        if cfg.pti is not None:
-            t1 = time.perf_counter()
-            tuned, hist = pivotal_tuning(G, ws, noise, target, cfg.pti, perceptual, mask, progress)
-            info["pti"] = {"steps": cfg.pti.steps, "seconds": round(time.perf_counter() - t1, 3),
-                           "final_losses": {k: round(v, 6) for k, v in hist[-1].items()}}
-        if npz_path is not None:
-            npz_path.parent.mkdir(parents=True, exist_ok=True)
-            arrays = {"ws": ws.cpu().numpy(), **{f"noise_{i:02d}": n.cpu().numpy() for i, n in enumerate(noise)}}
-            if tuned is not None:
-                native.save(tuned, net_path, extra={"insetgan_pti": {"kind": kind, "cache_key": key[:20]}})
-            iio.atomic_write_bytes(npz_path, iio.encode(lambda buf: np.savez(buf, **arrays)))
-            info["cache"] = {"hit": False, "file": npz_path.name}
+        inv_cfg = dataclasses.replace(cfg.invert, identity_weight=cfg.identity_weight if identity else 0.0)
+        res = invert(G, target, inv_cfg, cfg.pti, perceptual, mask, identity, progress, progress)
+        ws, noise, tuned = res.projection.ws, res.projection.noise, res.tuned
+        info["projection"] = {"steps": inv_cfg.steps, "seconds": round(res.projection.seconds, 3),
+                              "final_losses": {k: round(v, 6) for k, v in res.projection.history[-1].items()}}
+        if tuned is not None:
+            info["pti"] = {"steps": cfg.pti.steps, "seconds": round(res.pti_seconds, 3),
+                           "final_losses": {k: round(v, 6) for k, v in res.pti_history[-1].items()}}
+            files[net_name] = native.to_bytes(tuned, extra={"insetgan_pti": {"kind": kind, "cache_key": key[:20]}})
+        arrays = {"ws": ws.cpu().numpy(), **{f"noise_{i:02d}": n.cpu().numpy() for i, n in enumerate(noise)}}
+        files[npz_name] = iio.encode(lambda buf: np.savez(buf, **arrays))
+    info["cache"] = {"hit": cached, "file": npz_name}
     G_user = with_noise(tuned if tuned is not None else G, noise)
     with torch.no_grad():
         recon = synthesize(G_user, ws, None)
         start = synthesize(G, G.w_avg.to(ws).reshape(1, 1, -1).expand_as(ws).contiguous(), None)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     info["metrics"] = {"start": quality(start, target, perceptual), "inverted": quality(recon, target, perceptual)}
-    return Embedded(G_user, ws, target, recon, mask, info)
+    return Embedded(G_user, ws, target, recon, mask, info, files)
 
 
 def photo_info(path: str, image: Image.Image) -> dict[str, Any]:
@@ -370,12 +370,8 @@ def run_invert(G: Generator, target: torch.Tensor, cfg: InvertConfig, pti: PTICo
                metric_imgs: list[Image.Image] | None = None, progress: Progress | None = None,
                pti_progress: Progress | None = None) -> InvertOutput:
     """Project ``target`` (then PTI), measure start / projection / tuned, and encode every output file."""
-    proj = project(G, target, cfg, perceptual, mask, identity, progress)
-    tuned, pti_s = None, 0.0
-    if pti is not None:
-        t1 = time.perf_counter()
-        tuned, _ = pivotal_tuning(G, proj.ws, proj.noise, target, pti, perceptual, mask, pti_progress)
-        pti_s = time.perf_counter() - t1
+    res = invert(G, target, cfg, pti, perceptual, mask, identity, progress, pti_progress)
+    proj, tuned, pti_s = res.projection, res.tuned, res.pti_seconds
     with torch.no_grad():
         start = synthesize(G, G.w_avg.reshape(1, 1, -1).expand_as(proj.ws).contiguous(), None)
         recon = synthesize(G, proj.ws, proj.noise)

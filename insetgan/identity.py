@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from .align import ARCFACE_112, LandmarkDetector, face_models_dir, five_points, similarity
+from insetgan.align import ARCFACE_112, LandmarkDetector, face_models_dir, five_points, similarity
 
 
 log = logging.getLogger(__name__)

@@ -246,6 +246,29 @@ def pivotal_tuning(G: Generator, ws: torch.Tensor, noise: list[torch.Tensor] | N
     return tuned.eval(), history
 
 
+@dataclass
+class Inversion:
+    """A projection, and the generator tuned around it when pivotal tuning ran."""
+
+    projection: Projection
+    tuned: Generator | None = None
+    pti_history: list[dict[str, float]] = field(default_factory=list)
+    pti_seconds: float = 0.0
+
+
+def invert(G: Generator, target: torch.Tensor, cfg: InvertConfig, pti: PTIConfig | None = None,
+           perceptual: L.Perceptual | None = None, mask: torch.Tensor | None = None,
+           identity: ImageLoss | None = None, progress: Progress | None = None,
+           pti_progress: Progress | None = None) -> Inversion:
+    """:func:`project`, then :func:`pivotal_tuning` around the result when ``pti`` is given."""
+    proj = project(G, target, cfg, perceptual, mask, identity, progress)
+    if pti is None:
+        return Inversion(proj)
+    t0 = time.perf_counter()
+    tuned, history = pivotal_tuning(G, proj.ws, proj.noise, target, pti, perceptual, mask, pti_progress)
+    return Inversion(proj, tuned, history, time.perf_counter() - t0)
+
+
 def with_noise(G: Generator, noise: list[torch.Tensor]) -> Generator:
     """A copy of ``G`` whose stored constant noise maps are the given (single-image) noise maps.
 

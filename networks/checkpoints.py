@@ -134,7 +134,7 @@ def estimate_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = W_AVG
 
 
 # ----------------------------------------------------------------------------------------------
-# NVIDIA pickles
+# Format "nvidia-pkl": pickled generators, read with our safe unpickler
 
 
 def _load_nvidia_pickle(path: Path) -> Checkpoint:
@@ -173,7 +173,7 @@ def _load_nvidia_pickle(path: Path) -> Checkpoint:
 
 
 # ----------------------------------------------------------------------------------------------
-# rosinality stylegan2-pytorch
+# Format "rosinality": torch.save state dicts, read with the weights-only loader
 
 
 def _torch_load(path: Path) -> Any:

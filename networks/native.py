@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as save_bytes
 
 from networks.config import GeneratorConfig
 from networks.errors import CheckpointError
@@ -32,9 +33,8 @@ def looks_like_safetensors(head: bytes) -> bool:
     return 2 <= n < 100_000_000 and head[8:9] == b"{"
 
 
-def save(G: torch.nn.Module, path: str | os.PathLike, extra: Mapping[str, Any] | None = None,
-         dtype: torch.dtype = torch.float32) -> None:
-    """Write ``G`` (a :class:`networks.generator.Generator`) atomically to ``path``.
+def to_bytes(G: torch.nn.Module, extra: Mapping[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> bytes:
+    """``G`` (a :class:`networks.generator.Generator`) as the bytes of our safetensors format.
 
     ``extra`` entries are stored as JSON strings in the metadata; ``dtype`` sets the storage
     precision of floating-point tensors (loading always returns float32).
@@ -45,11 +45,18 @@ def save(G: torch.nn.Module, path: str | os.PathLike, extra: Mapping[str, Any] |
             raise ValueError(f"metadata key {key!r} is reserved")
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in G.state_dict().items()}
+    return save_bytes(tensors, metadata=meta)
+
+
+def save(G: torch.nn.Module, path: str | os.PathLike, extra: Mapping[str, Any] | None = None,
+         dtype: torch.dtype = torch.float32) -> None:
+    """Write ``G`` atomically to ``path`` (temporary file, then rename); see :func:`to_bytes`."""
+    data = to_bytes(G, extra, dtype)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

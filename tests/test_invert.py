@@ -229,4 +229,24 @@ def test_photo_options_reject_misuse(tmp_path):
     assert_one_line_error(run(*base, *["--face", str(tmp_path / "none.jpg")]), "photo not found")
     assert_one_line_error(run(*base, *["--face", str(ASTRONAUT), "--face-seed", "3"]), "not both")
     assert_one_line_error(run(*base, *["--outfit-mask", str(ASTRONAUT)]), "needs --outfit")
+    assert_one_line_error(run(*base, *["--outfit", str(ASTRONAUT), "--body-seed", "2"]), "not both")
+    small_mask = tmp_path / "mask.png"
+    Image.new("L", (10, 10), 255).save(small_mask)
+    assert_one_line_error(run(*base, *["--outfit", str(ASTRONAUT), "--outfit-mask", str(small_mask),
+                                       "--invert-steps", "2"]), "the mask is 10x10")
+    refine = ["refine-face", str(ASTRONAUT), "--face-net", face, "--outdir", str(tmp_path / "x")]
+    assert_one_line_error(run(*refine, *["--reference", str(ASTRONAUT), "--face-seed", "3"]), "not both")
+    inv = ["invert", str(ASTRONAUT), "--network", face, "--steps", "2", "--outdir", str(tmp_path / "x")]
+    assert_one_line_error(run(*inv, *["--no-align", "--identity-weight", "0.5"]), "needs --align")
+    assert_one_line_error(run(*inv, *["--mask", str(tmp_path / "none.png")]), "image not found")
     assert not (tmp_path / "x").exists()
+
+
+def test_failure_after_inversion_writes_nothing(tmp_path):
+    """The selfie is inverted, then the face box is rejected: no output and no cache entry is left."""
+    out = tmp_path / "o"
+    r = run("--quiet", "compose", "--body", fixture_path("sghuman_body64x32.pkl"), "--face-net",
+            fixture_path("sg2ada_face64.pkl"), "--face", ASTRONAUT, "--invert-steps", "3", "--face-box", "30,2,16,16",
+            "--outdir", out)
+    assert_one_line_error(r, "outside")
+    assert not out.exists()

@@ -128,6 +128,12 @@ def test_load_dataset_folder_zip_and_errors(tmp_path):
         load_dataset(folder)
     with pytest.raises(ValueError, match="not found"):
         load_dataset(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        load_dataset(tmp_path / "empty")
+    odd = _folder(tmp_path / "odd", n=2, h=24, w=12)
+    with pytest.raises(ValueError, match="power-of-two height"):
+        load_dataset(odd)
 
 
 def test_train_cli_exports_loadable_generator_and_resumes(tmp_path):
