@@ -18,8 +18,7 @@ $(BIN)/insetgan: setup.py
 setup: $(BIN)/insetgan
 
 demo: setup
-	$(BIN)/insetgan compose --body $(SHARED)/fixtures/sghuman_body64x32.pkl --face-net $(SHARED)/fixtures/sg2ada_face64.pkl \
-		--face examples/selfie.jpg --body-seed 1 --face-box 8,2,16,16 --outdir $(DEMO_OUT)
+	$(BIN)/insetgan compose --face examples/selfie.jpg --outdir $(DEMO_OUT)
 	@echo "result.png, compare.png, latents.npz and report.json written to $(DEMO_OUT)"
 
 test: setup

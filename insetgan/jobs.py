@@ -291,14 +291,19 @@ def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, percept
 
 
 def region_priors(metadata: dict[str, Any]) -> dict[str, tuple[float, float, float, float]]:
-    """Region priors (relative x, y, w, h per region) stored in a network's metadata by ``insetgan train``."""
+    """Region priors (relative x, y, w, h per region) stored in a network's metadata by ``insetgan train``.
+
+    Only the ``face`` and ``shoes`` entries are read; the bookkeeping that ``insetgan prepare``
+    stores beside them (``from``: how many boxes each median came from, ``format``) is skipped.
+    """
     raw = metadata.get("region_priors")
     if raw is None:
         return {}
     try:
         data = json.loads(raw) if isinstance(raw, str) else raw
         out = {}
-        for name, box in data.items():
+        for name in ("face", "shoes"):
+            box = data.get(name)
             if box is None:
                 continue
             x, y, w, h = (float(v) for v in box)

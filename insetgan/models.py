@@ -1,11 +1,12 @@
 """Built-in generators shipped inside the package, loaded by name (``--body default``).
 
 The files live in ``insetgan/assets/models/`` in our safetensors format (fp16). An installation
-without them (for example a checkout before the models were trained) gives a clear error that
-names the file and asks for a checkpoint path instead.
+without them gives a clear error that names the file and asks for a checkpoint path instead.
+``INSETGAN_MODELS_DIR`` points the names at another folder holding files of the same names.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 BUILTIN = {"body": "body.safetensors", "face": "face.safetensors", "shoes": "shoes.safetensors"}
@@ -13,8 +14,9 @@ DEFAULT = "default"
 
 
 def models_dir() -> Path:
-    """Folder of the built-in model files."""
-    return Path(__file__).resolve().parent / "assets" / "models"
+    """Folder of the built-in model files (``$INSETGAN_MODELS_DIR`` when set)."""
+    override = os.environ.get("INSETGAN_MODELS_DIR")
+    return Path(override) if override else Path(__file__).resolve().parent / "assets" / "models"
 
 
 def resolve_network(spec: str, role: str) -> str:

@@ -36,7 +36,10 @@ def pack(src: Path, dst: Path, quality: int, records: bool) -> tuple[int, int]:
         meta.pop("records", None)
         meta.pop("skipped", None)
     meta["packed"] = {"format": "jpeg", "quality": quality, "from": str(src)}
+    from insetgan.io import plain_file_mode
+
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.fchmod(fd, plain_file_mode())
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:

@@ -8,9 +8,11 @@
 #   DEVICE=cuda scripts/train_default_models.sh train face   # one model; resumes its latest state
 #   scripts/train_default_models.sh package            # fp16 copies into insetgan/assets/models/
 #
-# Settings: 256-D latents, 4 mapping layers, channel_base 8192, channel_max 256 (each model
-# < 12 MB in fp16), batch 32, R1 gamma from StyleGAN2-ADA's rule 0.0002·H²/batch, DiffAugment
-# colour+translation+cutout with x-flips. KIMG_* set the length of each run.
+# Settings (sized for a 2-core CPU; see MODEL_CARD.md): 128-D latents, 2 mapping layers,
+# channel_base 2048, channel_max 128 (about 1.1M parameters, ~2.3 MB in fp16 each), batch 16,
+# R1 gamma from StyleGAN2-ADA's rule 0.0002·H²/batch, x-flips; DiffAugment colour+translation
+# for the small body and shoe sets, none for the 12.5k faces. KIMG_* set the length of each run
+# (a run resumes its latest state, so a longer KIMG continues it); on a GPU raise CHANNEL_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/insetgan}
@@ -18,19 +20,20 @@ SHARED=${SHARED:-../shared}
 DATA=${DATA:-data}
 RUNS=${RUNS:-runs}
 DEVICE=${DEVICE:-auto}
-KIMG_FACE=${KIMG_FACE:-1000}
-KIMG_BODY=${KIMG_BODY:-1000}
-KIMG_SHOES=${KIMG_SHOES:-600}
-COMMON="--batch 32 --z-dim 256 --map-layers 4 --channel-base 8192 --channel-max 256 --snapshot-kimg ${SNAPSHOT_KIMG:-20} --device $DEVICE"
+KIMG_FACE=${KIMG_FACE:-60}
+KIMG_BODY=${KIMG_BODY:-40}
+KIMG_SHOES=${KIMG_SHOES:-30}
+CHANNEL_BASE=${CHANNEL_BASE:-2048}
+COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max 128 --snapshot-kimg ${SNAPSHOT_KIMG:-2} --device $DEVICE"
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
-train_one() {  # name data kimg gamma (a packed $data.zip is used when present)
+train_one() {  # name data kimg gamma aug (a packed $data.zip is used when present)
   local run="$RUNS/$1" resume=() data="$2"
   [ -f "$data.zip" ] && data="$data.zip"
   local state; state=$(latest_state "$run" || true)
   [ -n "$state" ] && resume=(--resume "$state")
-  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" $COMMON "${resume[@]}"
+  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" $COMMON "${resume[@]}"
 }
 
 case "${1:-}" in
@@ -47,9 +50,9 @@ case "${1:-}" in
     ;;
   train)
     case "${2:-}" in
-      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.0256 ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.41 ;;
-      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.0064 ;;
+      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.05 "" ;;
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.8 "color,translation" ;;
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.0128 "color,translation" ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac
     ;;

@@ -24,9 +24,8 @@ def test_default_names_resolve_or_fail_clearly(tmp_path, monkeypatch):
         models.resolve_network("default", "network")
 
 
-def test_missing_builtin_models_give_one_line_error(tmp_path):
-    if (models.models_dir() / "body.safetensors").is_file():
-        pytest.skip("built-in models are installed")
+def test_missing_builtin_models_give_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSETGAN_MODELS_DIR", str(tmp_path / "none"))
     r = run("compose", "--face-seed", "1", "--outdir", tmp_path / "o")
     assert_one_line_error(r, "no built-in body model")
     assert not (tmp_path / "o").exists()
@@ -37,6 +36,10 @@ def test_region_priors_parsing():
     assert region_priors({"region_priors": json.dumps({"face": [0.4, 0.03, 0.2, 0.1], "shoes": None})}) == {
         "face": (0.4, 0.03, 0.2, 0.1)}
     assert region_priors({"region_priors": "{not json"}) == {}
+    prepared = {"face": [0.3709, 0.0411, 0.2687, 0.1343], "shoes": [0.3387, 0.8695, 0.2798, 0.1059],
+                "from": {"face": 1873, "shoes": 930}, "format": "relative x, y, w, h"}  # as prepare writes it
+    assert region_priors({"region_priors": json.dumps(prepared)}) == {
+        "face": (0.3709, 0.0411, 0.2687, 0.1343), "shoes": (0.3387, 0.8695, 0.2798, 0.1059)}
     assert region_priors({"region_priors": json.dumps({"face": [2, 0, 1, 1]})}) == {}
 
 

@@ -360,6 +360,7 @@ class DatasetWriter:
         self.count, self._zip, self._tmp = 0, None, None
         if zip_output:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.ARCHIVE}.", suffix=".tmp", dir=self.out)
+            os.fchmod(fd, iio.plain_file_mode())
             os.close(fd)
             self._tmp = Path(tmp)
             self._zip = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_STORED)

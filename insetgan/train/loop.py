@@ -334,7 +334,10 @@ def state_dict(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
 
 def save_state(state: TrainState, cfg: TrainConfig, path: Path) -> None:
     """Write the training state atomically (temporary file, then rename)."""
+    from insetgan.io import plain_file_mode
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, plain_file_mode())
     os.close(fd)
     try:
         torch.save(state_dict(state, cfg), tmp)
