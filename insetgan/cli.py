@@ -736,6 +736,8 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
 @click.option("--z-dim", type=click.IntRange(1), default=TrainConfig.z_dim, show_default=True, help="z and w size.")
 @click.option("--aug", default=TrainConfig.aug, show_default=True, help="DiffAugment policies ('' for none).")
 @click.option("--xflip/--no-xflip", default=True, show_default=True, help="Mirror real images at random.")
+@click.option("--noise/--no-noise", default=True, show_default=True,
+              help="Per-pixel noise inputs (--no-noise: strengths stay 0, details come from the latents only).")
 @click.option("--snapshot-kimg", type=click.FloatRange(min=0.001), default=TrainConfig.snapshot_kimg, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--resume", default=None, metavar="STATE.pt", help="Continue a run from a saved training state.")
@@ -743,7 +745,7 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
 @_handle_errors
 def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
           lr: float, channel_base: int, channel_max: int, map_layers: int, z_dim: int, aug: str, xflip: bool,
-          snapshot_kimg: float, seed: int, resume: str | None, device: str) -> None:
+          noise: bool, snapshot_kimg: float, seed: int, resume: str | None, device: str) -> None:
     """Train a StyleGAN2 generator (canvas or inset) on a prepared dataset.
 
     Runs single-process, or data-parallel under torchrun (NCCL on GPUs, gloo on CPU) with the
@@ -761,7 +763,7 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
 
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr,
                       channel_base=channel_base, channel_max=channel_max, map_layers=map_layers, z_dim=z_dim,
-                      w_dim=z_dim, aug=aug, xflip=xflip, snapshot_kimg=snapshot_kimg, seed=seed)
+                      w_dim=z_dim, aug=aug, xflip=xflip, noise=noise, snapshot_kimg=snapshot_kimg, seed=seed)
     if resume is not None and not Path(resume).is_file():
         raise ValueError(f"--resume: state not found: {resume}")
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -228,7 +228,8 @@ def aligned_size(G: Generator) -> int:
     return H
 
 
-def face_identity(net: torch.nn.Module, aligned: Image.Image, size: int, device: torch.device
+def face_identity(net: torch.nn.Module, aligned: Image.Image, size: int, device: torch.device,
+                  detector: LandmarkDetector | None = None
                   ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
     """The MobileFaceNet identity loss ``img [B, 3, size, size] -> [B]`` towards an FFHQ-aligned selfie.
 
@@ -237,7 +238,7 @@ def face_identity(net: torch.nn.Module, aligned: Image.Image, size: int, device:
     """
     from insetgan.identity import detect_five, identity_loss, identity_target, points_for_size
 
-    pts = detect_five(aligned)
+    pts = detect_five(aligned, detector=detector)
     if pts is None:
         raise ValueError("no face landmarks found on the aligned selfie: use a clearer, frontal photo")
     pts = points_for_size(pts, (aligned.height, aligned.width), (size, size))
@@ -261,7 +262,7 @@ def embed_face(photo_path: str, G: Generator, cfg: EmbedConfig, perceptual: L.Pe
     target = to_tensor(aligned, device)
     identity, id_info = (None, {})
     if identity_net is not None:
-        identity, id_info = face_identity(identity_net, metric_img, size, device)
+        identity, id_info = face_identity(identity_net, metric_img, size, device, detector)
     emb = embed(G, target, cfg, perceptual, "face", {"photo": photo_info(photo_path, photo)["sha256"],
                                                       "size": size, "identity": identity is not None},
                 identity=identity, cache_dir=cache_dir, progress=progress)
@@ -294,11 +295,15 @@ def embed_outfit(photo_path: str, mask_path: str | None, G: Generator, cfg: Embe
     return emb
 
 
-def dlib_distances(references: list[Image.Image], faces: list[Image.Image]) -> list[float | None]:
-    """dlib face-descriptor distance of each face to its reference (``None`` where dlib finds no face)."""
+def dlib_distances(references: list[Image.Image], faces: list[Image.Image], desc: Any = None
+                   ) -> list[float | None]:
+    """dlib face-descriptor distance of each face to its reference (``None`` where dlib finds no face).
+
+    Pass a loaded :class:`insetgan.identity.FaceDescriptor` as ``desc`` to reuse its dlib models.
+    """
     from insetgan.identity import FaceDescriptor
 
-    desc = FaceDescriptor()
+    desc = desc or FaceDescriptor()
     out = []
     for ref, face in zip(references, faces):
         d = desc.distance(ref, face)
@@ -309,17 +314,17 @@ def dlib_distances(references: list[Image.Image], faces: list[Image.Image]) -> l
 def identity_report(photo: Image.Image, before: torch.Tensor, after: torch.Tensor, boxes_before: list,
                     boxes_after: list) -> dict[str, Any]:
     """dlib face-descriptor distances between the user's aligned photo and each face crop, before and after."""
-    from insetgan.identity import DLIB_SAME_PERSON
+    from insetgan.identity import DLIB_SAME_PERSON, FaceDescriptor
 
     def crops(imgs: torch.Tensor, boxes: list) -> list[Image.Image]:
         with torch.no_grad():
             return [Image.fromarray(iio.to_uint8(crop_boxes(imgs[i:i + 1], [boxes[i]], (256, 256))[0]))
                     for i in range(imgs.shape[0])]
 
-    n = before.shape[0]
+    n, desc = before.shape[0], FaceDescriptor()
     return {"metric": "dlib-face-descriptor (euclidean)", "same_person_below": DLIB_SAME_PERSON,
-            "before": dlib_distances([photo] * n, crops(before, boxes_before)),
-            "after": dlib_distances([photo] * n, crops(after, boxes_after))}
+            "before": dlib_distances([photo] * n, crops(before, boxes_before), desc),
+            "after": dlib_distances([photo] * n, crops(after, boxes_after), desc)}
 
 
 def load_targets(paths: list[str], G: Generator, align: bool, device: torch.device

@@ -98,6 +98,22 @@ def test_training_steps_are_finite_r1_positive_ema_differs():
     assert st.step == 3 and st.nimg == 12
 
 
+def test_no_noise_training_keeps_noise_strengths_zero():
+    data, dev = _data(), torch.device("cpu")
+    strengths = {}
+    for noise in (True, False):
+        cfg = TrainConfig(batch=4, r1_interval=2, noise=noise, **TINY)
+        st = build_state(cfg, data, dev)
+        for _ in range(3):
+            train_step(st, data, cfg, dev)
+        strengths[noise] = torch.stack([p.detach() for n, p in st.G_ema.named_parameters() if "noise_strength" in n])
+        if not noise:
+            z = torch.randn(2, st.G_ema.z_dim)
+            with torch.no_grad():
+                assert torch.equal(st.G_ema(z, None, noise_mode="const"), st.G_ema(z, None, noise_mode="random"))
+    assert strengths[True].abs().max() > 0 and torch.equal(strengths[False], torch.zeros_like(strengths[False]))
+
+
 def test_resume_is_bit_identical(tmp_path):
     data, dev = _data(), torch.device("cpu")
     cfg = TrainConfig(batch=4, r1_interval=2, **TINY)
@@ -115,6 +131,8 @@ def test_resume_is_bit_identical(tmp_path):
     torch.load(tmp_path / "s.pt", weights_only=True)  # tensors, numbers and strings only
     with pytest.raises(ValueError, match="different"):
         load_state(tmp_path / "s.pt", TrainConfig(batch=8, **TINY), data, dev)
+    with pytest.raises(ValueError, match="different noise"):
+        load_state(tmp_path / "s.pt", TrainConfig(batch=4, r1_interval=2, noise=False, **TINY), data, dev)
 
 
 def test_load_dataset_folder_zip_and_errors(tmp_path):

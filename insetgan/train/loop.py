@@ -57,6 +57,7 @@ class TrainConfig:
     style_mixing: float = 0.9
     aug: str = "color,translation,cutout"
     xflip: bool = True
+    noise: bool = True
     z_dim: int = 512
     w_dim: int = 512
     map_layers: int = 8
@@ -216,14 +217,18 @@ def _draw(cfg: TrainConfig, step: int, n_data: int, num_ws: int) -> _Draws:
     return _Draws(real_idx, flip, z, z2, mix, aug)
 
 
-def _generate(G: Generator, z: torch.Tensor, z2: torch.Tensor, cutoff: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                               torch.Tensor]:
-    """Images with style mixing (layers >= cutoff take the second latent) and the unmixed w [N, D]."""
+def _generate(G: Generator, z: torch.Tensor, z2: torch.Tensor, cutoff: torch.Tensor, noise: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images with style mixing (layers >= cutoff take the second latent) and the unmixed w [N, D].
+
+    ``noise=False`` trains without the per-pixel noise inputs: their strengths stay 0, so the
+    trained generator gives the same image in every noise mode.
+    """
     ws = G.mapping(z, None)
     ws2 = G.mapping(z2, None)
     layer = torch.arange(G.num_ws, device=z.device).view(1, -1, 1)
     ws = torch.where(layer >= cutoff.to(z.device).view(-1, 1, 1), ws2, ws)
-    return G.synthesis(ws, noise_mode="random"), ws[:, 0]
+    return G.synthesis(ws, noise_mode="random" if noise else "none"), ws[:, 0]
 
 
 def _seed_noise(cfg: TrainConfig, step: int, phase: int, start: int) -> None:
@@ -258,7 +263,7 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     w_sum = torch.zeros(G.w_dim, device=device)
     for sl in parts:
         _seed_noise(cfg, state.step, 0, sl.start)
-        img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl])
+        img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl], cfg.noise)
         logits = D(augment(img, r.aug["G"][sl], policy))
         loss = F.softplus(-logits).sum() / B
         loss.backward()
@@ -280,7 +285,7 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     for sl in parts:
         _seed_noise(cfg, state.step, 1, sl.start)
         with torch.no_grad():
-            fake, _ = _generate(G, r.z["D"][sl].to(device), r.z2["D"][sl].to(device), r.mix["D"][sl])
+            fake, _ = _generate(G, r.z["D"][sl].to(device), r.z2["D"][sl].to(device), r.mix["D"][sl], cfg.noise)
         real = _reals(data, r.real_idx[sl], r.flip[sl], device)
         loss = (F.softplus(D(augment(fake, r.aug["D"][sl], policy))).sum()
                 + F.softplus(-D(augment(real, r.aug["real"][sl], policy))).sum()) / B
@@ -356,11 +361,11 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
     if not isinstance(sd, dict) or sd.get("version") != STATE_VERSION:
         raise ValueError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
-    arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "batch", "seed", "aug")
-    changed = [k for k in arch if saved.get(k) != getattr(cfg, k)]
+    arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "batch", "seed", "aug", "noise")
+    changed = [k for k in arch if saved.get(k, getattr(TrainConfig, k)) != getattr(cfg, k)]
     if changed:
         raise ValueError(f"--resume: the run was trained with different {', '.join(changed)} "
-                         f"({', '.join(f'{k}={saved[k]}' for k in changed)})")
+                         f"({', '.join(f'{k}={saved.get(k, getattr(TrainConfig, k))}' for k in changed)})")
     state = build_state(cfg, data, device)
     try:
         for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
