@@ -42,16 +42,25 @@ def _pil(img: torch.Tensor, scale: int) -> Image.Image:
     return im.resize((im.width * scale, im.height * scale), Image.BICUBIC) if scale > 1 else im
 
 
-def face_rate(G, n: int, psi: float, detector) -> float:
-    """Share of samples in which dlib finds a face on a 4× upscaled copy."""
+def write_grid(imgs: torch.Tensor, path: Path, cols: int = 8) -> None:
+    """The first ``2*cols`` images as a PNG grid."""
+    from insetgan.io import atomic_write_bytes, grid, png_bytes, to_uint8
+
+    atomic_write_bytes(path, png_bytes(grid([to_uint8(i) for i in imgs[:2 * cols]], cols=cols)))
+
+
+def face_rate(G, n: int, psi: float, detector, grid_path: Path | None = None) -> float:
+    """Share of samples in which dlib finds a face on a 4× upscaled copy (and a sample grid)."""
     imgs = _samples(G, n, psi)
+    if grid_path is not None:
+        write_grid(imgs, grid_path)
     return sum(bool(detector.faces(_pil(i, 4))) for i in imgs) / n
 
 
 def body_rate(G, n: int, psi: float, prior: tuple[float, float, float, float], detector,
               grid_path: Path | None) -> float:
     """Share of samples whose face-prior region (with a margin) holds a face dlib finds, upscaled to ~256 px."""
-    from insetgan.io import grid, png_bytes, to_uint8
+    from insetgan.io import to_uint8
 
     imgs = _samples(G, n, psi)
     H, W = imgs.shape[-2:]
@@ -64,7 +73,7 @@ def body_rate(G, n: int, psi: float, prior: tuple[float, float, float, float], d
         scale = max(1, round(256 / max(crop.size)))
         found += bool(detector.faces(crop.resize((crop.width * scale, crop.height * scale), Image.BICUBIC)))
     if grid_path is not None:
-        grid_path.write_bytes(png_bytes(grid([to_uint8(i) for i in imgs[:16]], cols=8)))
+        write_grid(imgs, grid_path)
     return found / n
 
 
@@ -108,6 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--body", default="default")
     ap.add_argument("--face", default="default")
+    ap.add_argument("--shoes", default="default", help="Shoes inset for its sample grid ('none' to skip).")
     ap.add_argument("--selfie", default=str(ROOT / "examples" / "selfie.jpg"))
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--seeds", type=int, default=32)
@@ -122,7 +132,10 @@ def main() -> None:
     body_ck, face_ck = load_checkpoint(body_path), load_checkpoint(face_path)
     prior = region_priors(dict(body_ck.metadata)).get("face", FACE_PRIOR)
     det = LandmarkDetector()
-    res = {"face_rate": face_rate(face_ck.generator, args.samples, args.psi, det),
+    if args.shoes != "none":
+        write_grid(_samples(load_checkpoint(resolve_network(args.shoes, "shoes")).generator, 16, args.psi),
+                   out / "shoes_grid.png")
+    res = {"face_rate": face_rate(face_ck.generator, args.samples, args.psi, det, out / "face_grid.png"),
            "body_face_rate": body_rate(body_ck.generator, args.samples, args.psi, prior, det, out / "body_grid.png"),
            "face_prior": list(prior)}
     res["compose"] = compose_eval(body_path, face_path, args.selfie, args.seeds, args.steps, out / "compose",
@@ -143,7 +156,7 @@ def main() -> None:
     med = f"{c['identity_median']:.3f}" if c["identity_median"] is not None else "no face found"
     print(f"| compose: median dlib identity distance to the selfie ({c['identity_found']} faces found) | {med} | "
           f"< 0.6 = same person |")
-    print(f"\nbody sample grid: {out / 'body_grid.png'}; details: {out / 'eval.json'}")
+    print(f"\nsample grids (ψ={args.psi}): {out}/{{face,body,shoes}}_grid.png; details: {out / 'eval.json'}")
 
 
 if __name__ == "__main__":

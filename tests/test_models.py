@@ -75,10 +75,11 @@ def test_eval_models_script_runs(tmp_path):
     out = tmp_path / "ev"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "eval_models.py"),
                            "--body", str(fixture_path("sghuman_body64x32.pkl")),
-                           "--face", str(fixture_path("sg2ada_face64.pkl")), "--selfie", str(REPO / "examples" / "selfie.jpg"),
+                           "--face", str(fixture_path("sg2ada_face64.pkl")),
+                           "--shoes", str(fixture_path("rosinality_face64.pt")), "--selfie", str(REPO / "examples" / "selfie.jpg"),
                            "--samples", "2", "--seeds", "2", "--steps", "2", "--invert-steps", "10", "--outdir", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "eval.json").read_text())
     assert 0 <= res["face_rate"] <= 1 and 0 <= res["body_face_rate"] <= 1 and res["compose"]["seeds"] == 2
-    assert (out / "body_grid.png").is_file() and "| face model" in proc.stdout
+    assert all((out / f"{m}_grid.png").is_file() for m in ("face", "body", "shoes")) and "| face model" in proc.stdout
