@@ -10,9 +10,10 @@
 #
 # Settings (sized for a 2-core CPU; see MODEL_CARD.md): 128-D latents, 2 mapping layers,
 # channel_base 2048, channel_max 128 (about 1.1M parameters, ~2.3 MB in fp16 each), batch 16,
-# R1 gamma from StyleGAN2-ADA's rule 0.0002·H²/batch, no noise inputs (with them, these thin
-# networks turned the noise into dark speckle that fooled the discriminator), x-flips; DiffAugment colour+translation
-# for the small body and shoe sets, none for the 12.5k faces. KIMG_* set the length of each run
+# lr 0.002, no noise inputs (with them, these thin networks turned the noise into dark speckle
+# that fooled the discriminator), DiffAugment colour+translation and x-flips, and R1 gamma ten
+# times StyleGAN2-ADA's rule 0.0002·H²/batch for the face and shoes, 2.5 times for the body (at
+# the rule's values both runs collapsed to one shape after ~10 kimg). KIMG_* set the length of each run
 # (a run resumes its latest state, so a longer KIMG continues it); on a GPU raise CHANNEL_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ KIMG_FACE=${KIMG_FACE:-60}
 KIMG_BODY=${KIMG_BODY:-40}
 KIMG_SHOES=${KIMG_SHOES:-30}
 CHANNEL_BASE=${CHANNEL_BASE:-2048}
-COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max 128 --no-noise --snapshot-kimg ${SNAPSHOT_KIMG:-2} --device $DEVICE"
+COMMON="--batch 16 --lr 0.002 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max 128 --no-noise --snapshot-kimg ${SNAPSHOT_KIMG:-2} --device $DEVICE"
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
@@ -51,9 +52,9 @@ case "${1:-}" in
     ;;
   train)
     case "${2:-}" in
-      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.05 "" ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.8 "color,translation" ;;
-      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.0128 "color,translation" ;;
+      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "color,translation" ;;
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 2 "color,translation" ;;
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "color,translation" ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac
     ;;
