@@ -10,10 +10,11 @@
 #
 # Settings (sized for a 2-core CPU; see MODEL_CARD.md): 128-D latents, 2 mapping layers,
 # channel_base 2048, channel_max 128 (about 1.1M parameters, ~2.3 MB in fp16 each), batch 16,
-# lr 0.002, no noise inputs (with them, these thin networks turned the noise into dark speckle
-# that fooled the discriminator), DiffAugment colour+translation and x-flips, and R1 gamma ten
-# times StyleGAN2-ADA's rule 0.0002·H²/batch for the face and shoes, 2.5 times for the body (at
-# the rule's values both runs collapsed to one shape after ~10 kimg). KIMG_* set the length of each run
+# no noise inputs (with them these thin networks turned the noise into dark speckle that fooled
+# the discriminator), DiffAugment colour+translation and x-flips, R1 gamma ten times
+# StyleGAN2-ADA's rule 0.0002·H²/batch for the face and shoes and 2.5 times for the body, lr
+# 0.002; the face drops to lr 0.001 after 10 kimg (at 0.002 it collapsed to one shape at ~12 kimg,
+# with the rule's gamma and without augmentation as well). KIMG_* set the length of each run
 # (a run resumes its latest state, so a longer KIMG continues it); on a GPU raise CHANNEL_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,16 +27,16 @@ KIMG_FACE=${KIMG_FACE:-60}
 KIMG_BODY=${KIMG_BODY:-40}
 KIMG_SHOES=${KIMG_SHOES:-30}
 CHANNEL_BASE=${CHANNEL_BASE:-2048}
-COMMON="--batch 16 --lr 0.002 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max 128 --no-noise --snapshot-kimg ${SNAPSHOT_KIMG:-2} --device $DEVICE"
+COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max 128 --no-noise --snapshot-kimg ${SNAPSHOT_KIMG:-2} --device $DEVICE"
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
-train_one() {  # name data kimg gamma aug (a packed $data.zip is used when present)
+train_one() {  # name data kimg gamma aug lr (a packed $data.zip is used when present)
   local run="$RUNS/$1" resume=() data="$2"
   [ -f "$data.zip" ] && data="$data.zip"
   local state; state=$(latest_state "$run" || true)
   [ -n "$state" ] && resume=(--resume "$state")
-  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" $COMMON "${resume[@]}"
+  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" --lr "$6" $COMMON "${resume[@]}"
 }
 
 case "${1:-}" in
@@ -52,9 +53,11 @@ case "${1:-}" in
     ;;
   train)
     case "${2:-}" in
-      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "color,translation" ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 2 "color,translation" ;;
-      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "color,translation" ;;
+      face)  # 10 kimg at lr 0.002, then 0.001 (at 0.002 throughout it collapsed to one shape at ~12 kimg)
+             train_one face64 "$DATA/faces64" 10 0.5 "color,translation" 0.002
+             train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "color,translation" 0.001 ;;
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 2 "color,translation" 0.002 ;;
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "color,translation" 0.002 ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac
     ;;

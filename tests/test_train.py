@@ -131,6 +131,10 @@ def test_resume_is_bit_identical(tmp_path):
     torch.load(tmp_path / "s.pt", weights_only=True)  # tensors, numbers and strings only
     with pytest.raises(ValueError, match="different"):
         load_state(tmp_path / "s.pt", TrainConfig(batch=8, **TINY), data, dev)
+    slower = load_state(tmp_path / "s.pt", TrainConfig(batch=4, r1_interval=2, lr=0.001, **TINY), data, dev)
+    assert slower.opt_G.param_groups[0]["lr"] == 0.001 and slower.opt_D.param_groups[0]["lr"] == pytest.approx(
+        0.001 * 2 / 3)  # a resumed run takes the new --lr (D's with the lazy-R1 ratio)
+    assert slower.opt_G.state_dict()["state"].keys() == st.opt_G.state_dict()["state"].keys()
     with pytest.raises(ValueError, match="different noise"):
         load_state(tmp_path / "s.pt", TrainConfig(batch=4, r1_interval=2, noise=False, **TINY), data, dev)
 

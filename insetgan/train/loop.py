@@ -368,8 +368,13 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
                          f"({', '.join(f'{k}={saved.get(k, getattr(TrainConfig, k))}' for k in changed)})")
     state = build_state(cfg, data, device)
     try:
-        for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
+        for name in ("G", "D", "G_ema"):
             getattr(state, name).load_state_dict(sd[name])
+        for opt, saved_opt in ((state.opt_G, sd["opt_G"]), (state.opt_D, sd["opt_D"])):
+            fresh = [(g["lr"], g["betas"]) for g in opt.param_groups]
+            opt.load_state_dict(saved_opt)
+            for g, (lr, betas) in zip(opt.param_groups, fresh):  # this run's --lr: a resumed run may lower it
+                g.update(lr=lr, betas=betas)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ValueError(f"--resume: {path} does not match this dataset/config: {str(exc).splitlines()[0]}") from None
     state.step, state.nimg = int(sd["step"]), int(sd["nimg"])
