@@ -26,7 +26,6 @@ from PIL import Image
 from insetgan import io as iio
 from insetgan import losses as L
 from insetgan.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
-from insetgan.optimize import crop_boxes
 from insetgan.invert import InvertConfig, PTIConfig, invert, quality, synthesize, with_noise
 from networks import native
 from networks.generator import Generator
@@ -317,9 +316,15 @@ def identity_report(photo: Image.Image, before: torch.Tensor, after: torch.Tenso
     from insetgan.identity import DLIB_SAME_PERSON, FaceDescriptor
 
     def crops(imgs: torch.Tensor, boxes: list) -> list[Image.Image]:
-        with torch.no_grad():
-            return [Image.fromarray(iio.to_uint8(crop_boxes(imgs[i:i + 1], [boxes[i]], (256, 256))[0]))
-                    for i in range(imgs.shape[0])]
+        # The box with a quarter-side margin (dlib's detector wants some context), upscaled
+        # smoothly to 256 px: a blocky upscale of a small face defeats its HOG features.
+        out = []
+        for i in range(imgs.shape[0]):
+            b, m = boxes[i], 0.25 * max(boxes[i].w, boxes[i].h)
+            crop = Image.fromarray(iio.to_uint8(imgs[i])).crop(
+                (round(b.x - m), round(b.y - m), round(b.x + b.w + m), round(b.y + b.h + m)))
+            out.append(crop.resize((256, 256), Image.BICUBIC))
+        return out
 
     n, desc = before.shape[0], FaceDescriptor()
     return {"metric": "dlib-face-descriptor (euclidean)", "same_person_below": DLIB_SAME_PERSON,

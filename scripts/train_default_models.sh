@@ -7,6 +7,7 @@
 #   scripts/train_default_models.sh pack               # JPEG zips (< 64 MiB each) to carry to the GPU machine
 #   DEVICE=cuda scripts/train_default_models.sh train face   # one model; resumes its latest state
 #   scripts/train_default_models.sh package            # fp16 copies into insetgan/assets/models/
+#   SNAP_FACE=000010 SNAP_BODY=000008 scripts/train_default_models.sh package   # as shipped
 #
 # Settings (sized for a 2-core CPU; see MODEL_CARD.md): 128-D latents, 2 mapping layers,
 # channel_base 2048, channel_max 128 (about 1.1M parameters, ~2.3 MB in fp16 each), batch 16,
@@ -14,7 +15,7 @@
 # the discriminator), DiffAugment colour+translation and x-flips, R1 gamma ten times
 # StyleGAN2-ADA's rule 0.0002·H²/batch for the face and shoes and 2.5 times for the body, lr
 # 0.002; the face drops to lr 0.001 after 10 kimg (at 0.002 it collapsed to one shape at ~12 kimg,
-# with the rule's gamma and without augmentation as well). KIMG_* set the length of each run
+# with the rule's gamma and without augmentation as well), the body after 12 kimg. KIMG_* set the length of each run
 # (a run resumes its latest state, so a longer KIMG continues it); on a GPU raise CHANNEL_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,16 +57,18 @@ case "${1:-}" in
       face)  # 10 kimg at lr 0.002, then 0.001 (at 0.002 throughout it collapsed to one shape at ~12 kimg)
              train_one face64 "$DATA/faces64" 10 0.5 "color,translation" 0.002
              train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "color,translation" 0.001 ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 2 "color,translation" 0.002 ;;
+      body)  # 12 kimg at lr 0.002, then 0.001 (its discriminator was winning: loss_D ~0.05)
+             train_one body256 "$DATA/bodies256" 12 2 "color,translation" 0.002
+             train_one body256 "$DATA/bodies256" "$KIMG_BODY" 2 "color,translation" 0.001 ;;
       shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "color,translation" 0.002 ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac
     ;;
-  package)
+  package)  # SNAP_BODY / SNAP_FACE / SNAP_SHOES pick a snapshot (kimg, e.g. 000008); default: the latest
     mkdir -p insetgan/assets/models
-    $BIN convert "$RUNS/body256/network-latest.safetensors" insetgan/assets/models/body.safetensors --fp16
-    $BIN convert "$RUNS/face64/network-latest.safetensors" insetgan/assets/models/face.safetensors --fp16
-    $BIN convert "$RUNS/shoes32/network-latest.safetensors" insetgan/assets/models/shoes.safetensors --fp16
+    $BIN convert "$RUNS/body256/network-${SNAP_BODY:-latest}.safetensors" insetgan/assets/models/body.safetensors --fp16
+    $BIN convert "$RUNS/face64/network-${SNAP_FACE:-latest}.safetensors" insetgan/assets/models/face.safetensors --fp16
+    $BIN convert "$RUNS/shoes32/network-${SNAP_SHOES:-latest}.safetensors" insetgan/assets/models/shoes.safetensors --fp16
     ;;
   *) echo "usage: $0 prepare | pack | train face|body|shoes | package" >&2; exit 2 ;;
 esac
