@@ -1,10 +1,11 @@
 """Load generators from every supported checkpoint format, detected from the file's content.
 
 Formats:
-- ``nvidia-pkl``: stylegan2-ada-pytorch / StyleGAN-Human / stylegan3-repo StyleGAN2 pickles,
-  read with :mod:`networks.safe_pickle` (embedded code is never run); ``G_ema`` is used.
-- ``rosinality``: rosinality stylegan2-pytorch ``torch.save`` files (converted or training
-  checkpoints), read with torch's weights-only unpickler.
+- ``nvidia-pkl``: pickled StyleGAN2 networks (the ADA PyTorch release and the body models
+  published in its format), read with :mod:`networks.safe_pickle` (embedded code is never
+  run); ``G_ema`` is used.
+- ``rosinality``: state-dict files of the popular independent PyTorch port (converted or
+  training checkpoints), read with torch's weights-only unpickler.
 - ``insetgan-safetensors``: our own format (:mod:`networks.native`).
 StyleGAN3 pickles are recognised and refused.
 """
@@ -133,8 +134,7 @@ def estimate_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = W_AVG
     return (total / samples).to(torch.float32)
 
 
-# ----------------------------------------------------------------------------------------------
-# Format "nvidia-pkl": pickled generators, read with our safe unpickler
+# Pickled generators ("nvidia-pkl"), read with our safe unpickler.
 
 
 def _load_nvidia_pickle(path: Path) -> Checkpoint:
@@ -172,8 +172,7 @@ def _load_nvidia_pickle(path: Path) -> Checkpoint:
     return Checkpoint(G, "nvidia-pkl", str(path), tuple(notes))
 
 
-# ----------------------------------------------------------------------------------------------
-# Format "rosinality": torch.save state dicts, read with the weights-only loader
+# State dicts saved with torch.save ("rosinality"), read with the weights-only loader.
 
 
 def _torch_load(path: Path) -> Any:
