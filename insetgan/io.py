@@ -4,36 +4,16 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-
-def plain_file_mode() -> int:
-    """The mode a plain ``open()`` gives a new file under the current umask (``mkstemp`` gives 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, plain_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# The atomic writers live with the lowest layer (networks/ writes checkpoints too); re-exported here.
+from networks.files import atomic_write_bytes as atomic_write_bytes
+from networks.files import plain_file_mode as plain_file_mode
 
 
 def encode(writer: Callable[[io.BytesIO], Any]) -> bytes:

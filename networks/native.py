@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as save_bytes
+
+from networks.files import atomic_write_bytes
 
 from networks.config import GeneratorConfig
 from networks.errors import CheckpointError
@@ -52,18 +52,7 @@ def save(G: torch.nn.Module, path: str | os.PathLike, extra: Mapping[str, Any] |
          dtype: torch.dtype = torch.float32) -> None:
     """Write ``G`` atomically to ``path`` (temporary file, then rename); see :func:`to_bytes`."""
     data = to_bytes(G, extra, dtype)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # a plain open()'s mode, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

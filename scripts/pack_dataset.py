@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -36,24 +34,17 @@ def pack(src: Path, dst: Path, quality: int, records: bool) -> tuple[int, int]:
         meta.pop("records", None)
         meta.pop("skipped", None)
     meta["packed"] = {"format": "jpeg", "quality": quality, "from": str(src)}
-    from insetgan.io import plain_file_mode
+    from insetgan.io import atomic_write_bytes
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.fchmod(fd, plain_file_mode())
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-            for i, img in enumerate(data.images):
-                buf = io.BytesIO()
-                Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(
-                    buf, "JPEG", quality=quality, subsampling=0)
-                info = zipfile.ZipInfo(f"{i:05d}.jpg", date_time=(1980, 1, 1, 0, 0, 0))
-                zf.writestr(info, buf.getvalue())
-            zf.writestr(zipfile.ZipInfo("dataset.json", date_time=(1980, 1, 1, 0, 0, 0)), json.dumps(meta, indent=1))
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for i, img in enumerate(data.images):
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(
+                buf, "JPEG", quality=quality, subsampling=0)
+            zf.writestr(zipfile.ZipInfo(f"{i:05d}.jpg", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+        zf.writestr(zipfile.ZipInfo("dataset.json", date_time=(1980, 1, 1, 0, 0, 0)), json.dumps(meta, indent=1))
+    atomic_write_bytes(dst, archive.getvalue())
     return data.images.shape[0], dst.stat().st_size
 
 

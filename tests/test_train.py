@@ -251,3 +251,27 @@ def test_pack_dataset_for_carrying(tmp_path):
     assert b.images.shape == a.images.shape and b.meta["priors"] == a.meta["priors"]
     assert b.meta["packed"]["format"] == "jpeg"
     assert (b.images.float() - a.images.float()).abs().mean() < 30  # lossy, but the same images in the same order
+    assert packed.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_states_networks_and_zips_get_the_plain_file_mode(tmp_path):
+    """Atomic writers go through mkstemp (0600); what they leave must have a plain open()'s mode."""
+    from networks import native
+
+    data, dev = _data(), torch.device("cpu")
+    cfg = TrainConfig(batch=4, **TINY)
+    st = build_state(cfg, data, dev)
+    save_state(st, cfg, tmp_path / "s.pt")
+    native.save(st.G_ema, tmp_path / "g.safetensors")
+    r = run("--quiet", "prepare", "faces", REPO / "examples", "--out", tmp_path / "faces", "--zip")
+    assert r.returncode == 0, r.stderr
+    for f in (tmp_path / "s.pt", tmp_path / "g.safetensors", tmp_path / "faces" / "images.zip"):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~_umask(), f
+    assert load_state(tmp_path / "s.pt", cfg, data, dev).step == 0

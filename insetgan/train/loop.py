@@ -17,8 +17,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -339,17 +337,9 @@ def state_dict(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
 
 def save_state(state: TrainState, cfg: TrainConfig, path: Path) -> None:
     """Write the training state atomically (temporary file, then rename)."""
-    from insetgan.io import plain_file_mode
+    from insetgan.io import atomic_write_bytes, encode
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, plain_file_mode())
-    os.close(fd)
-    try:
-        torch.save(state_dict(state, cfg), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, encode(lambda buf: torch.save(state_dict(state, cfg), buf)))
 
 
 def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch.device) -> TrainState:
@@ -362,10 +352,11 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
         raise ValueError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
     arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "batch", "seed", "aug", "noise")
-    changed = [k for k in arch if saved.get(k, getattr(TrainConfig, k)) != getattr(cfg, k)]
+    before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
+    changed = [k for k in arch if before[k] != getattr(cfg, k)]
     if changed:
         raise ValueError(f"--resume: the run was trained with different {', '.join(changed)} "
-                         f"({', '.join(f'{k}={saved.get(k, getattr(TrainConfig, k))}' for k in changed)})")
+                         f"({', '.join(f'{k}={before[k]}' for k in changed)})")
     state = build_state(cfg, data, device)
     try:
         for name in ("G", "D", "G_ema"):
