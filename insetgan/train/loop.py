@@ -49,6 +49,7 @@ class TrainConfig:
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
     lr: float = 0.0025
+    lr_d: float | None = None  # the discriminator's lr (two time-scale updates); None: the same as lr
     beta1: float = 0.0
     beta2: float = 0.99
     r1_interval: int = 16
@@ -71,6 +72,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batch < 1 or self.kimg <= 0 or self.lr <= 0 or self.gamma < 0 or self.r1_interval < 1:
             raise ValueError("need batch >= 1, kimg > 0, lr > 0, gamma >= 0 and r1_interval >= 1")
+        if self.lr_d is not None and self.lr_d <= 0:
+            raise ValueError(f"the discriminator's lr must be > 0, got {self.lr_d}")
         if self.batch_gpu is not None and (self.batch_gpu < 1 or self.batch % self.batch_gpu):
             raise ValueError(f"--batch {self.batch} must be a multiple of --batch-gpu {self.batch_gpu}")
         if self.map_layers < 1 or self.channel_base < 1 or self.channel_max < 1:
@@ -160,7 +163,8 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
     G_ema.load_state_dict(G.state_dict())
     ratio = cfg.r1_interval / (cfg.r1_interval + 1)  # lazy R1: D's Adam sees 1 extra step per interval
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * ratio, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio),
+    lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
+    opt_D = torch.optim.Adam(D.parameters(), lr=lr_d * ratio, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio),
                              eps=1e-8)
     return TrainState(G, D, G_ema, opt_G, opt_D)
 
