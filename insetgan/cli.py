@@ -734,6 +734,8 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
               help="Discriminator lr (two time-scale updates)  [default: --lr]")
 @click.option("--channel-base", type=click.IntRange(1), default=TrainConfig.channel_base, show_default=True)
 @click.option("--channel-max", type=click.IntRange(1), default=TrainConfig.channel_max, show_default=True)
+@click.option("--mbstd-channels", type=click.IntRange(1), default=TrainConfig.mbstd_channels, show_default=True,
+              help="Discriminator minibatch-std features (channel groups, each its own statistic).")
 @click.option("--map-layers", type=click.IntRange(1), default=TrainConfig.map_layers, show_default=True)
 @click.option("--z-dim", type=click.IntRange(1), default=TrainConfig.z_dim, show_default=True, help="z and w size.")
 @click.option("--aug", default=TrainConfig.aug, show_default=True, help="DiffAugment policies ('' for none).")
@@ -746,8 +748,9 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @_handle_errors
 def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
-          lr: float, lr_d: float | None, channel_base: int, channel_max: int, map_layers: int, z_dim: int, aug: str,
-          xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None, device: str) -> None:
+          lr: float, lr_d: float | None, channel_base: int, channel_max: int, mbstd_channels: int, map_layers: int,
+          z_dim: int, aug: str, xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None,
+          device: str) -> None:
     """Train a StyleGAN2 generator (canvas or inset) on a prepared dataset.
 
     Runs single-process, or data-parallel under torchrun (NCCL on GPUs, gloo on CPU) with the
@@ -764,8 +767,8 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
     from insetgan.train.loop import train as run_training
 
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
-                      channel_base=channel_base, channel_max=channel_max, map_layers=map_layers, z_dim=z_dim,
-                      w_dim=z_dim, aug=aug, xflip=xflip, noise=noise, snapshot_kimg=snapshot_kimg, seed=seed)
+                      channel_base=channel_base, channel_max=channel_max, mbstd_channels=mbstd_channels,
+                      map_layers=map_layers, z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise, snapshot_kimg=snapshot_kimg, seed=seed)
     if resume is not None and not Path(resume).is_file():
         raise ValueError(f"--resume: state not found: {resume}")
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -110,6 +110,18 @@ def test_generator_gradient_matches_finite_differences():
         assert p.grad.view(-1)[0].item() == pytest.approx(fd, rel=1e-4, abs=1e-7), name
 
 
+def test_minibatch_std_channel_groups_feed_the_discriminator():
+    """--mbstd-channels F: F statistics, one per group of C/F channels, each its own input map of b4.conv."""
+    x = torch.randn(8, 4, 2, 2)
+    x[:, 2:] *= 10  # the second channel group varies ten times as much
+    y = minibatch_std(x, 4, 2)
+    assert y.shape == (8, 6, 2, 2) and (y[:, 5] > 5 * y[:, 4]).all()
+    st = build_state(TrainConfig(batch=4, mbstd_channels=4, **TINY), _data(), torch.device("cpu"))
+    assert st.D.b4.conv.weight.shape[1] == 32 + 4
+    with pytest.raises(ValueError, match="must divide"):
+        TrainConfig(mbstd_channels=5, **TINY)
+
+
 def test_minibatch_std_groups():
     x = torch.randn(8, 4, 2, 2)
     y = minibatch_std(x, 4, 1)
@@ -248,6 +260,7 @@ def test_train_cli_bad_inputs(tmp_path):
     assert_one_line_error(run(*base, "--data", tmp_path / "none"), "dataset not found")
     assert_one_line_error(run(*base, "--data", data, "--batch", "6", "--batch-gpu", "4"), "multiple")
     assert_one_line_error(run(*base, "--data", data, "--aug", "blur"), "unknown augmentation")
+    assert_one_line_error(run(*base, "--data", data, "--mbstd-channels", "3"), "must divide the discriminator's 32")
     assert_one_line_error(run(*base, "--data", data, "--resume", tmp_path / "none.pt"), "state not found")
     junk = tmp_path / "junk.pt"
     junk.write_text("nope")

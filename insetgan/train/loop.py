@@ -65,6 +65,7 @@ class TrainConfig:
     num_fp16_res: int = 4
     conv_clamp: float | None = 256.0
     mbstd_group: int = 4
+    mbstd_channels: int = 1  # minibatch-std features: channel groups averaged separately
     seed: int = 0
     snapshot_kimg: float = 10.0
     grid: int = 16
@@ -78,6 +79,10 @@ class TrainConfig:
             raise ValueError(f"--batch {self.batch} must be a multiple of --batch-gpu {self.batch_gpu}")
         if self.map_layers < 1 or self.channel_base < 1 or self.channel_max < 1:
             raise ValueError("map_layers, channel_base and channel_max must be >= 1")
+        c4 = min(self.channel_base // 4, self.channel_max)
+        if self.mbstd_channels < 1 or c4 % self.mbstd_channels:
+            raise ValueError(f"--mbstd-channels {self.mbstd_channels} must divide the discriminator's "
+                             f"{c4} channels at 4x4")
         parse_policy(self.aug)
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,6 +161,7 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
                            num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp)
     dcfg = DiscriminatorConfig(img_resolution=H, img_channels=C, square=W == H, channel_base=cfg.channel_base,
                                channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
+                               mbstd_channels=cfg.mbstd_channels,
                                num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp)
     G = Generator(gcfg).to(device).train()
     D = Discriminator(dcfg).to(device).train()
@@ -355,7 +361,8 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
     if not isinstance(sd, dict) or sd.get("version") != STATE_VERSION:
         raise ValueError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
-    arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "batch", "seed", "aug", "noise")
+    arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "mbstd_channels", "batch", "seed", "aug",
+            "noise")
     before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
     changed = [k for k in arch if before[k] != getattr(cfg, k)]
     if changed:
