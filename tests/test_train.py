@@ -122,6 +122,42 @@ def test_minibatch_std_channel_groups_feed_the_discriminator():
         TrainConfig(mbstd_channels=5, **TINY)
 
 
+def test_collapse_diagnostics(tmp_path):
+    """style_spread is 0 for a generator that ignores w; the script prints one row per state."""
+    from insetgan.train.diagnose import minibatch_std_stats, style_spread
+
+    st = build_state(TrainConfig(batch=4, **TINY), _data(), torch.device("cpu"))
+    fresh = style_spread(st.G, 64)
+    assert set(fresh) >= {"w", "b4.conv1", "b8.conv0", "b16.torgb"} and min(fresh.values()) > 0.1
+    for name, m in st.G.synthesis.named_modules():
+        if hasattr(m, "affine"):
+            m.affine.weight.data.zero_()  # styles = the bias alone: every latent gives the same layout
+    assert all(v == 0 for k, v in style_spread(st.G, 64).items() if k != "w")
+    with pytest.raises(ValueError, match="at least 2"):
+        style_spread(st.G, 1)
+    same = torch.zeros(4, 3, 16, 8)
+    assert minibatch_std_stats(st.D, same)[0] < 1e-3 < minibatch_std_stats(st.D, torch.randn(4, 3, 16, 8))[0]
+
+    folder = _folder(tmp_path / "ds")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = TrainConfig(batch=4, **TINY)
+    for step in (1, 2):
+        st = build_state(cfg, load_dataset(folder), torch.device("cpu"))
+        st.nimg = step * 1000
+        save_state(st, cfg, run_dir / f"state-{step:06d}.pt")
+    script = [sys.executable, str(REPO / "scripts" / "diagnose_run.py")]
+    r = subprocess.run([*script, str(run_dir), "--data", str(folder), "--samples", "4"], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["state-000001.pt", "state-000002.pt"] and rows[1][1] == "2.0"
+    assert all(float(v) > 0 for v in rows[0][2:6])
+    r = subprocess.run([*script, str(tmp_path / "none"), "--data", str(folder)], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.strip().count("\n") == 0 and "not a training" in r.stderr
+
+
 def test_minibatch_std_groups():
     x = torch.randn(8, 4, 2, 2)
     y = minibatch_std(x, 4, 1)
