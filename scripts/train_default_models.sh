@@ -16,7 +16,8 @@
 # StyleGAN2-ADA's rule 0.0002·H²/batch for the face and shoes and 2.5 times for the body, lr
 # 0.002; the face drops to lr 0.001 after 10 kimg (at 0.002 it collapsed to one shape at ~12 kimg,
 # with the rule's gamma and without augmentation as well), the body after 12 kimg. KIMG_* set the length of each run
-# (a run resumes its latest state, so a longer KIMG continues it); on a GPU raise CHANNEL_BASE.
+# (a run resumes its latest state, so a longer KIMG continues it); on a GPU raise CHANNEL_BASE
+# and CHANNEL_MAX (every CPU run at this size collapsed to one layout: MODEL_CARD.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/insetgan}
@@ -28,7 +29,8 @@ KIMG_FACE=${KIMG_FACE:-60}
 KIMG_BODY=${KIMG_BODY:-40}
 KIMG_SHOES=${KIMG_SHOES:-30}
 CHANNEL_BASE=${CHANNEL_BASE:-2048}
-COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max 128 --no-noise --snapshot-kimg ${SNAPSHOT_KIMG:-2} --device $DEVICE"
+CHANNEL_MAX=${CHANNEL_MAX:-128}
+COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max $CHANNEL_MAX --no-noise --snapshot-kimg ${SNAPSHOT_KIMG:-2} --device $DEVICE"
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
