@@ -84,8 +84,8 @@ class DiscBlock(nn.Module):
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None) -> torch.Tensor:
         """Features in, features at half the resolution out (the top block reads the image)."""
-        src = x if x is not None else img
-        dtype = torch.float16 if self.use_fp16 and src.device.type == "cuda" else float_dtype(src)
+        dtype = torch.float16 if self.use_fp16 and (x if x is not None else img).device.type == "cuda" \
+            else float_dtype(self)
         if x is None:
             x = self.fromrgb(img.to(dtype))
         x = x.to(dtype)
@@ -99,7 +99,7 @@ def minibatch_std(x: torch.Tensor, group: int, channels: int) -> torch.Tensor:
     """Append the standard deviation over groups of samples as ``channels`` extra feature maps."""
     N, C, H, W = x.shape
     G = max(g for g in range(1, min(group, N) + 1) if N % g == 0)
-    y = x.reshape(G, -1, channels, C // channels, H, W).to(float_dtype(x))
+    y = x.reshape(G, -1, channels, C // channels, H, W).to(torch.promote_types(x.dtype, torch.float32))
     y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt()
     y = y.mean(dim=(2, 3, 4)).reshape(-1, channels, 1, 1).repeat(G, 1, H, W)
     return torch.cat([x, y.to(x.dtype)], dim=1)
@@ -125,7 +125,7 @@ class Discriminator(nn.Module):
         self.b4.out = FullyConnectedLayer(c4, 1)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        """Realness logits [N, 1] (float32; float64 for float64 images, as gradient checks need)."""
+        """Realness logits [N, 1] (float32; float64 for a ``.double()`` discriminator, as gradient checks need)."""
         want = (self.cfg.img_channels, self.cfg.img_resolution,
                 self.cfg.img_resolution if self.cfg.square else self.cfg.img_resolution // 2)
         if img.ndim != 4 or tuple(img.shape[1:]) != want:
@@ -134,7 +134,7 @@ class Discriminator(nn.Module):
         x = None
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x, img)
-        x = minibatch_std(x.to(float_dtype(img)), self.cfg.mbstd_group, self.cfg.mbstd_channels)
+        x = minibatch_std(x.to(float_dtype(self)), self.cfg.mbstd_group, self.cfg.mbstd_channels)
         x = self.b4.conv(x)
         x = self.b4.fc(x.flatten(1))
         return self.b4.out(x)

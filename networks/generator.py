@@ -18,9 +18,9 @@ from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 NOISE_MODES = ("random", "const", "none")
 
 
-def float_dtype(x: torch.Tensor) -> torch.dtype:
-    """The full-precision compute dtype for ``x``: float64 for float64 inputs (gradient checks), else float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+def float_dtype(module: nn.Module) -> torch.dtype:
+    """Full-precision compute dtype of ``module``: float64 for a ``.double()`` network, else float32."""
+    return torch.float64 if next(module.parameters()).dtype == torch.float64 else torch.float32
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -148,11 +148,11 @@ class MappingNetwork(nn.Module):
         if self.z_dim > 0:
             if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
                 raise ValueError(f"z must have shape [N, {self.z_dim}], got {None if z is None else list(z.shape)}")
-            parts.append(normalize_2nd_moment(z.to(float_dtype(z))))
+            parts.append(normalize_2nd_moment(z.to(float_dtype(self))))
         if self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
                 raise ValueError(f"c must have shape [N, {self.c_dim}] for this conditional model")
-            parts.append(normalize_2nd_moment(self.embed(c.to(float_dtype(c)))))
+            parts.append(normalize_2nd_moment(self.embed(c.to(float_dtype(self)))))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
@@ -302,7 +302,7 @@ class SynthesisBlock(nn.Module):
         w_iter = iter(ws.unbind(dim=1))
         n_iter = iter(noise if noise is not None else [None] * self.num_conv)
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
-        dtype = torch.float16 if use_fp16 else float_dtype(ws)
+        dtype = torch.float16 if use_fp16 else float_dtype(self)
         if channels_last is None:
             channels_last = ws.device.type == "cpu" or use_fp16
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -323,7 +323,7 @@ class SynthesisBlock(nn.Module):
         if img is not None:
             img = upfirdn2d.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused=fused).to(float_dtype(ws), memory_format=torch.contiguous_format)
+            y = self.torgb(x, next(w_iter), fused=fused).to(float_dtype(self), memory_format=torch.contiguous_format)
             img = img + y if img is not None else y
         return x, img
 
@@ -378,7 +378,7 @@ class SynthesisNetwork(nn.Module):
         if noise is not None and len(noise) != n_layers:
             raise ValueError(f"noise must hold {n_layers} maps (one per layer), got {len(noise)}")
         noise_iter = iter(noise) if noise else None
-        ws = ws.to(float_dtype(ws))
+        ws = ws.to(float_dtype(self))
         if fused_modconv is None:
             grad_possible = torch.is_grad_enabled() and (
                 ws.requires_grad or any(p.requires_grad for p in self.parameters())
