@@ -108,6 +108,7 @@ def test_generator_gradient_matches_finite_differences():
             continue
         fd = _first_entry_fd(loss, p)
         assert p.grad.view(-1)[0].item() == pytest.approx(fd, rel=1e-4, abs=1e-7), name
+    assert G.float()(z, None).dtype == torch.float32  # float64 latents alone do not switch a network to float64
 
 
 def test_minibatch_std_channel_groups_feed_the_discriminator():
