@@ -134,10 +134,8 @@ def estimate_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = W_AVG
     return (total / samples).to(torch.float32)
 
 
-# Pickled generators ("nvidia-pkl"), read with our safe unpickler.
-
-
 def _load_nvidia_pickle(path: Path) -> Checkpoint:
+    """Read a pickled StyleGAN2 snapshot ("nvidia-pkl") with our safe unpickler; uses its ``G_ema``."""
     data = safe_load_pickle(path.read_bytes())
     if isinstance(data, PersistentRecord):
         data = {"G_ema": data}  # a bare pickled network
@@ -172,10 +170,8 @@ def _load_nvidia_pickle(path: Path) -> Checkpoint:
     return Checkpoint(G, "nvidia-pkl", str(path), tuple(notes))
 
 
-# State dicts saved with torch.save ("rosinality"), read with the weights-only loader.
-
-
 def _torch_load(path: Path) -> Any:
+    """Read a torch.save file ("rosinality" state dicts) with torch's weights-only loader."""
     try:
         # Training checkpoints carry their argparse options; a Namespace only holds plain values.
         with torch.serialization.safe_globals([argparse.Namespace]):

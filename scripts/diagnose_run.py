@@ -40,7 +40,7 @@ def _states(paths: list[str]) -> list[Path]:
 def main() -> None:
     """Print one row per training state."""
     from insetgan.train.diagnose import minibatch_std_stats, style_spread
-    from insetgan.train.loop import TrainConfig, _generate, _reals, load_dataset, load_state
+    from insetgan.train.loop import TrainConfig, load_dataset, load_state
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("states", nargs="+", help="state-*.pt files or run folders")
@@ -64,10 +64,8 @@ def main() -> None:
         gen = torch.Generator().manual_seed(1)
         n = args.samples
         with torch.no_grad():
-            z = torch.randn(n, st.G.z_dim, generator=gen)
-            fake, _ = _generate(st.G, z, z, torch.full((n,), st.G.num_ws), cfg.noise)
-        real = _reals(data, torch.randint(data.images.shape[0], (n,), generator=gen), torch.zeros(n, dtype=torch.bool),
-                      cpu)
+            fake = st.G(torch.randn(n, st.G.z_dim, generator=gen), None, noise_mode="random" if cfg.noise else "none")
+        real = data.images[torch.randint(data.images.shape[0], (n,), generator=gen)].float() / 127.5 - 1
         mf, lf = minibatch_std_stats(st.D, fake)
         mr, lr = minibatch_std_stats(st.D, real)
         print(f"{path.name:<18} {st.nimg / 1000:>6.1f} {spread['w']:>6.3f} {coarse[0]:>6.3f} {coarse[1]:>6.3f} "

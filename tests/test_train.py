@@ -121,6 +121,8 @@ def test_minibatch_std_channel_groups_feed_the_discriminator():
     assert st.D.b4.conv.weight.shape[1] == 32 + 4
     with pytest.raises(ValueError, match="must divide"):
         TrainConfig(mbstd_channels=5, **TINY)
+    with pytest.raises(ValueError, match="discriminator's lr must be > 0"):
+        TrainConfig(lr_d=0.0, **TINY)
 
 
 def test_collapse_diagnostics(tmp_path):
