@@ -807,7 +807,10 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
         if world > 1:
             import torch.distributed as dist
 
-            dist.destroy_process_group()
+            try:
+                dist.barrier()  # rank 0 may still be writing snapshots: leave together (gloo aborts otherwise)
+            finally:
+                dist.destroy_process_group()
 
 
 class _TrainBar:
