@@ -8,7 +8,7 @@ DEMO_OUT ?= out/demo
 
 .PHONY: setup demo test bench clean
 
-$(BIN)/insetgan: setup.py
+$(BIN)/insetgan: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0

@@ -27,11 +27,11 @@ from insetgan.train.loop import TrainConfig
 from insetgan.generate import SampleConfig, sample_seeds
 from insetgan.optimize import OptimConfig, load_config
 from insetgan.regions import Box
-from networks import native
-from networks.checkpoints import Checkpoint, load_checkpoint
-from networks.errors import CheckpointError
-from networks.generator import NOISE_MODES
-from torch_utils.cpu_alloc import tune_cpu_allocator
+from insetgan.networks import native
+from insetgan.networks.checkpoints import Checkpoint, load_checkpoint
+from insetgan.networks.errors import CheckpointError
+from insetgan.networks.generator import NOISE_MODES
+from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
 log = logging.getLogger("insetgan")
 
@@ -837,8 +837,8 @@ class _TrainBar:
 
 def ops_report() -> dict[str, Any]:
     """Which op implementations are active on this machine and why (builds the kernels if needed)."""
-    from torch_utils import custom_ops
-    from torch_utils.ops import dispatch
+    from insetgan.torch_utils import custom_ops
+    from insetgan.torch_utils.ops import dispatch
 
     forced = dispatch.forced_reference()
     report: dict[str, Any] = {

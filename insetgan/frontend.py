@@ -27,8 +27,8 @@ from insetgan import io as iio
 from insetgan import losses as L
 from insetgan.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
 from insetgan.invert import InvertConfig, PTIConfig, invert, quality, synthesize, with_noise
-from networks import native
-from networks.generator import Generator
+from insetgan.networks import native
+from insetgan.networks.generator import Generator
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from networks.generator import NOISE_MODES, Generator
+from insetgan.networks.generator import NOISE_MODES, Generator
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torch
 from insetgan import losses as L
 from insetgan.metrics import ssim
 from insetgan.optimize import lr_factor
-from networks.generator import Generator
+from insetgan.networks.generator import Generator
 
 MODES = ("w", "wplus")
 Progress = Callable[[int, int, dict[str, float]], None]

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 # The atomic writers live with the lowest layer (networks/ writes checkpoints too); re-exported here.
-from networks.files import atomic_write_bytes as atomic_write_bytes
-from networks.files import plain_file_mode as plain_file_mode
+from insetgan.networks.files import atomic_write_bytes as atomic_write_bytes
+from insetgan.networks.files import plain_file_mode as plain_file_mode
 
 
 def encode(writer: Callable[[io.BytesIO], Any]) -> bytes:

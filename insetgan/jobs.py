@@ -30,7 +30,7 @@ from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, com
                                naive_paste, optimize, render)
 from insetgan.regions import Box, box_mask
 from insetgan.perceptual import l1_ssim
-from networks.generator import Generator
+from insetgan.networks.generator import Generator
 
 log = logging.getLogger(__name__)
 

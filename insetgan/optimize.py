@@ -29,7 +29,7 @@ from insetgan.boxes import BoxProvider, TrackConfig, track
 from insetgan.metrics import seam_score
 from insetgan.regions import Box, box_mask, crop, paste
 from insetgan.perceptual import l1_ssim
-from networks.generator import Generator
+from insetgan.networks.generator import Generator
 
 log = logging.getLogger(__name__)
 

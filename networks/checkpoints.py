@@ -2,11 +2,11 @@
 
 Formats:
 - ``nvidia-pkl``: pickled StyleGAN2 networks (the ADA PyTorch release and the body models
-  published in its format), read with :mod:`networks.safe_pickle` (embedded code is never
+  published in its format), read with :mod:`insetgan.networks.safe_pickle` (embedded code is never
   run); ``G_ema`` is used.
 - ``rosinality``: state-dict files of the popular independent PyTorch port (converted or
   training checkpoints), read with torch's weights-only unpickler.
-- ``insetgan-safetensors``: our own format (:mod:`networks.native`).
+- ``insetgan-safetensors``: our own format (:mod:`insetgan.networks.native`).
 StyleGAN3 pickles are recognised and refused.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import Any, Mapping
 
 import torch
 
-from networks import native
-from networks.config import GeneratorConfig
-from networks.errors import CheckpointError, UnsafePickleError
-from networks.generator import Generator
-from networks.safe_pickle import PersistentRecord, safe_load_pickle
-from torch_utils.ops.upfirdn2d import setup_filter
+from insetgan.networks import native
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.errors import CheckpointError, UnsafePickleError
+from insetgan.networks.generator import Generator
+from insetgan.networks.safe_pickle import PersistentRecord, safe_load_pickle
+from insetgan.torch_utils.ops.upfirdn2d import setup_filter
 
 log = logging.getLogger(__name__)
 

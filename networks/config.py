@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from torch_utils.ops.bias_act import ACTIVATIONS
+from insetgan.torch_utils.ops.bias_act import ACTIVATIONS
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ _POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """Everything needed to build a :class:`networks.generator.Generator`."""
+    """Everything needed to build a :class:`insetgan.networks.generator.Generator`."""
 
     z_dim: int = 512
     w_dim: int = 512

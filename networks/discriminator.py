@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from networks.generator import FullyConnectedLayer, float_dtype
-from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+from insetgan.networks.generator import FullyConnectedLayer, float_dtype
+from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 
 
 @dataclass(frozen=True)

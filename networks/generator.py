@@ -1,6 +1,6 @@
 """The StyleGAN2 generator (mapping + synthesis) with NVIDIA stylegan2-ada-pytorch key names.
 
-One implementation serves every supported checkpoint flavour; see :mod:`networks.config`.
+One implementation serves every supported checkpoint flavour; see :mod:`insetgan.networks.config`.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from networks.config import GeneratorConfig
-from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+from insetgan.networks.config import GeneratorConfig
+from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 
 NOISE_MODES = ("random", "const", "none")
 

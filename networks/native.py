@@ -1,7 +1,7 @@
 """insetgan's own checkpoint format: safetensors + the generator config in the header metadata.
 
 Tensors use NVIDIA key names; the metadata holds ``format`` (``insetgan-generator``),
-``format_version`` and ``config`` (JSON of :class:`networks.config.GeneratorConfig`), plus any
+``format_version`` and ``config`` (JSON of :class:`insetgan.networks.config.GeneratorConfig`), plus any
 extra string entries a writer adds (e.g. region priors). No pickle is involved.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as save_bytes
 
-from networks.files import atomic_write_bytes
+from insetgan.networks.files import atomic_write_bytes
 
-from networks.config import GeneratorConfig
-from networks.errors import CheckpointError
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.errors import CheckpointError
 
 FORMAT_NAME = "insetgan-generator"
 FORMAT_VERSION = 1
@@ -34,7 +34,7 @@ def looks_like_safetensors(head: bytes) -> bool:
 
 
 def to_bytes(G: torch.nn.Module, extra: Mapping[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> bytes:
-    """``G`` (a :class:`networks.generator.Generator`) as the bytes of our safetensors format.
+    """``G`` (a :class:`insetgan.networks.generator.Generator`) as the bytes of our safetensors format.
 
     ``extra`` entries are stored as JSON strings in the metadata; ``dtype`` sets the storage
     precision of floating-point tensors (loading always returns float32).
@@ -66,7 +66,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def load(path: str | os.PathLike):
     """Load ``(Generator, metadata)`` from an insetgan safetensors file."""
-    from networks.checkpoints import build_generator  # local import: checkpoints imports this module
+    from insetgan.networks.checkpoints import build_generator  # local import: checkpoints imports this module
 
     meta = read_metadata(path)
     if meta.get("format") != FORMAT_NAME:

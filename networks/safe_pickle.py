@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from networks.errors import CheckpointError, UnsafePickleError
+from insetgan.networks.errors import CheckpointError, UnsafePickleError
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ FULL = dict(z_dim=512, w_dim=512, c_dim=0, img_channels=3, channel_base=32768, c
 
 
 def _generator(kw: dict, seed: int, device: str):
-    from networks.config import GeneratorConfig
-    from networks.generator import Generator
+    from insetgan.networks.config import GeneratorConfig
+    from insetgan.networks.generator import Generator
 
     torch.manual_seed(seed)
     G = Generator(GeneratorConfig.from_init_kwargs({**FULL, **kw}))
@@ -59,7 +59,7 @@ def child(case: str, preset: str, steps: int | None, max_steps: int | None, devi
     from insetgan.generate import z_from_seed
     from insetgan.optimize import (CanvasInput, InsetInput, composite, evaluate, load_config, naive_paste,
                                    optimize)
-    from torch_utils.cpu_alloc import tune_cpu_allocator
+    from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
     tune_cpu_allocator()
     dev = torch.device(device)

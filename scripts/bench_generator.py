@@ -28,10 +28,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from networks.config import GeneratorConfig  # noqa: E402
-from networks.generator import Generator  # noqa: E402
+from insetgan.networks.config import GeneratorConfig  # noqa: E402
+from insetgan.networks.generator import Generator  # noqa: E402
 from benchutil import median_time  # noqa: E402
-from torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
+from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
 
 CONFIGS = {
     "1024": dict(img_resolution=1024, channel_base=32768, channel_max=512, mapping_layers=8),

@@ -23,8 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchutil import median_time  # noqa: E402
-from torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
-from torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
+from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
+from insetgan.torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
 
 
 
@@ -77,8 +77,8 @@ def bench_generator(device: str, repeats: int, rounds: int = 3) -> None:
     Both variants run interleaved in this process (``INSETGAN_OPS`` switched between calls),
     so a slow phase of a noisy machine hits both alike; medians over all rounds.
     """
-    from networks.config import GeneratorConfig
-    from networks.generator import Generator
+    from insetgan.networks.config import GeneratorConfig
+    from insetgan.networks.generator import Generator
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(img_resolution=1024, mapping_layers=8)).eval().requires_grad_(False).to(device)

@@ -112,7 +112,7 @@ def main() -> None:
     from insetgan.boxes import FACE_PRIOR
     from insetgan.jobs import region_priors
     from insetgan.models import resolve_network
-    from networks.checkpoints import load_checkpoint
+    from insetgan.networks.checkpoints import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--body", default="default")

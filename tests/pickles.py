@@ -9,7 +9,7 @@ import types
 
 import torch
 
-from networks.generator import Generator
+from insetgan.networks.generator import Generator
 
 PLACEHOLDER_SRC = "# module source omitted from this test fixture\n"
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from insetgan import models
 from insetgan.jobs import region_priors
-from networks.checkpoints import load_checkpoint
+from insetgan.networks.checkpoints import load_checkpoint
 from tests.conftest import REPO
 from tests.test_cli import run
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from tests.conftest import REPO, fixture_path
 from tests.pickles import nvidia_pickle_bytes, official_init_kwargs
-from networks.config import GeneratorConfig
-from networks.generator import Generator
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.generator import Generator
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

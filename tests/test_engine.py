@@ -16,7 +16,7 @@ from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Stage, comp
                                lr_factor, naive_paste, optimize, render, split_wplus)
 from insetgan.perceptual import l1_ssim
 from insetgan.regions import Box, box_mask
-from networks.checkpoints import load_generator
+from insetgan.networks.checkpoints import load_generator
 from tests.conftest import fixture_path
 
 FACE_BOX = Box(8, 2, 16, 16)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from networks import native
-from networks.checkpoints import load_checkpoint
+from insetgan.networks import native
+from insetgan.networks.checkpoints import load_checkpoint
 from tests.conftest import fixture_path
 
 IMG_TOL = dict(rtol=1e-4, atol=1e-4)

@@ -6,9 +6,9 @@ import logging
 import pytest
 import torch
 
-from networks.checkpoints import load_checkpoint
-from networks.config import GeneratorConfig
-from networks.generator import Generator
+from insetgan.networks.checkpoints import load_checkpoint
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.generator import Generator
 from tests.pickles import nvidia_pickle_bytes, official_init_kwargs
 
 BASE = dict(z_dim=16, w_dim=16, img_resolution=16, channel_base=128, channel_max=16, mapping_layers=2)

@@ -11,7 +11,7 @@ from PIL import Image
 from insetgan import frontend
 from insetgan import invert as inv
 from insetgan.perceptual import l1_ssim
-from networks.checkpoints import load_generator
+from insetgan.networks.checkpoints import load_generator
 from tests.conftest import REPO, fixture_path
 from tests.test_cli import assert_one_line_error, run
 

@@ -11,10 +11,10 @@ from PIL import Image
 from insetgan.boxes import DlibFaceBox
 from insetgan.jobs import load_image, load_latent
 from insetgan.regions import box_mask
-from networks import native
-from networks.checkpoints import load_generator
-from networks.config import GeneratorConfig
-from networks.generator import Generator
+from insetgan.networks import native
+from insetgan.networks.checkpoints import load_generator
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.generator import Generator
 from tests.conftest import REPO, SHARED, fixture_path
 from tests.test_cli import assert_one_line_error, run
 

@@ -7,8 +7,8 @@ import pytest
 
 from insetgan import models
 from insetgan.jobs import region_priors
-from networks import native
-from networks.checkpoints import load_generator
+from insetgan.networks import native
+from insetgan.networks.checkpoints import load_generator
 from tests.conftest import fixture_path
 from tests.test_cli import assert_one_line_error, run
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import FIXTURES, fixture_path
-from torch_utils.ops import bias_act, upfirdn2d
+from insetgan.torch_utils.ops import bias_act, upfirdn2d
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 IMPLS = [

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from tests.conftest import REPO, fixture_path
-from torch_utils import custom_ops
-from torch_utils.ops import bias_act, dispatch, upfirdn2d
-from torch_utils.ops.bias_act import ACTIVATIONS
+from insetgan.torch_utils import custom_ops
+from insetgan.torch_utils.ops import bias_act, dispatch, upfirdn2d
+from insetgan.torch_utils.ops.bias_act import ACTIVATIONS
 
 CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
 
@@ -147,7 +147,7 @@ def test_explicit_impl_errors():
 
 
 def test_generator_with_compiled_ops_matches_fixture(monkeypatch):
-    from networks.checkpoints import load_checkpoint
+    from insetgan.networks.checkpoints import load_checkpoint
 
     monkeypatch.delenv("INSETGAN_OPS", raising=False)
     G = load_checkpoint(fixture_path("sg2ada_face64.pkl")).generator
@@ -197,7 +197,7 @@ def test_concurrent_builds_share_one_cache_entry(tmp_path):
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from torch_utils import custom_ops
+        from insetgan.torch_utils import custom_ops
         spec = custom_ops.PluginSpec("insetgan_tiny", ("tiny.cpp",), source_dir=Path({str(src)!r}))
         print(custom_ops.build_plugin(spec).answer())
     """)

@@ -11,10 +11,10 @@ import subprocess
 import pytest
 import torch
 
-from networks.checkpoints import detect_format, load_checkpoint
-from networks.config import GeneratorConfig
-from networks.errors import CheckpointError, UnsafePickleError
-from networks.generator import Generator
+from insetgan.networks.checkpoints import detect_format, load_checkpoint
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.errors import CheckpointError, UnsafePickleError
+from insetgan.networks.generator import Generator
 from tests.conftest import fixture_path
 from tests.pickles import Reduce, nvidia_pickle_bytes, official_globals
 

@@ -16,9 +16,9 @@ from PIL import Image
 
 from insetgan.train.augment import augment, draw_params, parse_policy
 from insetgan.train.loop import ImageSet, TrainConfig, build_state, load_dataset, load_state, save_state, train_step
-from networks.checkpoints import load_generator
-from networks.discriminator import Discriminator, DiscriminatorConfig, minibatch_std
-from networks.native import read_metadata
+from insetgan.networks.checkpoints import load_generator
+from insetgan.networks.discriminator import Discriminator, DiscriminatorConfig, minibatch_std
+from insetgan.networks.native import read_metadata
 from tests.conftest import REPO
 from tests.test_cli import assert_one_line_error, run
 
@@ -89,8 +89,8 @@ def test_r1_penalty_gradient_matches_finite_differences():
 
 def test_generator_gradient_matches_finite_differences():
     """Every generator parameter that training updates gets its true gradient (float64)."""
-    from networks.config import GeneratorConfig
-    from networks.generator import Generator
+    from insetgan.networks.config import GeneratorConfig
+    from insetgan.networks.generator import Generator
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(z_dim=8, w_dim=8, img_resolution=16, mapping_layers=2, channel_base=128,
@@ -375,7 +375,7 @@ def _umask() -> int:
 
 def test_states_networks_and_zips_get_the_plain_file_mode(tmp_path):
     """Atomic writers go through mkstemp (0600); what they leave must have a plain open()'s mode."""
-    from networks import native
+    from insetgan.networks import native
 
     data, dev = _data(), torch.device("cpu")
     cfg = TrainConfig(batch=4, **TINY)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from networks.discriminator import Discriminator
-from networks.generator import Generator
+from insetgan.networks.discriminator import Discriminator
+from insetgan.networks.generator import Generator
 
 
 @torch.no_grad()

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from insetgan.train.augment import augment, draw_params, parse_policy
-from networks.config import GeneratorConfig
-from networks.discriminator import Discriminator, DiscriminatorConfig
-from networks.generator import Generator
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.discriminator import Discriminator, DiscriminatorConfig
+from insetgan.networks.generator import Generator
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -407,7 +407,7 @@ def train(data: ImageSet, cfg: TrainConfig, outdir: Path, device: torch.device, 
     dataset's region priors in its metadata), and refreshes ``network-latest.safetensors``.
     """
     from insetgan.io import atomic_write_bytes, png_bytes
-    from networks import native
+    from insetgan.networks import native
 
     rank, world = _world()
     state = load_state(resume, cfg, data, device) if resume else build_state(cfg, data, device)

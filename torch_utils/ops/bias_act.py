@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import dispatch
+from insetgan.torch_utils.ops import dispatch
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def bias_act(
 
     ``b`` is a 1-D bias broadcast along ``dim``; ``alpha``/``gain`` default to the activation's
     own values; ``clamp=None`` (or negative) disables clamping. ``impl``: 'auto', 'ref', 'cpp'
-    or 'cuda' (see :mod:`torch_utils.ops.dispatch`); all are differentiable twice or more.
+    or 'cuda' (see :mod:`insetgan.torch_utils.ops.dispatch`); all are differentiable twice or more.
     """
     spec = activation_spec(act)
     if x.ndim == 0:

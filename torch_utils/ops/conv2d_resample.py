@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops.upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d
+from insetgan.torch_utils.ops.upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d
 
 
 def _conv2d(

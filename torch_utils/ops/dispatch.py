@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from torch_utils import custom_ops
+from insetgan.torch_utils import custom_ops
 
 IMPLS = ("auto", "ref", "cpp", "cuda")
 KERNEL_DTYPES = {

@@ -13,7 +13,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import dispatch
+from insetgan.torch_utils.ops import dispatch
 
 Scaling = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int]]
@@ -113,7 +113,7 @@ def upfirdn2d(
     """Pad, upsample (zero insertion), FIR-filter and downsample a ``[N, C, H, W]`` tensor.
 
     ``impl``: 'auto' (compiled kernel when available), 'ref', 'cpp' or 'cuda'; see
-    :mod:`torch_utils.ops.dispatch`. Differentiable to any order with every implementation.
+    :mod:`insetgan.torch_utils.ops.dispatch`. Differentiable to any order with every implementation.
     """
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects a 4-D tensor, got shape {list(x.shape)}")
