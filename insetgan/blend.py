@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from insetgan.errors import InsetganError
 
 BLENDS = ("hard", "feather", "laplacian")
 
@@ -54,7 +55,7 @@ def laplacian(canvas: torch.Tensor, pasted: torch.Tensor, mask: torch.Tensor, le
 def blend(canvas: torch.Tensor, pasted: torch.Tensor, mask: torch.Tensor, method: str = "feather") -> torch.Tensor:
     """Composite with the named method (``hard``, ``feather`` or ``laplacian``)."""
     if method not in BLENDS:
-        raise ValueError(f"unknown blend {method!r}; choose from {', '.join(BLENDS)}")
+        raise InsetganError(f"unknown blend {method!r}; choose from {', '.join(BLENDS)}")
     if canvas.shape != pasted.shape:
-        raise ValueError(f"pasted inset {list(pasted.shape)} does not match the canvas {list(canvas.shape)}")
+        raise InsetganError(f"pasted inset {list(pasted.shape)} does not match the canvas {list(canvas.shape)}")
     return {"hard": hard, "feather": feather, "laplacian": laplacian}[method](canvas, pasted, mask)

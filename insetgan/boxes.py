@@ -16,6 +16,7 @@ import torch
 
 from insetgan.align import LandmarkDetector, ffhq_quad
 from insetgan.regions import Box
+from insetgan.errors import InsetganError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class ManualBox:
         """Return the fixed box (checked against the image size)."""
         H, W = image.shape[-2:]
         if not self.box.inside(H, W):
-            raise ValueError(f"box {self.box.x:g},{self.box.y:g},{self.box.w:g},{self.box.h:g} "
+            raise InsetganError(f"box {self.box.x:g},{self.box.y:g},{self.box.w:g},{self.box.h:g} "
                              f"is outside the {W}x{H} (WxH) canvas")
         return self.box
 
@@ -142,9 +143,9 @@ class TrackConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.damping < 1:
-            raise ValueError(f"damping must be in [0, 1), got {self.damping}")
+            raise InsetganError(f"damping must be in [0, 1), got {self.damping}")
         if self.max_scale < 1 or self.max_shift < 0 or self.every < 0:
-            raise ValueError("track bounds must be max_scale >= 1, max_shift >= 0, every >= 0")
+            raise InsetganError("track bounds must be max_scale >= 1, max_shift >= 0, every >= 0")
 
 
 def track(prev: Box, detected: Box | None, cfg: TrackConfig) -> tuple[Box, str]:

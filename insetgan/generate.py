@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from insetgan.networks.generator import NOISE_MODES, Generator
+from insetgan.errors import InsetganError
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,16 @@ class SampleConfig:
     def validate(self, G: Generator) -> None:
         """Raise ``ValueError`` when the settings do not fit ``G``."""
         if self.noise_mode not in NOISE_MODES:
-            raise ValueError(f"unknown noise mode {self.noise_mode!r}; choose from {', '.join(NOISE_MODES)}")
+            raise InsetganError(f"unknown noise mode {self.noise_mode!r}; choose from {', '.join(NOISE_MODES)}")
         if self.truncation_cutoff is not None and not 0 <= self.truncation_cutoff <= G.num_ws:
-            raise ValueError(f"truncation cutoff must be in [0, {G.num_ws}], got {self.truncation_cutoff}")
+            raise InsetganError(f"truncation cutoff must be in [0, {G.num_ws}], got {self.truncation_cutoff}")
         if G.c_dim == 0 and self.class_idx is not None:
-            raise ValueError("--class was given but the network is unconditional")
+            raise InsetganError("--class was given but the network is unconditional")
         if G.c_dim > 0:
             if self.class_idx is None:
-                raise ValueError(f"the network is conditional: give --class in [0, {G.c_dim - 1}]")
+                raise InsetganError(f"the network is conditional: give --class in [0, {G.c_dim - 1}]")
             if not 0 <= self.class_idx < G.c_dim:
-                raise ValueError(f"class {self.class_idx} is out of range [0, {G.c_dim - 1}]")
+                raise InsetganError(f"class {self.class_idx} is out of range [0, {G.c_dim - 1}]")
 
 
 def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Face identity: a differentiable MobileFaceNet identity loss and an independent dlib identity metric.
 
-The loss (GUIDE §4) warps an image by the 5-point similarity transform onto the ArcFace 112×112
+The loss (as in pSp/e4e identity losses) warps an image by the 5-point similarity transform onto the ArcFace 112×112
 reference (``warp_five``, the differentiable twin of ``align.align_five``), embeds the crop with
 MobileFaceNet (foamliu/MobileFaceNet weights, Apache-2.0, shipped in ``assets/weights``) and
 returns 1 − cosine to a target embedding. The metric (``FaceDescriptor``) uses dlib's ResNet face
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from insetgan import io as iio
 from insetgan.align import ARCFACE_112, LandmarkDetector, face_models_dir, five_points, similarity
+from insetgan.errors import InsetganError
 
 
 log = logging.getLogger(__name__)
@@ -115,19 +118,19 @@ def load_mobilefacenet(path: str | Path | None = None, device: str | torch.devic
     """
     path = Path(path) if path is not None else default_weights()
     if not path.is_file():
-        raise ValueError(f"MobileFaceNet weights not found: {path}")
+        raise InsetganError(f"MobileFaceNet weights not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means a bad file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"cannot read MobileFaceNet weights {path}: {first}") from None
+        raise InsetganError(f"cannot read MobileFaceNet weights {path}: {first}") from None
     net = MobileFaceNet()
     if not isinstance(state, dict):
-        raise ValueError(f"MobileFaceNet weights {path}: expected a state dict, got {type(state).__name__}")
+        raise InsetganError(f"MobileFaceNet weights {path}: expected a state dict, got {type(state).__name__}")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError:
-        raise ValueError(f"MobileFaceNet weights {path}: keys or shapes do not match the architecture") from None
+        raise InsetganError(f"MobileFaceNet weights {path}: keys or shapes do not match the architecture") from None
     return net.eval().requires_grad_(False).to(device)
 
 
@@ -149,7 +152,7 @@ def _points_array(points: Tensor | np.ndarray, batch: int) -> np.ndarray:
     if pts.shape == (5, 2):
         pts = np.broadcast_to(pts, (batch, 5, 2))
     if pts.shape != (batch, 5, 2):
-        raise ValueError(f"expected points of shape [5, 2] or [{batch}, 5, 2], got {list(pts.shape)}")
+        raise InsetganError(f"expected points of shape [5, 2] or [{batch}, 5, 2], got {list(pts.shape)}")
     return pts
 
 
@@ -163,7 +166,7 @@ def warp_five(img: Tensor, points: Tensor | np.ndarray, size: int = 112, antiali
     prefilter, so the two then differ by that blur.
     """
     if img.ndim != 4:
-        raise ValueError(f"expected an image batch [B, C, H, W], got shape {list(img.shape)}")
+        raise InsetganError(f"expected an image batch [B, C, H, W], got shape {list(img.shape)}")
     pts = _points_array(points, img.shape[0])
     dst = ARCFACE_112 * (size / 112.0) + 0.5
     mats = [similarity(p + 0.5, dst) for p in pts]  # input continuous coords → output
@@ -186,7 +189,7 @@ def warp_five(img: Tensor, points: Tensor | np.ndarray, size: int = 112, antiali
 def embed(net: nn.Module, crops112: Tensor) -> Tensor:
     """L2-normalised MobileFaceNet embeddings [B, 128] of aligned crops [B, 3, 112, 112] in [-1, 1]."""
     if crops112.shape[-3:] != (3, 112, 112):
-        raise ValueError(f"expected aligned crops [B, 3, 112, 112], got shape {list(crops112.shape)}")
+        raise InsetganError(f"expected aligned crops [B, 3, 112, 112], got shape {list(crops112.shape)}")
     mean = torch.tensor(_MEAN, dtype=crops112.dtype, device=crops112.device).view(1, 3, 1, 1)
     std = torch.tensor(_STD, dtype=crops112.dtype, device=crops112.device).view(1, 3, 1, 1)
     return F.normalize(net(((crops112 + 1) / 2 - mean) / std), dim=1)
@@ -255,7 +258,7 @@ class FaceDescriptor:
 
         model = face_models_dir() / "dlib_face_recognition_resnet_model_v1.dat"
         if not model.is_file():
-            raise ValueError(f"dlib face recognition model not found at {model}")
+            raise InsetganError(f"dlib face recognition model not found at {model}")
         self._model = dlib.face_recognition_model_v1(str(model))
         self.min_side = min_side
 
@@ -279,3 +282,37 @@ class FaceDescriptor:
         if da is None or db is None:
             return None
         return float(np.linalg.norm(da - db))
+
+
+def dlib_distances(references: list[Image.Image], faces: list[Image.Image], desc: Any = None
+                   ) -> list[float | None]:
+    """dlib face-descriptor distance of each face to its reference (``None`` where dlib finds no face).
+
+    Pass a loaded :class:`insetgan.identity.FaceDescriptor` as ``desc`` to reuse its dlib models.
+    """
+    desc = desc or FaceDescriptor()
+    out = []
+    for ref, face in zip(references, faces):
+        d = desc.distance(ref, face)
+        out.append(None if d is None else round(float(d), 4))
+    return out
+
+
+def identity_report(photo: Image.Image, before: torch.Tensor, after: torch.Tensor, boxes_before: list,
+                    boxes_after: list) -> dict[str, Any]:
+    """dlib face-descriptor distances between the user's aligned photo and each face crop, before and after."""
+    def crops(imgs: torch.Tensor, boxes: list) -> list[Image.Image]:
+        # The box with a quarter-side margin (dlib's detector wants some context), upscaled
+        # smoothly to 256 px: a blocky upscale of a small face defeats its HOG features.
+        out = []
+        for i in range(imgs.shape[0]):
+            b, m = boxes[i], 0.25 * max(boxes[i].w, boxes[i].h)
+            crop = Image.fromarray(iio.to_uint8(imgs[i])).crop(
+                (round(b.x - m), round(b.y - m), round(b.x + b.w + m), round(b.y + b.h + m)))
+            out.append(crop.resize((256, 256), Image.BICUBIC))
+        return out
+
+    n, desc = before.shape[0], FaceDescriptor()
+    return {"metric": "dlib-face-descriptor (euclidean)", "same_person_below": DLIB_SAME_PERSON,
+            "before": dlib_distances([photo] * n, crops(before, boxes_before), desc),
+            "after": dlib_distances([photo] * n, crops(after, boxes_after), desc)}

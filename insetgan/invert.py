@@ -1,6 +1,6 @@
 """GAN inversion: project images into a generator's W or W+ space, then (optionally) pivotal tuning.
 
-The projector follows the StyleGAN2 recipe (GUIDE §4): the latent starts at w_avg with added
+The projector follows the StyleGAN2 recipe (Karras et al. 2020, Sec. 5): the latent starts at w_avg with added
 noise of 0.05·σ_w that ramps to zero over the first 75% of the steps, Adam with a linear lr
 ramp-up and cosine ramp-down, per-layer noise maps optimised with a multi-scale
 autocorrelation regulariser, and a perceptual + pixel reconstruction loss (optionally an
@@ -28,9 +28,10 @@ from insetgan import losses as L
 from insetgan.metrics import ssim
 from insetgan.optimize import lr_factor
 from insetgan.networks.generator import Generator
+from insetgan.errors import InsetganError
+from insetgan.progress import Progress
 
 MODES = ("w", "wplus")
-Progress = Callable[[int, int, dict[str, float]], None]
 ImageLoss = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -55,11 +56,11 @@ class InvertConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"inversion mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise InsetganError(f"inversion mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.steps < 1 or self.lr <= 0 or self.w_avg_samples < 2:
-            raise ValueError("inversion needs steps >= 1, lr > 0 and w_avg_samples >= 2")
+            raise InsetganError("inversion needs steps >= 1, lr > 0 and w_avg_samples >= 2")
         if min(self.perceptual_weight, self.pixel_weight, self.identity_weight, self.noise_reg, self.w_noise) < 0:
-            raise ValueError("inversion loss weights must be >= 0")
+            raise InsetganError("inversion loss weights must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -77,7 +78,7 @@ class PTIConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.lr <= 0 or min(self.perceptual_weight, self.pixel_weight) < 0:
-            raise ValueError("PTI needs steps >= 1, lr > 0 and weights >= 0")
+            raise InsetganError("PTI needs steps >= 1, lr > 0 and weights >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -144,13 +145,13 @@ def reconstruction_loss(img: torch.Tensor, target: torch.Tensor, perceptual: L.P
 def _check_target(G: Generator, target: torch.Tensor, mask: torch.Tensor | None) -> None:
     want = G.img_shape
     if target.ndim != 4 or tuple(target.shape[1:]) != want:
-        raise ValueError(f"targets must be [B, {want[0]}, {want[1]}, {want[2]}] for this generator, "
+        raise InsetganError(f"targets must be [B, {want[0]}, {want[1]}, {want[2]}] for this generator, "
                          f"got {list(target.shape)}")
     if mask is not None and (mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != want[1:]
                              or mask.shape[0] not in (1, target.shape[0])):
-        raise ValueError(f"the mask must be [1|B, 1, {want[1]}, {want[2]}], got {list(mask.shape)}")
+        raise InsetganError(f"the mask must be [1|B, 1, {want[1]}, {want[2]}], got {list(mask.shape)}")
     if mask is not None and float(mask.sum()) == 0:
-        raise ValueError("the mask is empty: nothing to invert")
+        raise InsetganError("the mask is empty: nothing to invert")
 
 
 def synthesize(G: Generator, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
@@ -277,12 +278,12 @@ def with_noise(G: Generator, noise: list[torch.Tensor]) -> Generator:
     """
     bufs = G.noise_buffers()
     if len(noise) != len(bufs):
-        raise ValueError(f"need {len(bufs)} noise maps, got {len(noise)}")
+        raise InsetganError(f"need {len(bufs)} noise maps, got {len(noise)}")
     out = copy.deepcopy(G)
     named = dict(out.synthesis.named_buffers())
     for (name, buf), n in zip(bufs.items(), noise):
         if n.shape[0] != 1 and n.ndim == 4:
-            raise ValueError("with_noise takes the noise maps of one image")
+            raise InsetganError("with_noise takes the noise maps of one image")
         named[name].copy_(n.reshape(buf.shape))
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import platform
 import re
 from typing import Any, Callable, Sequence
 
@@ -14,6 +15,8 @@ from PIL import Image
 # The atomic writers live with the lowest layer (networks/ writes checkpoints too); re-exported here.
 from insetgan.networks.files import atomic_write_bytes as atomic_write_bytes
 from insetgan.networks.files import plain_file_mode as plain_file_mode
+from insetgan import __version__
+from insetgan.errors import InsetganError
 
 
 def encode(writer: Callable[[io.BytesIO], Any]) -> bytes:
@@ -35,7 +38,7 @@ def pil_image(arr: np.ndarray) -> Image.Image:
         return Image.fromarray(arr[:, :, 0], "L")
     if arr.shape[2] in (3, 4):
         return Image.fromarray(arr, "RGB" if arr.shape[2] == 3 else "RGBA")
-    raise ValueError(f"cannot save an image with {arr.shape[2]} channels")
+    raise InsetganError(f"cannot save an image with {arr.shape[2]} channels")
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -46,7 +49,7 @@ def png_bytes(arr: np.ndarray) -> bytes:
 def grid(images: Sequence[np.ndarray], cols: int | None = None, pad: int = 2) -> np.ndarray:
     """Tile equally sized HWC uint8 images into one grid (near-square by default)."""
     if not images:
-        raise ValueError("no images for the grid")
+        raise InsetganError("no images for the grid")
     n = len(images)
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -78,14 +81,20 @@ def parse_range(text: str, what: str = "seed") -> list[int]:
     for part in str(text).split(","):
         m = _RANGE.match(part.strip())
         if not m:
-            raise ValueError(f"invalid {what} range {text!r}: expected e.g. 0-3,7")
+            raise InsetganError(f"invalid {what} range {text!r}: expected e.g. 0-3,7")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
-            raise ValueError(f"invalid {what} range {part.strip()!r}: end before start")
+            raise InsetganError(f"invalid {what} range {part.strip()!r}: end before start")
         if hi > MAX_SEED:
-            raise ValueError(f"{what} {hi} is out of range (0..{MAX_SEED})")
+            raise InsetganError(f"{what} {hi} is out of range (0..{MAX_SEED})")
         if hi - lo > 100_000:
-            raise ValueError(f"{what} range {part.strip()!r} is too long")
+            raise InsetganError(f"{what} range {part.strip()!r} is too long")
         values.extend(range(lo, hi + 1))
     return values
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in every report."""
+    return {"insetgan": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}

@@ -24,17 +24,19 @@ from insetgan import losses as L
 from insetgan.align import open_rgb
 from insetgan.boxes import (FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, ManualBox, clamp_box,
                             refine_box)
-from insetgan.frontend import identity_report
+from insetgan.identity import dlib_distances, identity_report
+from insetgan.invert import InvertConfig, PTIConfig, invert, quality, synthesize
 from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
                                naive_paste, optimize, render)
 from insetgan.regions import Box, box_mask
 from insetgan.perceptual import l1_ssim
 from insetgan.networks.generator import Generator
+from insetgan.errors import InsetganError
+from insetgan.progress import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, dict[str, float]], None]
 DETECTORS = ("auto", "dlib", "fixed")
 
 
@@ -59,11 +61,11 @@ def load_latent(path: str, G: Generator, key: str) -> torch.Tensor:
     """W+ [1|B, num_ws, w_dim] from a .npy (w [D], [1, D], W+ [L, D], [B, L, D]) or .npz (array ``key``, or its only array)."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"latent file not found: {path}")
+        raise InsetganError(f"latent file not found: {path}")
     try:
         data = np.load(p, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot read latent file {path}: {exc}") from None
+        raise InsetganError(f"cannot read latent file {path}: {exc}") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         names = list(data.files)
         if key in names:
@@ -73,7 +75,7 @@ def load_latent(path: str, G: Generator, key: str) -> torch.Tensor:
         elif len(names) == 1:
             arr = data[names[0]]
         else:
-            raise ValueError(f"{path} has no array {key!r} (it has {', '.join(names)})")
+            raise InsetganError(f"{path} has no array {key!r} (it has {', '.join(names)})")
     else:
         arr = data
     arr = np.asarray(arr, dtype=np.float32)
@@ -83,9 +85,9 @@ def load_latent(path: str, G: Generator, key: str) -> torch.Tensor:
     elif arr.shape == (L_, D):
         arr = arr[None]
     elif not (arr.ndim == 3 and arr.shape[1:] == (L_, D)):
-        raise ValueError(f"latent {path} has shape {list(arr.shape)}; this generator needs [{D}] or [{L_}, {D}]")
+        raise InsetganError(f"latent {path} has shape {list(arr.shape)}; this generator needs [{D}] or [{L_}, {D}]")
     if not np.isfinite(arr).all():
-        raise ValueError(f"latent {path} contains NaN or inf")
+        raise InsetganError(f"latent {path} contains NaN or inf")
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
@@ -107,7 +109,7 @@ def load_image(path: str, device: torch.device) -> torch.Tensor:
     """
     arr = np.asarray(open_rgb(path), dtype=np.float32)
     if min(arr.shape[:2]) < 16:
-        raise ValueError(f"image {path} is too small ({arr.shape[1]}x{arr.shape[0]})")
+        raise InsetganError(f"image {path} is too small ({arr.shape[1]}x{arr.shape[0]})")
     return ((torch.from_numpy(arr).permute(2, 0, 1)[None] - 127.5) / 127.5).to(device)
 
 
@@ -132,7 +134,7 @@ def initial_boxes(canvas: torch.Tensor, manual: Box | None, provider: BoxProvide
         try:
             box = ManualBox(manual)(canvas)
         except ValueError as exc:
-            raise ValueError(f"--{what}-{exc}") from None
+            raise InsetganError(f"--{what}-{exc}") from None
         return [box] * canvas.shape[0], [f"{what} box given manually"]
     boxes, notes = [], []
     fixed = FixedBox(prior)
@@ -308,7 +310,7 @@ def region_priors(metadata: dict[str, Any]) -> dict[str, tuple[float, float, flo
                 continue
             x, y, w, h = (float(v) for v in box)
             if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1):
-                raise ValueError(box)
+                raise InsetganError(box)
             out[str(name)] = (x, y, w, h)
         return out
     except (ValueError, TypeError, AttributeError):
@@ -321,7 +323,7 @@ def _check_latent_batch(ws: torch.Tensor, batch: int, what: str) -> torch.Tensor
         return ws
     if ws.shape[0] == 1:
         return ws.expand(batch, -1, -1).contiguous()
-    raise ValueError(f"{what} latents hold {ws.shape[0]} candidates but {batch} are needed")
+    raise InsetganError(f"{what} latents hold {ws.shape[0]} candidates but {batch} are needed")
 
 
 @dataclass(frozen=True)
@@ -418,16 +420,16 @@ def run_refine_face(image: torch.Tensor, face: Generator, face_source: LatentSou
     """
     device = image.device
     if face.img_channels != image.shape[1]:
-        raise ValueError(f"the face generator has {face.img_channels} channel(s) but the image has {image.shape[1]}")
+        raise InsetganError(f"the face generator has {face.img_channels} channel(s) but the image has {image.shape[1]}")
     if next(face.parameters()).device != device:
-        raise ValueError(f"the face generator is not on {device}, where the image is")
+        raise InsetganError(f"the face generator is not on {device}, where the image is")
     if face_box is not None:
         boxes, notes = initial_boxes(image, face_box, None, FACE_PRIOR, "face")
     else:
         provider = face_provider("dlib" if detector == "auto" else detector)
         box = provider(image) if provider is not None else None
         if box is None:
-            raise ValueError("no face found in the image: give --face-box x,y,w,h")
+            raise InsetganError("no face found in the image: give --face-box x,y,w,h")
         H, W = image.shape[-2:]
         boxes, notes = [clamp_box(box, H, W)], ["face box detected with dlib"]
     head = dict(report_head)
@@ -459,3 +461,58 @@ def sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass
+class InvertOutput:
+    """Files of an ``invert`` run (name → bytes, report included) and the tuned generator (PTI) if any."""
+
+    files: dict[str, bytes]
+    report: dict[str, Any]
+    tuned: Generator | None
+
+
+def run_invert(G: Generator, target: torch.Tensor, cfg: InvertConfig, pti: PTIConfig | None,
+               perceptual: L.Perceptual | None, report_head: dict[str, Any], mask: torch.Tensor | None = None,
+               identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               metric_imgs: list[Image.Image] | None = None, progress: Progress | None = None,
+               pti_progress: Progress | None = None) -> InvertOutput:
+    """Project ``target`` (then PTI), measure start / projection / tuned, and encode every output file."""
+    res = invert(G, target, cfg, pti, perceptual, mask, identity, progress, pti_progress)
+    proj, tuned, pti_s = res.projection, res.tuned, res.pti_seconds
+    with torch.no_grad():
+        start = synthesize(G, G.w_avg.reshape(1, 1, -1).expand_as(proj.ws).contiguous(), None)
+        recon = synthesize(G, proj.ws, proj.noise)
+        final = synthesize(tuned, proj.ws, proj.noise) if tuned is not None else recon
+    metrics: dict[str, Any] = {"start": quality(start, target, perceptual),
+                               "projected": quality(recon, target, perceptual)}
+    if tuned is not None:
+        metrics["tuned"] = quality(final, target, perceptual)
+    if metric_imgs:
+        faces = [Image.fromarray(iio.to_uint8(final[i])).resize((256, 256), Image.LANCZOS)
+                 for i in range(final.shape[0])]
+        try:
+            metrics["identity_dlib"] = dlib_distances(metric_imgs, faces)
+        except ValueError as exc:
+            metrics["identity_dlib"] = f"unavailable: {exc}"
+
+    def u8(x: torch.Tensor) -> list[np.ndarray]:
+        return [iio.to_uint8(x[i]) for i in range(x.shape[0])]
+
+    files: dict[str, bytes] = {}
+    arrays = {"ws": proj.ws.cpu().numpy(), **{f"noise_{i:02d}": n.cpu().numpy() for i, n in enumerate(proj.noise)}}
+    files["latents.npz"] = iio.encode(lambda buf: np.savez(buf, **arrays))
+    files["target.png"] = iio.png_bytes(iio.grid(u8(target)))
+    files["reconstruction.png"] = iio.png_bytes(iio.grid(u8(final)))
+    columns = [u8(target), u8(start), u8(recon)] + ([u8(final)] if tuned is not None else [])
+    files["compare.png"] = iio.png_bytes(iio.grid([col[i] for i in range(target.shape[0]) for col in columns],
+                                                  cols=len(columns)))
+    history = proj.history[:: max(1, len(proj.history) // 50)] + proj.history[-1:]
+    report = dict(report_head)
+    report.update(config=cfg.to_dict(), pti=pti.to_dict() if pti else None, metrics=metrics,
+                  losses=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in history])
+    report["timings_s"] = {**report_head.get("timings_s", {}), "project": round(proj.seconds, 3),
+                           "per_step": round(proj.seconds / cfg.steps, 5), "pti": round(pti_s, 3)}
+    report["outputs"] = sorted(files) + (["tuned.safetensors"] if tuned is not None else []) + ["report.json"]
+    files["report.json"] = iio.json_bytes(report)
+    return InvertOutput(files, report, tuned)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from insetgan.errors import InsetganError
 
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,7 +49,7 @@ def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 def border_mask(height: int, width: int, strip: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """[1, 1, H, W] mask of the outer strip of ``strip`` pixels of an inset frame."""
     if strip <= 0 or 2 * strip >= min(height, width):
-        raise ValueError(f"border strip {strip} px does not fit a {height}x{width} inset")
+        raise InsetganError(f"border strip {strip} px does not fit a {height}x{width} inset")
     m = torch.ones(1, 1, height, width, device=device)
     m[..., strip:height - strip, strip:width - strip] = 0
     return m
@@ -76,11 +77,11 @@ class LossWeights:
 
     def __post_init__(self) -> None:
         if self.border_metric not in ("l1", "mse"):
-            raise ValueError(f"border_metric must be l1 or mse, got {self.border_metric!r}")
+            raise InsetganError(f"border_metric must be l1 or mse, got {self.border_metric!r}")
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, float | int) and not isinstance(v, bool) and v < 0:
-                raise ValueError(f"loss weight {f.name} must be >= 0, got {v}")
+                raise InsetganError(f"loss weight {f.name} must be >= 0, got {v}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -142,5 +143,5 @@ def weighted_total(parts: dict[str, torch.Tensor], weights: LossWeights) -> torc
             term = table[key] * value
             total = term if total is None else total + term
     if total is None:
-        raise ValueError("every loss weight is zero: nothing to optimise")
+        raise InsetganError("every loss weight is zero: nothing to optimise")
     return total

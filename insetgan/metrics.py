@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from insetgan.regions import Box
+from insetgan.errors import InsetganError
 
 
 def seam_score(img: torch.Tensor, box: Box, band: int = 4) -> float:
@@ -20,7 +21,7 @@ def seam_score(img: torch.Tensor, box: Box, band: int = 4) -> float:
     x1, y1 = int(round(box.x + box.w)), int(round(box.y + box.h))
     x0, y0, x1, y1 = max(x0, 1), max(y0, 1), min(x1, W - 1), min(y1, H - 1)
     if x1 - x0 < 2 * band or y1 - y0 < 2 * band:
-        raise ValueError(f"box {box} is too small or too close to the image border for a seam score")
+        raise InsetganError(f"box {box} is too small or too close to the image border for a seam score")
     img = img.to(torch.float64)
     gx = (img[..., :, 1:] - img[..., :, :-1]).abs().mean(dim=1)  # [N, H, W-1]: between columns j and j+1
     gy = (img[..., 1:, :] - img[..., :-1, :]).abs().mean(dim=1)  # [N, H-1, W]
@@ -48,10 +49,10 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Ten
     map is averaged over channels and positions. 1 for identical images; differentiable.
     """
     if a.shape != b.shape or a.ndim != 4:
-        raise ValueError(f"ssim needs two [B, C, H, W] tensors of one shape, "
+        raise InsetganError(f"ssim needs two [B, C, H, W] tensors of one shape, "
                          f"got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[-2:]) < 11:
-        raise ValueError(f"ssim needs images of at least 11×11 pixels, got {tuple(a.shape[-2:])}")
+        raise InsetganError(f"ssim needs images of at least 11×11 pixels, got {tuple(a.shape[-2:])}")
     conv = torch.nn.functional.conv2d
     ch = a.shape[1]
     x = torch.arange(11, dtype=a.dtype, device=a.device) - 5

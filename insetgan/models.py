@@ -1,16 +1,27 @@
-"""Built-in generators shipped inside the package, loaded by name (``--body default``).
+"""Built-in generators shipped inside the package, loaded by name.
 
-The files live in ``insetgan/assets/models/`` in our safetensors format (fp16). An installation
-without them gives a clear error that names the file and asks for a checkpoint path instead.
+Names: ``default-body``, ``default-face`` and ``default-shoes`` work wherever a checkpoint is
+taken (``insetgan generate --network default-face``); plain ``default`` means the built-in
+model of the option's role (``--body default``, ``--face-net default``, ``--shoes-net
+default``). The files live in ``insetgan/assets/models/`` in our safetensors format (fp16);
 ``INSETGAN_MODELS_DIR`` points the names at another folder holding files of the same names.
+An installation without them gives a clear error that asks for a checkpoint path instead.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from insetgan.errors import InsetganError
+
+if TYPE_CHECKING:
+    import torch
 
 BUILTIN = {"body": "body.safetensors", "face": "face.safetensors", "shoes": "shoes.safetensors"}
 DEFAULT = "default"
+PREFIX = "default-"
 
 
 def models_dir() -> Path:
@@ -19,14 +30,68 @@ def models_dir() -> Path:
     return Path(override) if override else Path(__file__).resolve().parent / "assets" / "models"
 
 
-def resolve_network(spec: str, role: str) -> str:
-    """A checkpoint path for ``spec``: the built-in model of ``role`` for ``"default"``, else ``spec`` itself."""
-    if spec != DEFAULT:
+def builtin_names() -> list[str]:
+    """Every built-in model name (``default-body``, ...)."""
+    return [PREFIX + role for role in BUILTIN]
+
+
+def resolve_network(spec: str, role: str | None = None) -> str:
+    """A checkpoint path for ``spec``: a built-in model for its name, else ``spec`` itself.
+
+    ``default`` needs ``role`` (the option's role: body, face or shoes); ``default-<role>``
+    names a model directly.
+    """
+    if spec == DEFAULT:
+        if role is None:
+            raise InsetganError(f"'default' needs a role here: give one of {', '.join(builtin_names())} "
+                                f"or a checkpoint path")
+    elif spec.startswith(PREFIX) and not Path(spec).exists():
+        role = spec[len(PREFIX):]
+        if role not in BUILTIN:
+            raise InsetganError(f"unknown built-in model {spec!r}: the built-in models are "
+                                f"{', '.join(builtin_names())}")
+    else:
         return spec
     if role not in BUILTIN:
-        raise ValueError(f"there is no built-in {role} model: give a checkpoint path")
+        raise InsetganError(f"there is no built-in {role} model: give a checkpoint path")
     path = models_dir() / BUILTIN[role]
     if not path.is_file():
-        raise ValueError(f"no built-in {role} model in this installation ({path} is missing): "
-                         f"give a checkpoint path")
+        raise InsetganError(f"no built-in {role} model in this installation ({path} is missing): "
+                            f"give a checkpoint path")
     return str(path)
+
+
+def describe_builtin(role: str) -> dict[str, Any]:
+    """Name, file, size, resolution, parameters and the model-card line of one built-in model."""
+    from insetgan.networks.checkpoints import load_checkpoint
+
+    path = Path(resolve_network(PREFIX + role))
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.generator.cfg
+    training = json.loads(ckpt.metadata.get("training", "{}") or "{}")
+    dataset = json.loads(ckpt.metadata.get("dataset", "{}") or "{}")
+    kimg = training.get("kimg")
+    card = f"{role} {cfg.img_height}x{cfg.img_width}, trained with insetgan train"
+    if kimg is not None:
+        card += f" for {kimg:g} kimg"
+    if dataset.get("kind"):
+        card += f" on prepared {dataset['kind']}"
+    return {"name": PREFIX + role, "role": role, "path": str(path), "bytes": path.stat().st_size,
+            "resolution": [cfg.img_height, cfg.img_width],
+            "parameters": sum(p.numel() for p in ckpt.generator.parameters()),
+            "card": card + " (MODEL_CARD.md)"}
+
+
+def load_network(spec: str, dev: torch.device | str, option: str, role: str | None = None
+                 ) -> tuple[Any, dict[str, Any]]:
+    """Load a checkpoint (or a built-in model by name) with its report entry."""
+    from insetgan.jobs import sha256
+    from insetgan.networks.checkpoints import load_checkpoint
+
+    path = resolve_network(spec, role)
+    if not Path(path).is_file():
+        raise InsetganError(f"{option}: checkpoint not found (no such file): {path}")
+    ckpt = load_checkpoint(path, dev)
+    info = {"path": str(path), "sha256": sha256(path), "format": ckpt.format, "notes": list(ckpt.notes),
+            "resolution": [ckpt.generator.cfg.img_height, ckpt.generator.cfg.img_width]}
+    return ckpt, info

@@ -30,6 +30,7 @@ from insetgan.metrics import seam_score
 from insetgan.regions import Box, box_mask, crop, paste
 from insetgan.perceptual import l1_ssim
 from insetgan.networks.generator import Generator
+from insetgan.errors import InsetganError
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,13 @@ class Stage:
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimize", tuple(self.optimize))
         if self.steps < 0:
-            raise ValueError(f"stage {self.name!r}: steps must be >= 0")
+            raise InsetganError(f"stage {self.name!r}: steps must be >= 0")
         if not self.optimize or any(r not in ROLES for r in self.optimize):
-            raise ValueError(f"stage {self.name!r}: optimize must list roles from {ROLES}, got {self.optimize}")
+            raise InsetganError(f"stage {self.name!r}: optimize must list roles from {ROLES}, got {self.optimize}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise InsetganError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.switch_every < 1 or self.track_every < 0:
-            raise ValueError(f"stage {self.name!r}: switch_every must be >= 1 and track_every >= 0")
+            raise InsetganError(f"stage {self.name!r}: switch_every must be >= 1 and track_every >= 0")
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,13 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if not self.stages:
-            raise ValueError("a config needs at least one stage")
+            raise InsetganError("a config needs at least one stage")
         if self.blend not in BLENDS:
-            raise ValueError(f"unknown blend {self.blend!r}; choose from {', '.join(BLENDS)}")
+            raise InsetganError(f"unknown blend {self.blend!r}; choose from {', '.join(BLENDS)}")
         if min(self.lr_canvas, self.lr_inset) <= 0 or not 0 <= self.feather <= 0.5:
-            raise ValueError("learning rates must be > 0 and feather in [0, 0.5]")
+            raise InsetganError("learning rates must be > 0 and feather in [0, 0.5]")
         if self.coarse_size < 4 or self.border_px < 1:
-            raise ValueError("coarse_size must be >= 4 and border_px >= 1")
+            raise InsetganError("coarse_size must be >= 4 and border_px >= 1")
 
     @property
     def steps(self) -> int:
@@ -116,7 +117,7 @@ class OptimConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+            raise InsetganError(f"unknown config keys: {', '.join(sorted(unknown))}")
         kw: dict[str, Any] = {}
         for key, value in data.items():
             if key == "stages":
@@ -130,12 +131,12 @@ class OptimConfig:
         try:
             return dataclasses.replace(base, **kw)
         except TypeError as exc:
-            raise ValueError(f"invalid config: {exc}") from None
+            raise InsetganError(f"invalid config: {exc}") from None
 
     def with_steps(self, steps: int) -> "OptimConfig":
         """The same schedule rescaled to ``steps`` total steps (stage proportions and switch periods kept)."""
         if steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
+            raise InsetganError(f"--steps must be >= 1, got {steps}")
         scale = steps / max(self.steps, 1)
         stages = []
         for s in self.stages:
@@ -150,7 +151,7 @@ class OptimConfig:
 
 
 def _paper() -> OptimConfig:
-    # Official config_1 numbers (GUIDE §3), with the official bugs fixed: the border loss is on
+    # Official config_1 numbers (InsetGAN paper, Sec. 3, and its released config), with the official bugs fixed: the border loss is on
     # from step 0, the first phase is not flipped, box widths follow the detected face.
     canvas = L.LossWeights(coarse_l1=1000, coarse_perceptual=0.15, border=5000, border_perceptual=0.25,
                            border_metric="mse", body_l1=1000, body_perceptual=0.01)
@@ -164,7 +165,7 @@ def _paper() -> OptimConfig:
 
 
 def _stylegan_human() -> OptimConfig:
-    # StyleGAN-Human's insetgan.py schedule (GUIDE §3): face only, body only with re-detection,
+    # StyleGAN-Human's insetgan.py schedule (its released script): face only, body only with re-detection,
     # then alternating; its loss weights are the paper's; it hard-pastes the face.
     paper = _paper()
     stages = (Stage("face", 25, ("insets",)), Stage("body", 150, ("canvas",), track_every=50),
@@ -187,27 +188,27 @@ def load_config(spec: str | None = None) -> OptimConfig:
         return PRESETS[spec]()
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"unknown preset {spec!r}: choose from {', '.join(PRESETS)} or give a .json/.yaml file")
+        raise InsetganError(f"unknown preset {spec!r}: choose from {', '.join(PRESETS)} or give a .json/.yaml file")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
-            raise ValueError("YAML configs need PyYAML: pip install pyyaml") from None
+            raise InsetganError("YAML configs need PyYAML: pip install pyyaml") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+            raise InsetganError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON ({exc})") from None
+            raise InsetganError(f"{path}: invalid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config must be a mapping")
+        raise InsetganError(f"{path}: a config must be a mapping")
     base_name = data.pop("preset", "default")
     if base_name not in PRESETS:
-        raise ValueError(f"{path}: unknown preset {base_name!r}")
+        raise InsetganError(f"{path}: unknown preset {base_name!r}")
     return OptimConfig.from_dict(data, PRESETS[base_name]())
 
 
@@ -334,32 +335,32 @@ def _role_total(parts: dict[str, torch.Tensor], weights: L.LossWeights, role: st
 
 def _check_inputs(canvas: CanvasInput, insets: Sequence[InsetInput]) -> tuple[int, torch.device]:
     if (canvas.G is None) == (canvas.image is None):
-        raise ValueError("the canvas needs either a generator with start latents or a fixed image")
+        raise InsetganError("the canvas needs either a generator with start latents or a fixed image")
     if not insets:
-        raise ValueError("at least one inset is needed")
+        raise InsetganError("at least one inset is needed")
     if canvas.G is not None:
         if canvas.ws is None:
-            raise ValueError("the canvas generator needs start latents")
+            raise InsetganError("the canvas generator needs start latents")
         device, batch, channels = canvas.ws.device, canvas.ws.shape[0], canvas.G.img_channels
     else:
         img = canvas.image
         if img.ndim != 4:
-            raise ValueError(f"the canvas image must be [N, C, H, W], got {list(img.shape)}")
+            raise InsetganError(f"the canvas image must be [N, C, H, W], got {list(img.shape)}")
         device, batch, channels = img.device, max(img.shape[0], insets[0].ws.shape[0]), img.shape[1]
     names = [i.name for i in insets]
     if len(set(names)) != len(names):
-        raise ValueError(f"inset names must be unique, got {names}")
+        raise InsetganError(f"inset names must be unique, got {names}")
     for ins in insets:
         if ins.ws.device != device:
-            raise ValueError(f"inset {ins.name!r} latents are on {ins.ws.device} but the canvas is on {device}")
+            raise InsetganError(f"inset {ins.name!r} latents are on {ins.ws.device} but the canvas is on {device}")
         if next(ins.G.parameters()).device != device:
-            raise ValueError(f"inset {ins.name!r} generator is on a different device than the canvas ({device})")
+            raise InsetganError(f"inset {ins.name!r} generator is on a different device than the canvas ({device})")
         if ins.G.img_channels != channels:
-            raise ValueError(f"inset {ins.name!r} has {ins.G.img_channels} channel(s) but the canvas has {channels}")
+            raise InsetganError(f"inset {ins.name!r} has {ins.G.img_channels} channel(s) but the canvas has {channels}")
         if ins.ws.shape[0] != batch or len(ins.boxes) != batch:
-            raise ValueError(f"inset {ins.name!r}: need {batch} start latents and boxes (one per candidate)")
+            raise InsetganError(f"inset {ins.name!r}: need {batch} start latents and boxes (one per candidate)")
     if canvas.G is not None and next(canvas.G.parameters()).device != device:
-        raise ValueError(f"the canvas generator is not on {device}, where its latents are")
+        raise InsetganError(f"the canvas generator is not on {device}, where its latents are")
     return batch, device
 
 

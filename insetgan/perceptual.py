@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from insetgan.metrics import ssim
+from insetgan.errors import InsetganError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ _SCALE = (0.458, 0.448, 0.450)
 
 def _check_net(net: str) -> str:
     if net not in _LAYOUTS:
-        raise ValueError(f"unknown LPIPS backbone {net!r}; choose one of {', '.join(_LAYOUTS)}")
+        raise InsetganError(f"unknown LPIPS backbone {net!r}; choose one of {', '.join(_LAYOUTS)}")
     return BACKBONE_FILES[net]
 
 
@@ -75,7 +76,7 @@ def find_backbone(net: str, path: str | os.PathLike | None = None) -> Path | Non
         p = Path(path).expanduser()
         found = p / name if p.is_dir() else p
         if not found.is_file():
-            raise ValueError(f"LPIPS backbone weights not found at {path} "
+            raise InsetganError(f"LPIPS backbone weights not found at {path} "
                              f"(expected a file or a folder holding {name})")
         return found
     for folder in _search_dirs():
@@ -120,7 +121,7 @@ class LPIPS(nn.Module):
         if backbone is None:
             path = find_backbone(net)
             if path is None:
-                raise ValueError(_missing_message(net))
+                raise InsetganError(_missing_message(net))
             backbone = torch.load(path, map_location="cpu", weights_only=True)
         layout, self.taps = _LAYOUTS[net]
         self.net, self.max_size = net, max_size
@@ -128,7 +129,7 @@ class LPIPS(nn.Module):
         feats = {k[len("features."):]: v for k, v in backbone.items() if k.startswith("features.")}
         expected = set(self.features.state_dict())
         if set(feats) != expected:
-            raise ValueError(f"backbone is not a torchvision {net} state dict: "
+            raise InsetganError(f"backbone is not a torchvision {net} state dict: "
                              f"missing {sorted(expected - set(feats))}, "
                              f"unexpected {sorted(set(feats) - expected)}")
         self.features.load_state_dict(feats)
@@ -153,7 +154,7 @@ class LPIPS(nn.Module):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Distance per image [B] between ``a`` and ``b`` [B, 3, H, W] in [-1, 1]; differentiable."""
         if a.shape != b.shape or a.ndim != 4 or a.shape[1] not in (1, 3):
-            raise ValueError(f"LPIPS needs two [B, 3 or 1, H, W] tensors of one shape, "
+            raise InsetganError(f"LPIPS needs two [B, 3 or 1, H, W] tensors of one shape, "
                              f"got {tuple(a.shape)}, {tuple(b.shape)}")
         if a.shape[1] == 1:  # grey images: the same value in every colour channel
             a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
@@ -201,20 +202,20 @@ def load_perceptual(spec: str = "auto", weights: str | os.PathLike | None = None
     """Build the perceptual distance named by ``spec`` (one of :data:`PERCEPTUAL_SPECS`).
 
     "lpips-vgg" / "lpips-alex" need the backbone file (see :func:`find_backbone`, ``weights``
-    being the explicit path) and raise ValueError when it is missing; "l1-ssim" is the fallback;
+    being the explicit path) and raise InsetganError when it is missing; "l1-ssim" is the fallback;
     "auto" is LPIPS-VGG when its backbone is found, else l1-ssim with a one-line ``notice``
     (also logged as a warning unless ``warn=False``, for callers that show it themselves)
     naming the missing file and where to put it.
     """
     if spec not in PERCEPTUAL_SPECS:
-        raise ValueError(f"unknown perceptual loss {spec!r}; choose one of {', '.join(PERCEPTUAL_SPECS)}")
+        raise InsetganError(f"unknown perceptual loss {spec!r}; choose one of {', '.join(PERCEPTUAL_SPECS)}")
     if spec == "l1-ssim":
         return PerceptualChoice(l1_ssim, "l1-ssim", None)
     net = "alex" if spec == "lpips-alex" else "vgg"
     path = find_backbone(net, weights)
     if path is None:
         if spec != "auto":
-            raise ValueError(_missing_message(net))
+            raise InsetganError(_missing_message(net))
         notice = _missing_message(net) + "; using the l1-ssim fallback (multi-scale L1 + SSIM) instead"
         if warn:
             log.warning(notice)

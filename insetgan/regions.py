@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from insetgan.errors import InsetganError
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,9 @@ class Box:
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(v) for v in (self.x, self.y, self.w, self.h, self.angle)):
-            raise ValueError(f"box values must be finite, got {self}")
+            raise InsetganError(f"box values must be finite, got {self}")
         if self.w <= 0 or self.h <= 0:
-            raise ValueError(f"box width and height must be positive, got {self.w}x{self.h}")
+            raise InsetganError(f"box width and height must be positive, got {self.w}x{self.h}")
 
     @property
     def center(self) -> tuple[float, float]:
@@ -41,9 +42,9 @@ class Box:
         try:
             values = [float(v) for v in str(text).split(",")]
         except ValueError:
-            raise ValueError(f"invalid box {text!r}: expected x,y,w,h") from None
+            raise InsetganError(f"invalid box {text!r}: expected x,y,w,h") from None
         if len(values) not in (4, 5):
-            raise ValueError(f"invalid box {text!r}: expected x,y,w,h")
+            raise InsetganError(f"invalid box {text!r}: expected x,y,w,h")
         return cls(*values)
 
     def inside(self, height: int, width: int) -> bool:
@@ -80,7 +81,7 @@ def crop(canvas: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:
     bilinear sampling does not alias.
     """
     if canvas.ndim != 4:
-        raise ValueError(f"canvas must be [N, C, H, W], got {list(canvas.shape)}")
+        raise InsetganError(f"canvas must be [N, C, H, W], got {list(canvas.shape)}")
     h, w = size
     factor = int(min(box.w / w, box.h / h))
     src, sbox = canvas, box
@@ -102,11 +103,11 @@ def paste(canvas: torch.Tensor, inset: torch.Tensor, box: Box, alpha: torch.Tens
     inset-frame mask). Composite with :mod:`insetgan.blend`. Differentiable in both inputs.
     """
     if inset.ndim != 4 or canvas.ndim != 4:
-        raise ValueError("canvas and inset must be [N, C, H, W]")
+        raise InsetganError("canvas and inset must be [N, C, H, W]")
     if inset.shape[1] != canvas.shape[1]:
-        raise ValueError(f"inset has {inset.shape[1]} channels but the canvas has {canvas.shape[1]}")
+        raise InsetganError(f"inset has {inset.shape[1]} channels but the canvas has {canvas.shape[1]}")
     if inset.device != canvas.device:
-        raise ValueError(f"inset is on {inset.device} but the canvas is on {canvas.device}")
+        raise InsetganError(f"inset is on {inset.device} but the canvas is on {canvas.device}")
     n = canvas.shape[0]
     H, W = canvas.shape[-2:]
     # Bring the inset close to the box's size first (antialiased), then sample exactly.

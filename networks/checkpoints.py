@@ -26,7 +26,7 @@ import torch
 from insetgan.networks import native
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.errors import CheckpointError, UnsafePickleError
-from insetgan.networks.generator import Generator
+from insetgan.networks.generator import Generator, build_generator
 from insetgan.networks.safe_pickle import PersistentRecord, safe_load_pickle
 from insetgan.torch_utils.ops.upfirdn2d import setup_filter
 
@@ -47,6 +47,32 @@ class Checkpoint:
     path: str
     notes: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def describe(ckpt: Checkpoint) -> dict[str, Any]:
+    """A JSON-able summary of a loaded checkpoint (what ``insetgan inspect`` prints)."""
+    G = ckpt.generator
+    cfg = G.cfg
+    return {
+        "path": ckpt.path,
+        "format": ckpt.format,
+        "resolution": {"height": cfg.img_height, "width": cfg.img_width},
+        "z_dim": cfg.z_dim,
+        "w_dim": cfg.w_dim,
+        "c_dim": cfg.c_dim,
+        "img_channels": cfg.img_channels,
+        "num_ws": G.num_ws,
+        "mapping_layers": cfg.mapping_layers,
+        "mapping_lr_multiplier": cfg.mapping_lr_multiplier,
+        "architecture": cfg.architecture,
+        "channels": {str(r): cfg.channels(r) for r in cfg.block_resolutions},
+        "parameters": sum(p.numel() for p in G.parameters()),
+        "num_fp16_res": cfg.num_fp16_res,
+        "fp16_resolutions": [r for r in cfg.block_resolutions if r >= cfg.fp16_resolution] if cfg.num_fp16_res else [],
+        "conv_clamp": cfg.conv_clamp,
+        "notes": list(ckpt.notes),
+        "config": cfg.to_dict(),
+    }
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -92,31 +118,6 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
     """Load just the generator from ``path`` (see :func:`load_checkpoint`)."""
     return load_checkpoint(path, device).generator
-
-
-def build_generator(cfg: GeneratorConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> Generator:
-    """Build a Generator from ``cfg`` and load ``state_dict``, cross-checking every key and shape."""
-    G = Generator(cfg)
-    expected = G.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"{source}: state dict does not match its config: {'; '.join(parts)}")
-    for key, ref in expected.items():
-        got = state_dict[key]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{source}: tensor {key} has shape {list(got.shape)} but the config implies {list(ref.shape)}"
-            )
-        if not got.dtype.is_floating_point:
-            raise CheckpointError(f"{source}: tensor {key} has non-float dtype {got.dtype}")
-    G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
-    return G
 
 
 def estimate_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from insetgan.torch_utils.ops.bias_act import ACTIVATIONS
+from insetgan.errors import InsetganError
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +59,28 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         res = self.img_resolution
         if not isinstance(res, int) or res < 4 or res & (res - 1):
-            raise ValueError(f"img_resolution must be a power of two >= 4, got {res!r}")
+            raise InsetganError(f"img_resolution must be a power of two >= 4, got {res!r}")
         if not self.square and res < 8:
-            raise ValueError("a 2:1 (square=False) generator needs img_resolution >= 8")
+            raise InsetganError("a 2:1 (square=False) generator needs img_resolution >= 8")
         for name in ("z_dim", "w_dim", "c_dim", "img_channels", "mapping_layers", "channel_base", "channel_max"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+                raise InsetganError(f"{name} must be a non-negative integer, got {value!r}")
         if self.w_dim < 1 or self.img_channels < 1 or self.mapping_layers < 1:
-            raise ValueError("w_dim, img_channels and mapping_layers must be >= 1")
+            raise InsetganError("w_dim, img_channels and mapping_layers must be >= 1")
         if self.z_dim == 0 and self.c_dim == 0:
-            raise ValueError("a generator needs z_dim > 0 or c_dim > 0")
+            raise InsetganError("a generator needs z_dim > 0 or c_dim > 0")
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+            raise InsetganError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         for name in ("mapping_activation", "activation"):
             if getattr(self, name) not in ACTIVATIONS:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}")
+                raise InsetganError(f"unknown {name} {getattr(self, name)!r}")
         if self.num_fp16_res < 0:
-            raise ValueError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
+            raise InsetganError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
         if self.conv_clamp is not None and self.conv_clamp < 0:
-            raise ValueError("conv_clamp must be None or >= 0")
+            raise InsetganError("conv_clamp must be None or >= 0")
         if min(self.channels(r) for r in self.block_resolutions) < 1:
-            raise ValueError("channel_base/channel_max give a block with zero channels")
+            raise InsetganError("channel_base/channel_max give a block with zero channels")
 
     # Derived quantities -------------------------------------------------------------------------
     @property
@@ -133,7 +134,7 @@ class GeneratorConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown generator config keys: {', '.join(sorted(unknown))}")
+            raise InsetganError(f"unknown generator config keys: {', '.join(sorted(unknown))}")
         d = dict(d)
         if "resample_filter" in d:
             d["resample_filter"] = tuple(float(v) for v in d["resample_filter"])
@@ -143,7 +144,7 @@ class GeneratorConfig:
     def from_init_kwargs(cls, init_kwargs: Mapping[str, Any], init_args: Sequence[Any] = ()) -> "GeneratorConfig":
         """Build a config from the constructor arguments recorded in an official pickle."""
         if len(init_args) > len(_POSITIONAL):
-            raise ValueError(f"unexpected positional generator arguments: {list(init_args)}")
+            raise InsetganError(f"unexpected positional generator arguments: {list(init_args)}")
         kw: dict[str, Any] = dict(zip(_POSITIONAL, init_args))
         kw.update({k: v for k, v in dict(init_kwargs).items()})
         mapping = dict(kw.pop("mapping_kwargs", None) or {})
@@ -155,7 +156,7 @@ class GeneratorConfig:
                 synthesis[key] = kw.pop(key)
         missing = [k for k in ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels") if k not in kw]
         if missing:
-            raise ValueError(f"generator init kwargs lack {', '.join(missing)}")
+            raise InsetganError(f"generator init kwargs lack {', '.join(missing)}")
 
         out: dict[str, Any] = {k: kw[k] for k in top_fields if k in kw}
         mapping_names = {

@@ -16,6 +16,7 @@ from torch import nn
 
 from insetgan.networks.generator import FullyConnectedLayer, float_dtype
 from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+from insetgan.errors import InsetganError
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class DiscriminatorConfig:
     def __post_init__(self) -> None:
         res = self.img_resolution
         if res < 8 or res & (res - 1):
-            raise ValueError(f"discriminator resolution must be a power of two >= 8, got {res}")
+            raise InsetganError(f"discriminator resolution must be a power of two >= 8, got {res}")
 
     def channels(self, res: int) -> int:
         """Feature channels at resolution ``res``."""
@@ -129,7 +130,7 @@ class Discriminator(nn.Module):
         want = (self.cfg.img_channels, self.cfg.img_resolution,
                 self.cfg.img_resolution if self.cfg.square else self.cfg.img_resolution // 2)
         if img.ndim != 4 or tuple(img.shape[1:]) != want:
-            raise ValueError(f"the discriminator takes [N, {want[0]}, {want[1]}, {want[2]}] images, "
+            raise InsetganError(f"the discriminator takes [N, {want[0]}, {want[1]}, {want[2]}] images, "
                              f"got {list(img.shape)}")
         x = None
         for res in self.block_resolutions:

@@ -1,7 +1,8 @@
-"""Errors raised by the checkpoint loaders."""
+"""Errors raised by the checkpoint loaders (user errors: see :mod:`insetgan.errors`)."""
+from insetgan.errors import InsetganError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InsetganError):
     """A checkpoint file cannot be read safely or does not describe a supported generator."""
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +14,8 @@ from torch import nn
 
 from insetgan.networks.config import GeneratorConfig
 from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+from insetgan.errors import InsetganError
+from insetgan.networks.errors import CheckpointError
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -147,11 +149,11 @@ class MappingNetwork(nn.Module):
         parts = []
         if self.z_dim > 0:
             if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
-                raise ValueError(f"z must have shape [N, {self.z_dim}], got {None if z is None else list(z.shape)}")
+                raise InsetganError(f"z must have shape [N, {self.z_dim}], got {None if z is None else list(z.shape)}")
             parts.append(normalize_2nd_moment(z.to(float_dtype(self))))
         if self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
-                raise ValueError(f"c must have shape [N, {self.c_dim}] for this conditional model")
+                raise InsetganError(f"c must have shape [N, {self.c_dim}] for this conditional model")
             parts.append(normalize_2nd_moment(self.embed(c.to(float_dtype(self)))))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for i in range(self.num_layers):
@@ -371,12 +373,12 @@ class SynthesisNetwork(nn.Module):
         picks the memory layout per block (see :meth:`SynthesisBlock.forward`).
         """
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
+            raise InsetganError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.cfg.w_dim:
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.cfg.w_dim}], got {list(ws.shape)}")
+            raise InsetganError(f"ws must have shape [N, {self.num_ws}, {self.cfg.w_dim}], got {list(ws.shape)}")
         n_layers = len(self.noise_buffers())
         if noise is not None and len(noise) != n_layers:
-            raise ValueError(f"noise must hold {n_layers} maps (one per layer), got {len(noise)}")
+            raise InsetganError(f"noise must hold {n_layers} maps (one per layer), got {len(noise)}")
         noise_iter = iter(noise) if noise else None
         ws = ws.to(float_dtype(self))
         if fused_modconv is None:
@@ -434,3 +436,28 @@ class Generator(nn.Module):
         """Map ``z`` (and class ``c``) to ws and synthesise images [N, C, H, W]."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv, force_fp32=force_fp32)
+
+
+def build_generator(cfg: GeneratorConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> Generator:
+    """Build a Generator from ``cfg`` and load ``state_dict``, cross-checking every key and shape."""
+    G = Generator(cfg)
+    expected = G.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{source}: state dict does not match its config: {'; '.join(parts)}")
+    for key, ref in expected.items():
+        got = state_dict[key]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{source}: tensor {key} has shape {list(got.shape)} but the config implies {list(ref.shape)}"
+            )
+        if not got.dtype.is_floating_point:
+            raise CheckpointError(f"{source}: tensor {key} has non-float dtype {got.dtype}")
+    G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
+    return G

@@ -19,7 +19,9 @@ from safetensors.torch import save as save_bytes
 from insetgan.networks.files import atomic_write_bytes
 
 from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.generator import build_generator
 from insetgan.networks.errors import CheckpointError
+from insetgan.errors import InsetganError
 
 FORMAT_NAME = "insetgan-generator"
 FORMAT_VERSION = 1
@@ -42,7 +44,7 @@ def to_bytes(G: torch.nn.Module, extra: Mapping[str, Any] | None = None, dtype: 
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": G.cfg.to_json()}
     for key, value in (extra or {}).items():
         if key in meta:
-            raise ValueError(f"metadata key {key!r} is reserved")
+            raise InsetganError(f"metadata key {key!r} is reserved")
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in G.state_dict().items()}
     return save_bytes(tensors, metadata=meta)
@@ -66,8 +68,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def load(path: str | os.PathLike):
     """Load ``(Generator, metadata)`` from an insetgan safetensors file."""
-    from insetgan.networks.checkpoints import build_generator  # local import: checkpoints imports this module
-
     meta = read_metadata(path)
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: safetensors file without insetgan generator metadata")

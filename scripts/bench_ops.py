@@ -106,7 +106,7 @@ def bench_generator(device: str, repeats: int, rounds: int = 3) -> None:
             os.environ.pop("INSETGAN_OPS", None)
         else:
             os.environ["INSETGAN_OPS"] = saved
-    print(f"\n| device | generator 1024x1024 | forward s | fwd+bwd to ws s | forward speed-up | fwd+bwd speed-up |")
+    print("\n| device | generator 1024x1024 | forward s | fwd+bwd to ws s | forward speed-up | fwd+bwd speed-up |")
     print("|---|---|---:|---:|---:|---:|")
     ref_f, ref_b = (statistics.median(t) for t in times["reference ops"])
     for name, (f, b) in times.items():

@@ -14,6 +14,8 @@ FIXTURES = SHARED / "fixtures"
 def fixture_path(name: str) -> Path:
     """Path of a file in ../shared/fixtures; skips the test when the folder is absent."""
     path = FIXTURES / name
+    if not path.exists() and os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{path} not found: under CI (CI=true) the shared folder must be beside the checkout")
     if not path.exists():
         pytest.skip(f"{path} not found (set INSETGAN_SHARED to the shared folder)")
     return path

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from insetgan import frontend
+from insetgan import photos
 from insetgan import invert as inv
 from insetgan.perceptual import l1_ssim
 from insetgan.networks.checkpoints import load_generator
@@ -102,15 +102,15 @@ def test_person_crop_aspect_mask_and_reflection():
     photo = Image.fromarray(np.arange(60 * 40 * 3, dtype=np.uint8).reshape(60, 40, 3))
     mask = np.zeros((60, 40), np.uint8)
     mask[10:50, 25:39] = 255  # a person near the right edge: the window leaves the photo
-    crop, mcrop = frontend.person_crop(photo, 32, 16, Image.fromarray(mask))
+    crop, mcrop = photos.person_crop(photo, 32, 16, Image.fromarray(mask))
     assert crop.size == (16, 32) and mcrop.size == (16, 32)
     m = np.asarray(mcrop) > 127
     assert m[:, 8].mean() > 0.8  # the person is centred
     assert not m[:, -1].any()  # outside the photo the mask is empty
-    idx = frontend._reflect_index(-3, 5, 4)
+    idx = photos._reflect_index(-3, 5, 4)
     assert idx.tolist() == [2, 1, 0, 0, 1, 2, 3, 3]
     with pytest.raises(ValueError, match="mask is empty"):
-        frontend.person_crop(photo, 32, 16, Image.fromarray(np.zeros((60, 40), np.uint8)))
+        photos.person_crop(photo, 32, 16, Image.fromarray(np.zeros((60, 40), np.uint8)))
 
 
 def test_invert_cli_writes_outputs_and_pti_generator(tmp_path, G):

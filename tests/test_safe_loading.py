@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import builtins
-import io
 import os
 import pickle
 import subprocess

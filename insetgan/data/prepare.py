@@ -30,7 +30,7 @@ import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -38,8 +38,10 @@ from PIL import Image
 from insetgan import io as iio
 from insetgan.align import LandmarkDetector, ffhq_quad, align_ffhq, open_rgb
 from insetgan.boxes import clamp_box, ffhq_box
-from insetgan.frontend import reflect_crop
+from insetgan.photos import reflect_crop
 from insetgan.regions import Box
+from insetgan.errors import InsetganError
+from insetgan.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,12 @@ DEFAULT_LABELS = {"boots": 7, "clogs": 12, "flats": 16, "heels": 21, "loafers": 
                   "sunglasses": 47}
 HEAD_SIDE, HEAD_CENTRE, HEAD_BAND = 0.143, 0.081, 0.1  # label-map face box, in units of the person height
 DETECT_RETRY_PX = 1024  # detector images up to this side are searched again with 2x detector upsampling
-Progress = Callable[[int, int, dict[str, float]], None]
 XYWH = tuple[float, float, float, float]
 
 
 def _check_size(value: int, what: str) -> None:
     if value < 8:
-        raise ValueError(f"{what} must be >= 8, got {value}")
+        raise InsetganError(f"{what} must be >= 8, got {value}")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class BodiesConfig:
         _check_size(self.height, "--height")
         _check_size(self.width, "--width")
         if self.upscale < 1 or self.margin < 1:
-            raise ValueError("upscale and margin must be >= 1")
+            raise InsetganError("upscale and margin must be >= 1")
         _check_limit(self.limit)
 
 
@@ -91,7 +92,7 @@ class FacesConfig:
     def __post_init__(self) -> None:
         _check_size(self.size, "--size")
         if self.min_face < 0:
-            raise ValueError(f"--min-face must be >= 0, got {self.min_face}")
+            raise InsetganError(f"--min-face must be >= 0, got {self.min_face}")
         _check_limit(self.limit)
 
 
@@ -107,15 +108,15 @@ class ShoesConfig:
     def __post_init__(self) -> None:
         _check_size(self.size, "--size")
         if not 0 <= self.pad <= 4:
-            raise ValueError(f"--pad must be in [0, 4], got {self.pad}")
+            raise InsetganError(f"--pad must be in [0, 4], got {self.pad}")
         if self.min_px < 1:
-            raise ValueError(f"--min-px must be >= 1, got {self.min_px}")
+            raise InsetganError(f"--min-px must be >= 1, got {self.min_px}")
         _check_limit(self.limit)
 
 
 def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+        raise InsetganError(f"--limit must be >= 1, got {limit}")
 
 
 # ---------------------------------------------------------------------------- sources and labels
@@ -124,11 +125,11 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     """Image files of ``folder`` sorted by name (the first ``limit``); one-line errors for a missing or empty folder."""
     path = Path(folder)
     if not path.is_dir():
-        raise ValueError(f"source folder not found: {folder}")
+        raise InsetganError(f"source folder not found: {folder}")
     files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
                     and p.is_file()), key=lambda p: p.name)
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) in {folder}")
+        raise InsetganError(f"no images ({', '.join(IMAGE_EXTS)}) in {folder}")
     return files[:limit or None]
 
 
@@ -148,7 +149,7 @@ class LabelSet:
                 names = {n.strip().lower(): i for i, n in enumerate(cand.read_text().splitlines()) if n.strip()}
                 missing = [n for n in FOOTWEAR_NAMES if n not in names]
                 if len(missing) == len(FOOTWEAR_NAMES):
-                    raise ValueError(f"{cand} names no footwear label ({', '.join(FOOTWEAR_NAMES)})")
+                    raise InsetganError(f"{cand} names no footwear label ({', '.join(FOOTWEAR_NAMES)})")
                 return cls(tuple(names[n] for n in FOOTWEAR_NAMES if n in names),
                            tuple(names[n] for n in HEAD_NAMES if n in names), str(cand.resolve()))
         log.warning("no label_names.txt found for %s; using the ccp label indices", labels_dir)
@@ -353,9 +354,9 @@ class DatasetWriter:
     def __init__(self, out: str | Path, zip_output: bool = False, sources: Iterable[str | Path] = ()) -> None:
         self.out = Path(out)
         if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"--out {out} exists and is not a directory")
+            raise InsetganError(f"--out {out} exists and is not a directory")
         if any(self.out.resolve() == Path(s).resolve() for s in sources):
-            raise ValueError(f"--out {out} is a source folder: choose another output folder")
+            raise InsetganError(f"--out {out} is a source folder: choose another output folder")
         self.out.mkdir(parents=True, exist_ok=True)
         self.count, self._zip, self._tmp = 0, None, None
         if zip_output:
@@ -473,7 +474,7 @@ def prepare_bodies(src: str | Path, out: str | Path, cfg: BodiesConfig = BodiesC
     """
     files = list_images(src, cfg.limit)
     if labels is not None and not Path(labels).is_dir():
-        raise ValueError(f"labels folder not found: {labels}")
+        raise InsetganError(f"labels folder not found: {labels}")
     lset = LabelSet.load(labels) if labels is not None else None
     detector = detector or _detector(required=False)
     H, W = cfg.height, cfg.width
@@ -510,7 +511,7 @@ def prepare_faces(srcs: Sequence[str | Path], out: str | Path, cfg: FacesConfig 
     (FFHQ quad side under ``cfg.min_face`` source pixels).
     """
     if not srcs:
-        raise ValueError("give at least one source folder")
+        raise InsetganError("give at least one source folder")
     lists = [list_images(s) for s in srcs]
     files = [(k, p) for k, lst in enumerate(lists) for p in lst][:cfg.limit or None]
     detector = detector or _detector(required=True)
@@ -550,7 +551,7 @@ def prepare_shoes(src: str | Path, labels: str | Path, out: str | Path, cfg: Sho
     """
     files = list_images(src, cfg.limit)
     if not Path(labels).is_dir():
-        raise ValueError(f"labels folder not found: {labels}")
+        raise InsetganError(f"labels folder not found: {labels}")
     lset = LabelSet.load(labels)
     records, skipped, skips = [], Counter(), []
     with DatasetWriter(out, zip_output, [src, labels]) as writer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from insetgan.errors import InsetganError
 
 POLICIES = ("color", "translation", "cutout")
 
@@ -19,7 +20,7 @@ def parse_policy(text: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in text.split(",") if p.strip()) if text else ()
     unknown = [p for p in parts if p not in POLICIES]
     if unknown:
-        raise ValueError(f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+        raise InsetganError(f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
     return parts
 
 

@@ -12,6 +12,7 @@ import torch
 
 from insetgan.networks.discriminator import Discriminator
 from insetgan.networks.generator import Generator
+from insetgan.errors import InsetganError
 
 
 @torch.no_grad()
@@ -22,7 +23,7 @@ def style_spread(G: Generator, n: int = 256, seed: int = 0) -> dict[str, float]:
     ``w`` for the mapping output itself. 0 means the layer ignores the latent.
     """
     if n < 2:
-        raise ValueError(f"style_spread needs at least 2 samples, got {n}")
+        raise InsetganError(f"style_spread needs at least 2 samples, got {n}")
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
     w = G.mapping(z.to(G.w_avg.device), None)[:, 0]
     out = {"w": float(w.std(0).mean() / w.mean(0).abs().mean().clamp_min(1e-12))}

@@ -21,7 +21,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from insetgan.train.augment import augment, draw_params, parse_policy
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.discriminator import Discriminator, DiscriminatorConfig
 from insetgan.networks.generator import Generator
+from insetgan.errors import InsetganError
+from insetgan.progress import Progress
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -72,16 +74,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.kimg <= 0 or self.lr <= 0 or self.gamma < 0 or self.r1_interval < 1:
-            raise ValueError("need batch >= 1, kimg > 0, lr > 0, gamma >= 0 and r1_interval >= 1")
+            raise InsetganError("need batch >= 1, kimg > 0, lr > 0, gamma >= 0 and r1_interval >= 1")
         if self.lr_d is not None and self.lr_d <= 0:
-            raise ValueError(f"the discriminator's lr must be > 0, got {self.lr_d}")
+            raise InsetganError(f"the discriminator's lr must be > 0, got {self.lr_d}")
         if self.batch_gpu is not None and (self.batch_gpu < 1 or self.batch % self.batch_gpu):
-            raise ValueError(f"--batch {self.batch} must be a multiple of --batch-gpu {self.batch_gpu}")
+            raise InsetganError(f"--batch {self.batch} must be a multiple of --batch-gpu {self.batch_gpu}")
         if self.map_layers < 1 or self.channel_base < 1 or self.channel_max < 1:
-            raise ValueError("map_layers, channel_base and channel_max must be >= 1")
+            raise InsetganError("map_layers, channel_base and channel_max must be >= 1")
         c4 = min(self.channel_base // 4, self.channel_max)
         if self.mbstd_channels < 1 or c4 % self.mbstd_channels:
-            raise ValueError(f"--mbstd-channels {self.mbstd_channels} must divide the discriminator's "
+            raise InsetganError(f"--mbstd-channels {self.mbstd_channels} must divide the discriminator's "
                              f"{c4} channels at 4x4")
         parse_policy(self.aug)
 
@@ -126,16 +128,16 @@ def load_dataset(path: str | Path) -> ImageSet:
         if (p / "dataset.json").is_file():
             meta = json.loads((p / "dataset.json").read_text())
     else:
-        raise ValueError(f"dataset not found: {path} (a folder of images or a .zip)")
+        raise InsetganError(f"dataset not found: {path} (a folder of images or a .zip)")
     if not blobs:
-        raise ValueError(f"no images in {path}")
+        raise InsetganError(f"no images in {path}")
     arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise ValueError(f"dataset images differ in size: {sorted(shapes)[:3]}")
+        raise InsetganError(f"dataset images differ in size: {sorted(shapes)[:3]}")
     H, W, _ = arrays[0].shape
     if H < 8 or H & (H - 1) or W not in (H, H // 2):
-        raise ValueError(f"dataset images are {H}x{W}: need a power-of-two height and width = height or height/2")
+        raise InsetganError(f"dataset images are {H}x{W}: need a power-of-two height and width = height or height/2")
     return ImageSet(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), meta)
 
 
@@ -254,11 +256,11 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     rank, world = _world()
     B = cfg.batch
     if B % world:
-        raise ValueError(f"--batch {B} must be divisible by the number of processes ({world})")
+        raise InsetganError(f"--batch {B} must be divisible by the number of processes ({world})")
     local = B // world
     chunk = cfg.batch_gpu or local
     if local % chunk:
-        raise ValueError(f"the per-process batch {local} must be a multiple of --batch-gpu {chunk}")
+        raise InsetganError(f"the per-process batch {local} must be a multiple of --batch-gpu {chunk}")
     G, D = state.G, state.D
     r = _draw(cfg, state.step, data.images.shape[0], G.num_ws)
     policy = parse_policy(cfg.aug)
@@ -357,16 +359,16 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
     try:
         sd = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-        raise ValueError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
+        raise InsetganError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(sd, dict) or sd.get("version") != STATE_VERSION:
-        raise ValueError(f"{path} is not an insetgan training state")
+        raise InsetganError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
     arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "mbstd_channels", "batch", "seed", "aug",
             "noise")
     before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
     changed = [k for k in arch if before[k] != getattr(cfg, k)]
     if changed:
-        raise ValueError(f"--resume: the run was trained with different {', '.join(changed)} "
+        raise InsetganError(f"--resume: the run was trained with different {', '.join(changed)} "
                          f"({', '.join(f'{k}={before[k]}' for k in changed)})")
     state = build_state(cfg, data, device)
     try:
@@ -378,7 +380,7 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
             for g, (lr, betas) in zip(opt.param_groups, fresh):  # this run's --lr: a resumed run may lower it
                 g.update(lr=lr, betas=betas)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise ValueError(f"--resume: {path} does not match this dataset/config: {str(exc).splitlines()[0]}") from None
+        raise InsetganError(f"--resume: {path} does not match this dataset/config: {str(exc).splitlines()[0]}") from None
     state.step, state.nimg = int(sd["step"]), int(sd["nimg"])
     torch.set_rng_state(sd["rng_torch"].cpu())
     return state
@@ -395,12 +397,12 @@ def sample_grid(G: Generator, seeds: int, device: torch.device) -> np.ndarray:
     return grid([to_uint8(i) for i in imgs.cpu()], cols=int(math.ceil(math.sqrt(seeds))))
 
 
-Progress = Callable[[TrainState, dict[str, float], float], None]
-
-
 def train(data: ImageSet, cfg: TrainConfig, outdir: Path, device: torch.device, resume: str | None = None,
           progress: Progress | None = None) -> TrainState:
     """Train until ``cfg.kimg`` thousand images; snapshots (state, sample grid, safetensors G_ema) on rank 0.
+
+    ``progress(images shown, images in all, losses with kimg and img/s)`` is called after
+    every step on rank 0.
 
     Every ``snapshot_kimg`` and at the end, rank 0 writes ``state-KKKKKK.pt`` (resumable),
     ``samples-KKKKKK.png`` and ``network-KKKKKK.safetensors`` (G_ema in our format, with the
@@ -421,7 +423,7 @@ def train(data: ImageSet, cfg: TrainConfig, outdir: Path, device: torch.device, 
         ips = cfg.batch / max(now - t_last, 1e-9)
         t_last = now
         if progress is not None and rank == 0:
-            progress(state, losses, ips)
+            progress(min(state.nimg, total), total, {**losses, "kimg": state.nimg / 1000, "img/s": ips})
         if rank == 0 and (state.nimg >= next_snap or state.nimg >= total):
             tag = f"{state.nimg // 1000:06d}"
             save_state(state, cfg, outdir / f"state-{tag}.pt")

@@ -10,10 +10,12 @@ elements).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
 from insetgan.torch_utils import custom_ops
+from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
 IMPLS = ("auto", "ref", "cpp", "cuda")
 KERNEL_DTYPES = {
@@ -55,3 +57,25 @@ def resolve(impl: str, x: torch.Tensor) -> str:
 def plugin(kind: str):
     """The loaded plugin module for kind 'cpp' or 'cuda'."""
     return custom_ops.get_plugin("cuda" if kind == "cuda" else "cpu")
+
+
+def ops_report() -> dict[str, Any]:
+    """Which op implementations are active on this machine and why (builds the kernels if needed)."""
+    forced = forced_reference()
+    report: dict[str, Any] = {
+        "torch": torch.__version__,
+        "INSETGAN_OPS": os.environ.get("INSETGAN_OPS", ""),
+        "cache": str(custom_ops.cache_root()),
+        "allocator_tuned": tune_cpu_allocator(),
+        "devices": {},
+    }
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        if forced:
+            report["devices"][dev] = {"active": "ref", "reason": "INSETGAN_OPS=ref forces the reference ops"}
+            continue
+        ok, reason = custom_ops.plugin_status(dev)
+        report["devices"][dev] = {"active": ("cpp" if dev == "cpu" else "cuda") if ok else "ref", "reason": reason}
+    if not torch.cuda.is_available():
+        report["devices"]["cuda"] = {"active": "none", "reason": "no CUDA device (torch.cuda.is_available() is False)"}
+    return report

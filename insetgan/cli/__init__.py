@@ -1,0 +1,53 @@
+"""The ``insetgan`` command line: thin wrappers that parse, load, call library functions and write files.
+
+One module per command group: :mod:`~insetgan.cli.checkpoints` (generate, inspect, convert,
+models, doctor), :mod:`~insetgan.cli.compose` (compose, sample-bodies, refine-face),
+:mod:`~insetgan.cli.photos` (align, invert) and :mod:`~insetgan.cli.training` (prepare,
+train); shared options and error handling live in :mod:`~insetgan.cli.common`.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+import insetgan
+from insetgan.cli import checkpoints, compose, photos, training
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(insetgan.__version__, prog_name="insetgan")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--quiet", is_flag=True, help="Only print errors.")
+def cli(debug: bool, quiet: bool) -> None:
+    """Compose full-body humans from canvas and inset StyleGAN2 generators."""
+    level = logging.DEBUG if debug else (logging.ERROR if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+
+
+for _module in (checkpoints, compose, photos, training):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI with one-line user errors and proper exit codes.
+
+    User errors (bad input) print one line and exit 1; usage errors exit 2; anything else is
+    a bug and shows its traceback.
+    """
+    from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tune_cpu_allocator()
+    try:
+        cli.main(args=argv, prog_name="insetgan", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,132 @@
+"""What every command group shares: error handling, option types, shared options, devices, outputs."""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import torch
+
+from insetgan import io as iio
+from insetgan.errors import InsetganError
+from insetgan.io import versions  # noqa: F401  (re-exported for the command modules)
+from insetgan.models import load_network  # noqa: F401
+from insetgan.progress import ProgressBar
+
+log = logging.getLogger("insetgan")
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user (exit code 1)."""
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn user errors (:class:`InsetganError`, checkpoint errors, OS errors) into one-line messages.
+
+    Anything else is a bug and keeps its traceback. ``--debug`` shows tracebacks for all.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (InsetganError, OSError) as exc:
+            if root_flag("debug"):
+                raise
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(msg) from None
+
+    return wrapper
+
+
+def root_flag(name: str) -> bool:
+    """A flag of the top-level group (``--debug``, ``--quiet``) from within a command."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get(name))
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that must be finite (no nan/inf), optionally within a range."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse and range-check (nan passes every comparison), then reject nan and inf."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def finite(min: float | None = None, max: float | None = None, min_open: bool = False) -> FiniteFloat:
+    """The click type of a finite float in [min, max] (``min_open``: strictly above min)."""
+    return FiniteFloat(min=min, max=max, min_open=min_open)
+
+
+FINITE = finite()
+
+DEVICES = ("auto", "cpu", "cuda")
+device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                             help="Where to run (auto: CUDA when available).")
+outdir_option = click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+progress_option = click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "lines", "off"]),
+                               default="auto", show_default=True,
+                               help="auto: a bar on a terminal, a line every few percent otherwise.")
+
+
+def perceptual_options(fn: Callable) -> Callable:
+    """``--perceptual`` and ``--weights``."""
+    from insetgan.perceptual import PERCEPTUAL_SPECS
+
+    fn = click.option("--weights", default=None, metavar="PATH",
+                      help="LPIPS backbone file or folder (else $INSETGAN_WEIGHTS, then the torch hub cache).")(fn)
+    return click.option("--perceptual", type=click.Choice(PERCEPTUAL_SPECS), default="auto", show_default=True,
+                        help="Perceptual loss: LPIPS when its backbone weights are found (auto), or the l1-ssim "
+                             "fallback.")(fn)
+
+
+def job_options(fn: Callable) -> Callable:
+    """The options of every optimisation job: perceptual loss, device, output folder, progress."""
+    for opt in (progress_option, outdir_option, device_option):
+        fn = opt(fn)
+    return perceptual_options(fn)
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device for ``--device``; an error when CUDA is asked for but missing."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InsetganError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def prepare_outdir(outdir: str) -> Path:
+    """Create the output folder (an error when the path is a file)."""
+    path = Path(outdir)
+    if path.exists() and not path.is_dir():
+        raise InsetganError(f"--outdir {outdir} exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_files(outdir: str | Path, files: dict[str, bytes]) -> Path:
+    """Write already-encoded outputs atomically, each its own temporary file then rename."""
+    path = prepare_outdir(str(outdir))
+    for name, data in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        iio.atomic_write_bytes(target, data)
+    return path
+
+
+def progress_bar(desc: str, mode: str = "auto", notice: str | None = None,
+                 keys: Callable[[str], bool] | None = None, unit: str = "step") -> ProgressBar:
+    """A progress reporter for ``--progress`` (silent with ``--quiet`` or ``off``)."""
+    tty = {"bar": True, "lines": False}.get(mode)
+    return ProgressBar(desc, quiet=root_flag("quiet") or mode == "off", stream=sys.stderr, notice=notice, keys=keys,
+                       unit=unit, tty=tty)

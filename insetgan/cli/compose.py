@@ -1,0 +1,261 @@
+"""The composition jobs: compose, sample-bodies, refine-face."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from insetgan import io as iio
+from insetgan import jobs
+from insetgan.cli.common import FINITE, finite, handle_errors, job_options, log, progress_bar, torch_device, \
+    write_files
+from insetgan.embedding import EmbedConfig
+from insetgan.errors import InsetganError
+from insetgan.invert import InvertConfig, PTIConfig
+from insetgan.perceptual import load_perceptual
+from insetgan.regions import Box
+from insetgan.requests import (ComposeRequest, RequestOutput, check_photo, load_generator_for, report_head,
+                               resolve_config, run_compose_request, user_face)
+
+
+def _source(seed: int | None, latent: str | None, key: str, what: str, default_seed: int | None = None
+            ) -> jobs.LatentSource | None:
+    if seed is not None and latent is not None:
+        raise InsetganError(f"give either --{what}-seed or --{what}-latent, not both")
+    if latent is not None:
+        return jobs.LatentSource(path=latent, key=key)
+    if seed is None:
+        if default_seed is None:
+            return None
+        seed = default_seed
+    if not 0 <= seed <= iio.MAX_SEED:
+        raise InsetganError(f"--{what}-seed must be in 0..{iio.MAX_SEED}")
+    return jobs.LatentSource(seed=seed, key=key)
+
+
+def _box(text: str | None, what: str) -> Box | None:
+    if text is None:
+        return None
+    try:
+        return Box.parse(text)
+    except ValueError as exc:
+        raise InsetganError(f"--{what}-box: {exc}") from None
+
+
+def _engine_options(fn: Callable) -> Callable:
+    options = [
+        click.option("--preset", default="default", show_default=True, metavar="NAME|FILE",
+                     help="default, paper, stylegan-human, or a JSON/YAML config file."),
+        click.option("--steps", type=int, default=None,
+                     help="Total steps (the preset's schedule is rescaled)."),
+        click.option("--trunc", type=FINITE, default=0.7, show_default=True, help="Truncation psi for seeds."),
+        click.option("--blend", type=click.Choice(["hard", "feather", "laplacian"]), default=None,
+                     help="Final composite (default: the preset's)."),
+        click.option("--face-box", default=None, metavar="x,y,w,h", help="Face box in canvas pixels (skips detection)."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return job_options(fn)
+
+
+def _invert_options(fn: Callable) -> Callable:
+    options = [
+        click.option("--invert-steps", type=click.IntRange(1, 100000), default=InvertConfig.steps, show_default=True,
+                     help="Projector steps for --face/--outfit/--reference photos."),
+        click.option("--pti", is_flag=True, help="Pivotal tuning after projecting a photo (sharper, slower)."),
+        click.option("--pti-steps", type=click.IntRange(1, 100000), default=PTIConfig.steps, show_default=True),
+        click.option("--identity-weight", type=finite(0), default=0.5, show_default=True,
+                     help="Weight of the MobileFaceNet identity loss keeping the user's face."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def _embed_config(invert_steps: int, pti: bool, pti_steps: int, identity_weight: float) -> EmbedConfig:
+    return EmbedConfig(InvertConfig(mode="wplus", steps=invert_steps), PTIConfig(steps=pti_steps) if pti else None,
+                       identity_weight=identity_weight)
+
+
+def _progress_factory(mode: str) -> Callable[[str, str | None], Any]:
+    """Progress bars for a job's loops, showing the total and the coarse and border losses."""
+    def keys(k: str) -> bool:
+        return k == "total" or k.endswith("coarse_l1") or k.endswith(":border")
+
+    return lambda desc, notice: progress_bar(desc, mode, notice, keys)
+
+
+def _write_job(res: RequestOutput, outdir: str) -> None:
+    """Write a job's files (and new inversion cache entries into OUTDIR/cache), all at the end."""
+    files = {f"cache/{name}": data for name, data in res.cache_files.items()}
+    files.update(res.job.files)
+    path = write_files(outdir, files)
+    after = res.job.report["metrics"]["after"]
+    seams = [v for row in after for k, v in row.items() if k.endswith(":seam") and v is not None]
+    log.info("wrote %d files to %s (seam score %s, %d steps in %.1f s)", len(res.job.files), path,
+             ", ".join(f"{s:.3f}" for s in seams[:8]), res.job.report["steps"],
+             res.job.report["timings_s"]["optimize"])
+
+
+_DETECTOR = click.option("--detector", type=click.Choice(jobs.DETECTORS), default="auto", show_default=True,
+                         help="Face box: dlib detection (auto: when installed), or the fixed prior.")
+_BODY = click.option("--body", default="default", show_default=True, metavar="CKPT",
+                     help="Canvas (full-body) generator; 'default' = the built-in model.")
+_FACE_NET = click.option("--face-net", default="default", show_default=True, metavar="CKPT",
+                         help="Face generator; 'default' = the built-in model.")
+
+
+@click.command()
+@_BODY
+@_FACE_NET
+@click.option("--face", "face_photo", default=None, metavar="PHOTO", help="Your selfie: the result gets your face.")
+@click.option("--outfit", default=None, metavar="PHOTO", help="A full-body photo whose clothes the body starts from.")
+@click.option("--outfit-mask", default=None, metavar="MASK", help="Person mask of --outfit (non-zero = person).")
+@click.option("--shoes-net", default=None, metavar="CKPT", help="Optional shoes generator ('default' = built-in).")
+@click.option("--body-seed", type=int, default=None, help="Body seed (default 0).")
+@click.option("--body-latent", default=None, metavar="FILE", help="Body W/W+ (.npy, or latents.npz of a run).")
+@click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
+@click.option("--face-latent", default=None, metavar="FILE", help="Face W/W+ (.npy, or latents.npz of a run).")
+@click.option("--shoes-seed", type=int, default=None, help="Shoes seed (default 0).")
+@click.option("--shoes-box", default=None, metavar="x,y,w,h", help="Shoes box (default: prior + local search).")
+@_DETECTOR
+@_invert_options
+@_engine_options
+@handle_errors
+def compose(body: str, face_net: str, face_photo: str | None, outfit: str | None, outfit_mask: str | None,
+            shoes_net: str | None, body_seed: int | None, body_latent: str | None, face_seed: int | None,
+            face_latent: str | None, shoes_seed: int | None, shoes_box: str | None, detector: str,
+            invert_steps: int, pti: bool, pti_steps: int, identity_weight: float, preset: str,
+            steps: int | None, trunc: float, blend: str | None, face_box: str | None, perceptual: str,
+            weights: str | None, device: str, outdir: str, progress_mode: str) -> None:
+    """Compose one full body: canvas and insets optimised jointly so the seams vanish.
+
+    With --face, your selfie is aligned, inverted into the face generator (cached in
+    OUTDIR/cache) and kept yours by L_face and an identity loss; with --outfit, the body
+    starts from your full-body photo.
+
+    \b
+    Examples:
+      insetgan compose --face selfie.jpg --outdir out/me          # the built-in models
+      insetgan compose --body body.pkl --face-net ffhq.pkl --face selfie.jpg --outdir out/me
+      insetgan compose --body stylegan_human_v2_1024.pkl --face-net ffhq.pkl \\
+          --body-seed 3 --face-seed 7 --outdir out/compose
+    """
+    face_photo, outfit = check_photo(face_photo, "--face"), check_photo(outfit, "--outfit")
+    if face_photo is not None and (face_seed is not None or face_latent is not None):
+        raise InsetganError("give either --face PHOTO or --face-seed/--face-latent, not both")
+    if outfit is not None and (body_seed is not None or body_latent is not None):
+        raise InsetganError("give either --outfit PHOTO or --body-seed/--body-latent, not both")
+    if outfit_mask is not None and outfit is None:
+        raise InsetganError("--outfit-mask needs --outfit PHOTO")
+    req = ComposeRequest(
+        command="compose", body=body, face_net=face_net, shoes_net=shoes_net,
+        body_sources=(_source(body_seed, body_latent, "canvas", "body", default_seed=0),),
+        face_source=_source(face_seed, face_latent, "face", "face", default_seed=0), shoes_seed=shoes_seed,
+        preset=preset, steps=steps, trunc=trunc, blend=blend, face_box=_box(face_box, "face"),
+        shoes_box=_box(shoes_box, "shoes"), detector=detector, device=torch_device(device),
+        cache_dir=Path(outdir) / "cache", perceptual=perceptual, weights=weights, face_photo=face_photo,
+        outfit=outfit, outfit_mask=outfit_mask, embed=_embed_config(invert_steps, pti, pti_steps, identity_weight),
+        identity_weight=identity_weight)
+    _write_job(run_compose_request(req, _progress_factory(progress_mode)), outdir)
+
+
+@click.command("sample-bodies")
+@_BODY
+@_FACE_NET
+@click.option("--face", "face_photo", default=None, metavar="PHOTO", help="Your selfie: every body gets your face.")
+@click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
+@click.option("--face-latent", default=None, metavar="FILE", help="Face W/W+ (.npy, or latents.npz of a run).")
+@click.option("--num", type=click.IntRange(1, 256), default=8, show_default=True, help="Number of bodies.")
+@click.option("--body-seeds", default=None, help="Body seeds, e.g. 10-17 (default 0..num-1).")
+@_DETECTOR
+@_invert_options
+@_engine_options
+@handle_errors
+def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: int | None, face_latent: str | None,
+                  num: int, body_seeds: str | None, detector: str, invert_steps: int, pti: bool, pti_steps: int,
+                  identity_weight: float, preset: str, steps: int | None, trunc: float, blend: str | None,
+                  face_box: str | None, perceptual: str, weights: str | None, device: str, outdir: str,
+                  progress_mode: str) -> None:
+    """Many bodies for one face, optimised together in one batch, each kept close to that face.
+
+    \b
+    Examples:
+      insetgan sample-bodies --face selfie.jpg --num 8 --outdir out/bodies   # the built-in models
+      insetgan sample-bodies --body body.pkl --face-net ffhq.pkl --face-seed 7 --outdir out/bodies
+    """
+    face_photo = check_photo(face_photo, "--face")
+    if face_photo is not None and (face_seed is not None or face_latent is not None):
+        raise InsetganError("give either --face PHOTO or --face-seed/--face-latent, not both")
+    seeds = iio.parse_range(body_seeds, "seed") if body_seeds else list(range(num))
+    req = ComposeRequest(
+        command="sample-bodies", body=body, face_net=face_net,
+        body_sources=tuple(jobs.LatentSource(seed=s) for s in seeds),
+        face_source=_source(face_seed, face_latent, "face", "face", default_seed=0), preset=preset, steps=steps,
+        trunc=trunc, blend=blend, face_box=_box(face_box, "face"), detector=detector, device=torch_device(device),
+        cache_dir=Path(outdir) / "cache", keep_face=True, perceptual=perceptual, weights=weights,
+        face_photo=face_photo, embed=_embed_config(invert_steps, pti, pti_steps, identity_weight),
+        identity_weight=identity_weight)
+    _write_job(run_compose_request(req, _progress_factory(progress_mode)), outdir)
+
+
+@click.command("refine-face")
+@click.argument("image", metavar="IMAGE")
+@_FACE_NET
+@click.option("--reference", default=None, metavar="PHOTO", help="Your selfie: replace the face by yours.")
+@click.option("--face-seed", type=int, default=None, help="Face start seed (default: best of --search seeds).")
+@click.option("--face-latent", default=None, metavar="FILE", help="Face start W/W+ (.npy or latents.npz).")
+@click.option("--search", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Seeds tried for the start face when no seed or latent is given.")
+@_invert_options
+@_engine_options
+@handle_errors
+def refine_face(image: str, face_net: str, reference: str | None, face_seed: int | None, face_latent: str | None,
+                search: int, invert_steps: int, pti: bool, pti_steps: int, identity_weight: float, preset: str,
+                steps: int | None, trunc: float, blend: str | None, face_box: str | None, perceptual: str,
+                weights: str | None, device: str, outdir: str, progress_mode: str) -> None:
+    """Refine the face of an existing image (a photo or a generated body); no body generator needed.
+
+    Only the face latent is optimised (coarse + border losses against the image); the result
+    is blended back and pixels outside the face box are left untouched. With --reference the
+    face is replaced by yours (inverted from your selfie, kept by L_face and the identity loss).
+
+    \b
+    Examples:
+      insetgan refine-face body.png --face-net ffhq.pkl --face-box 200,40,96,96 --outdir out/refined
+      insetgan refine-face photo.jpg --face-net ffhq.pkl --reference selfie.jpg --outdir out/me
+    """
+    cfg = resolve_config(preset, steps, blend)
+    fbox = _box(face_box, "face")
+    reference = check_photo(reference, "--reference")
+    if reference is not None and (face_seed is not None or face_latent is not None):
+        raise InsetganError("give either --reference PHOTO or --face-seed/--face-latent, not both")
+    face_src = _source(face_seed, face_latent, "face", "face")
+    dev = torch_device(device)
+    progress = _progress_factory(progress_mode)
+    t0 = time.perf_counter()
+    img = jobs.load_image(image, dev)
+    face_ck, face_info = load_generator_for(face_net, dev, "--face-net", "face")
+    pc = load_perceptual(perceptual, weights, dev, warn=False)
+    inputs: dict[str, Any] = {"image": {"path": str(image), "sha256": jobs.sha256(image),
+                                        "size": [img.shape[-2], img.shape[-1]]}, "face": face_info}
+    face_G, user, cache_files = face_ck.generator, None, {}
+    if reference is not None:
+        emb, user = user_face(reference, face_G, pc, _embed_config(invert_steps, pti, pti_steps, identity_weight),
+                              identity_weight, Path(outdir) / "cache", dev, "reference", progress)
+        face_G, inputs["face_photo"], cache_files = emb.G, emb.info, emb.cache_files
+        face_src = jobs.LatentSource(ws=emb.ws, label=reference, key="face")
+    head = report_head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=trunc)
+    bar = progress("refine-face", pc.notice if reference is None else None)
+    try:
+        out = jobs.run_refine_face(img, face_G, face_src, fbox, cfg, head, trunc=trunc,
+                                   search_seeds=tuple(range(search)), perceptual=pc.fn, perceptual_name=pc.name,
+                                   progress=bar, user_face=user)
+    finally:
+        bar.close()
+    _write_job(RequestOutput(out, cache_files), outdir)
+
+
+COMMANDS = (compose, sample_bodies, refine_face)

@@ -1,0 +1,187 @@
+"""Commands that build models: prepare (training sets from photos) and train."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from insetgan import io as iio
+from insetgan.cli.common import (FINITE, device_option, finite, handle_errors, log, prepare_outdir, progress_bar,
+                                 progress_option, torch_device, versions)
+from insetgan.errors import InsetganError
+from insetgan.train.loop import TrainConfig
+
+_POSITIVE = finite(0, min_open=True)
+_NON_NEGATIVE = finite(0)
+
+
+@click.command()
+@click.option("--data", required=True, metavar="DIR|ZIP", help="Prepared dataset (insetgan prepare): images + dataset.json.")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Run folder (states, samples, networks).")
+@click.option("--kimg", type=finite(0.001), default=TrainConfig.kimg, show_default=True,
+              help="Train until this many thousand real images were shown.")
+@click.option("--batch", type=click.IntRange(1), default=TrainConfig.batch, show_default=True, help="Global batch size.")
+@click.option("--batch-gpu", type=click.IntRange(1), default=None, help="Samples per forward pass (gradient accumulation).")
+@click.option("--gamma", type=_NON_NEGATIVE, default=TrainConfig.gamma, show_default=True, help="R1 weight.")
+@click.option("--ema-kimg", type=_NON_NEGATIVE, default=TrainConfig.ema_kimg, show_default=True)
+@click.option("--lr", type=_POSITIVE, default=TrainConfig.lr, show_default=True)
+@click.option("--lr-d", type=_POSITIVE, default=None, help="Discriminator lr (two time-scale updates)  [default: --lr]")
+@click.option("--channel-base", type=click.IntRange(1), default=TrainConfig.channel_base, show_default=True)
+@click.option("--channel-max", type=click.IntRange(1), default=TrainConfig.channel_max, show_default=True)
+@click.option("--mbstd-channels", type=click.IntRange(1), default=TrainConfig.mbstd_channels, show_default=True,
+              help="Discriminator minibatch-std features (channel groups, each its own statistic).")
+@click.option("--map-layers", type=click.IntRange(1), default=TrainConfig.map_layers, show_default=True)
+@click.option("--z-dim", type=click.IntRange(1), default=TrainConfig.z_dim, show_default=True, help="z and w size.")
+@click.option("--aug", default=TrainConfig.aug, show_default=True, help="DiffAugment policies ('' for none).")
+@click.option("--xflip/--no-xflip", default=True, show_default=True, help="Mirror real images at random.")
+@click.option("--noise/--no-noise", default=True, show_default=True,
+              help="Per-pixel noise inputs (--no-noise: strengths stay 0, details come from the latents only).")
+@click.option("--snapshot-kimg", type=finite(0.001), default=TrainConfig.snapshot_kimg, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--resume", default=None, metavar="STATE.pt", help="Continue a run from a saved training state.")
+@device_option
+@progress_option
+@handle_errors
+def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
+          lr: float, lr_d: float | None, channel_base: int, channel_max: int, mbstd_channels: int, map_layers: int,
+          z_dim: int, aug: str, xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None,
+          device: str, progress_mode: str) -> None:
+    """Train a StyleGAN2 generator (canvas or inset) on a prepared dataset.
+
+    Runs single-process, or data-parallel under torchrun (NCCL on GPUs, gloo on CPU) with the
+    same global --batch. Writes resumable states, sample grids and the G_ema in our safetensors
+    format (with the dataset's region priors) every --snapshot-kimg.
+
+    \b
+    Examples:
+      insetgan train --data data/faces64 --outdir runs/face64 --kimg 500 --batch 32
+      torchrun --nproc_per_node=2 -m insetgan train --data data/bodies --outdir runs/body --batch 32
+      insetgan train --data data/faces64 --outdir runs/face64 --resume runs/face64/state-000100.pt
+    """
+    from insetgan.train.distributed import torchrun_world
+    from insetgan.train.loop import load_dataset
+    from insetgan.train.loop import train as run_training
+
+    cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
+                      channel_base=channel_base, channel_max=channel_max, mbstd_channels=mbstd_channels,
+                      map_layers=map_layers, z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
+                      snapshot_kimg=snapshot_kimg, seed=seed)
+    if resume is not None and not Path(resume).is_file():
+        raise InsetganError(f"--resume: state not found: {resume}")
+    with torchrun_world(torch_device(device), batch) as world:
+        dataset = load_dataset(data)
+        out = prepare_outdir(outdir) if world.rank == 0 else Path(outdir)
+        t0 = time.perf_counter()
+        bar = progress_bar("train", progress_mode, unit="img") if world.rank == 0 else None
+        try:
+            state = run_training(dataset, cfg, out, world.device, resume, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if world.rank == 0:
+            seconds = time.perf_counter() - t0
+            last = {k: round(v, 5) for k, v in (bar.last or {}).items() if k not in ("kimg", "img/s")} \
+                if bar and bar.last else None
+            report = {"command": "train", "data": str(data), "dataset": {k: v for k, v in dataset.meta.items()
+                                                                       if k not in ("records",)},
+                      "images": list(dataset.images.shape), "config": cfg.to_dict(), "processes": world.size,
+                      "device": str(world.device), "resumed_from": resume, "steps": state.step,
+                      "kimg": state.nimg / 1000, "seconds": round(seconds, 2), "last_losses": last,
+                      "versions": versions()}
+            iio.atomic_write_bytes(out / "report.json", iio.json_bytes(report))
+            log.info("trained to %.1f kimg in %.0f s; networks in %s", state.nimg / 1000, seconds, out)
+
+
+@click.group()
+def prepare() -> None:
+    """Build training sets from photos: full-body crops, aligned faces, shoe crops (PNGs + dataset.json)."""
+
+
+def _run_prepare(desc: str, progress_mode: str, fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+    bar = progress_bar(desc, progress_mode, unit="photo")
+    try:
+        meta = fn(*args, progress=bar, **kwargs)
+    finally:
+        bar.close()
+    c = meta["counts"]
+    skipped = ", ".join(f"{k} {v}" for k, v in c["skipped"].items()) or "none"
+    log.info("%s: wrote %d images from %d sources to %s (skipped: %s)", desc, c["written"], c["sources"],
+             kwargs.get("out"), skipped)
+    if meta.get("priors"):
+        log.info("region priors (relative x, y, w, h): face %s, shoes %s", meta["priors"]["face"],
+                 meta["priors"]["shoes"])
+
+
+def _prepare_options(fn: Callable) -> Callable:
+    for opt in (progress_option,
+                click.option("--zip", "zip_output", is_flag=True, help="Store the images in OUT/images.zip."),
+                click.option("--limit", type=int, default=None,
+                             help="Use only the first N sources (sorted)."),
+                click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")):
+        fn = opt(fn)
+    return fn
+
+
+@prepare.command("bodies")
+@click.argument("src", metavar="SRC_PHOTOS")
+@click.option("--labels", default=None, metavar="DIR", help="Label maps (same stem .png, 0 = background).")
+@click.option("--height", type=int, default=256, show_default=True)
+@click.option("--width", type=int, default=128, show_default=True)
+@_prepare_options
+@handle_errors
+def prepare_bodies_cmd(src: str, labels: str | None, height: int, width: int, out: str, limit: int | None,
+                       zip_output: bool, progress_mode: str) -> None:
+    """Person-centred full-body crops with face/shoe boxes and median region priors.
+
+    \b
+    Example:
+      insetgan prepare bodies ccp/photos --labels ccp/labels --out data/bodies --zip
+    """
+    from insetgan.data import BodiesConfig, prepare_bodies
+    cfg = BodiesConfig(height=height, width=width, limit=limit)
+    _run_prepare("bodies", progress_mode, prepare_bodies, src, out=out, cfg=cfg, labels=labels, zip_output=zip_output)
+
+
+@prepare.command("faces")
+@click.argument("srcs", nargs=-1, required=True, metavar="SRC...")
+@click.option("--size", type=int, default=64, show_default=True, help="Output side (px).")
+@click.option("--min-face", type=FINITE, default=24.0, show_default=True, help="Smallest FFHQ quad side (source px).")
+@_prepare_options
+@handle_errors
+def prepare_faces_cmd(srcs: tuple[str, ...], size: int, min_face: float, out: str, limit: int | None,
+                      zip_output: bool, progress_mode: str) -> None:
+    """FFHQ-aligned face crops from face or full-body photos (small photos upscaled for detection).
+
+    \b
+    Example:
+      insetgan prepare faces aaf/faces ccp/photos --size 64 --out data/faces
+    """
+    from insetgan.data import FacesConfig, prepare_faces
+    cfg = FacesConfig(size=size, min_face=min_face, limit=limit)
+    _run_prepare("faces", progress_mode, prepare_faces, list(srcs), out=out, cfg=cfg, zip_output=zip_output)
+
+
+@prepare.command("shoes")
+@click.argument("src", metavar="SRC_PHOTOS")
+@click.option("--labels", required=True, metavar="DIR", help="Label maps (same stem .png) with footwear labels.")
+@click.option("--size", type=int, default=32, show_default=True, help="Output side (px).")
+@click.option("--pad", type=FINITE, default=0.25, show_default=True, help="Margin on each edge, fraction of the side.")
+@click.option("--min-px", type=int, default=6, show_default=True, help="Ignore components smaller than this (px).")
+@_prepare_options
+@handle_errors
+def prepare_shoes_cmd(src: str, labels: str, size: int, pad: float, min_px: int, out: str, limit: int | None,
+                      zip_output: bool, progress_mode: str) -> None:
+    """Square crops around each shoe (left and right) of the footwear labels.
+
+    \b
+    Example:
+      insetgan prepare shoes ccp/photos --labels ccp/labels --size 32 --out data/shoes
+    """
+    from insetgan.data import ShoesConfig, prepare_shoes
+    cfg = ShoesConfig(size=size, pad=pad, min_px=min_px, limit=limit)
+    _run_prepare("shoes", progress_mode, prepare_shoes, src, labels, out=out, cfg=cfg, zip_output=zip_output)
+
+
+COMMANDS = (prepare, train)
