@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (the main job on the built-in models) and `make test`.
+# Two entry points: `make demo` (the main job on the built-in models) and `make test`
+# (pytest, then `make install-check`: the built wheel in a fresh venv, see scripts/check_install.sh).
 # Each creates .venv with the CPU build of torch on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 DEMO_OUT ?= out/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test install-check bench clean
 
 $(BIN)/insetgan: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) install-check
+
+install-check: setup
+	PYTHON=$(PYTHON) SHARED=$(SHARED) scripts/check_install.sh
 
 bench: setup
 	$(BIN)/python scripts/bench_generator.py

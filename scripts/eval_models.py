@@ -4,12 +4,17 @@
   face model   share of N samples (ψ=0.7) in which dlib finds a face on a 4× upscaled copy
   body model   share of N samples (ψ=0.7) whose face-prior region holds a face dlib finds
                (upscaled); a sample grid to check full bodies head to toe
+  face FDD     with --face-data: Fréchet distance of dlib descriptors, 300 seeds (ψ=1) vs 300 real
+               faces, beside the floor (300 vs the next 300 real faces); see insetgan/quality.py
+  body people  OpenCV HOG person rate of N samples (ψ=0.7); with --body-data beside N real crops
+  shoes HOG FD with --shoes-data: HOG Fréchet distance, 300 seeds (ψ=1) vs 300 real, beside the floor
   compose      over S body seeds with the selfie's face (``sample-bodies --face``, one batch):
                share of seeds whose seam score after optimisation is below the naive paste's,
                and the median dlib identity distance between the selfie and the result's face
 
     python scripts/eval_models.py                                   # built-in models, selfie example
     python scripts/eval_models.py --body b.safetensors --face f.safetensors --samples 64 --seeds 32
+    python scripts/eval_models.py --face-data data/faces64 --body-data data/bodies256 --shoes-data data/shoes32
 """
 from __future__ import annotations
 
@@ -20,61 +25,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _samples(G, n: int, psi: float) -> torch.Tensor:
-    from insetgan.generate import z_from_seed
-
-    with torch.no_grad():
-        z = torch.cat([z_from_seed(s, G.z_dim) for s in range(n)])
-        return G(z, None, truncation_psi=psi, noise_mode="const")
-
-
-def _pil(img: torch.Tensor, scale: int) -> Image.Image:
-    from insetgan.io import to_uint8
-
-    im = Image.fromarray(to_uint8(img))
-    return im.resize((im.width * scale, im.height * scale), Image.BICUBIC) if scale > 1 else im
-
-
-def write_grid(imgs: torch.Tensor, path: Path, cols: int = 8) -> None:
-    """The first ``2*cols`` images as a PNG grid."""
-    from insetgan.io import atomic_write_bytes, grid, png_bytes, to_uint8
-
-    atomic_write_bytes(path, png_bytes(grid([to_uint8(i) for i in imgs[:2 * cols]], cols=cols)))
-
-
-def face_rate(G, n: int, psi: float, detector, grid_path: Path | None = None) -> float:
-    """Share of samples in which dlib finds a face on a 4× upscaled copy (and a sample grid)."""
-    imgs = _samples(G, n, psi)
-    if grid_path is not None:
-        write_grid(imgs, grid_path)
-    return sum(bool(detector.faces(_pil(i, 4))) for i in imgs) / n
-
-
-def body_rate(G, n: int, psi: float, prior: tuple[float, float, float, float], detector,
-              grid_path: Path | None) -> float:
-    """Share of samples whose face-prior region (with a margin) holds a face dlib finds, upscaled to ~256 px."""
-    from insetgan.io import to_uint8
-
-    imgs = _samples(G, n, psi)
-    H, W = imgs.shape[-2:]
-    x, y, w, h = prior[0] * W, prior[1] * H, prior[2] * W, prior[3] * H
-    m = 0.5 * max(w, h)
-    box = (max(0, int(x - m)), max(0, int(y - m)), min(W, int(x + w + m)), min(H, int(y + h + m)))
-    found = 0
-    for img in imgs:
-        crop = Image.fromarray(to_uint8(img)).crop(box)
-        scale = max(1, round(256 / max(crop.size)))
-        found += bool(detector.faces(crop.resize((crop.width * scale, crop.height * scale), Image.BICUBIC)))
-    if grid_path is not None:
-        write_grid(imgs, grid_path)
-    return found / n
 
 
 def compose_eval(body: str, face: str, selfie: str, seeds: int, steps: int | None, outdir: Path,
@@ -113,13 +66,18 @@ def main() -> None:
     from insetgan.jobs import region_priors
     from insetgan.models import resolve_network
     from insetgan.networks.checkpoints import load_checkpoint
+    from insetgan import quality as q
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--body", default="default")
     ap.add_argument("--face", default="default")
     ap.add_argument("--shoes", default="default", help="Shoes inset for its sample grid ('none' to skip).")
+    ap.add_argument("--face-data", default=None, help="Face training dataset: adds the FDD row.")
+    ap.add_argument("--body-data", default=None, help="Body training dataset: adds the real crops' person rate.")
+    ap.add_argument("--shoes-data", default=None, help="Shoes training dataset: adds the HOG Fréchet distance row.")
     ap.add_argument("--selfie", default=str(ROOT / "examples" / "selfie.jpg"))
     ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--fd-samples", type=int, default=300, help="Samples and real images per Fréchet set.")
     ap.add_argument("--seeds", type=int, default=32)
     ap.add_argument("--steps", type=int, default=None, help="Compose steps (default: the preset's).")
     ap.add_argument("--invert-steps", type=int, default=None, help="Selfie projector steps (default: 300).")
@@ -132,12 +90,26 @@ def main() -> None:
     body_ck, face_ck = load_checkpoint(body_path), load_checkpoint(face_path)
     prior = region_priors(dict(body_ck.metadata)).get("face", FACE_PRIOR)
     det = LandmarkDetector()
-    if args.shoes != "none":
-        write_grid(_samples(load_checkpoint(resolve_network(args.shoes, "shoes")).generator, 16, args.psi),
-                   out / "shoes_grid.png")
-    res = {"face_rate": face_rate(face_ck.generator, args.samples, args.psi, det, out / "face_grid.png"),
-           "body_face_rate": body_rate(body_ck.generator, args.samples, args.psi, prior, det, out / "body_grid.png"),
+    shoes_G = load_checkpoint(resolve_network(args.shoes, "shoes")).generator if args.shoes != "none" else None
+    if shoes_G is not None:
+        q.write_grid(q.samples(shoes_G, 16, args.psi), out / "shoes_grid.png")
+    bodies = q.samples(body_ck.generator, args.samples, args.psi)
+    q.write_grid(bodies, out / "body_grid.png")
+    res = {"face_rate": q.face_rate(face_ck.generator, args.samples, args.psi, det, out / "face_grid.png"),
+           "body_face_rate": q.face_region_rate(q.to_arrays(bodies), prior, det),
+           "body_person_rate": q.person_rate(q.to_arrays(bodies)),
            "face_prior": list(prior)}
+    if args.body_data:
+        res["body_person_rate_real"] = q.prepare_reference("body", args.body_data, samples_n=args.samples).floor[
+            "person_rate"]
+    if args.face_data:
+        ref = q.prepare_reference("face", args.face_data, out, args.fd_samples)
+        res["face_fdd"] = q.generated_face_fdd(face_ck.generator, ref.real, args.fd_samples)
+        res["face_fdd_floor"] = ref.floor["fdd"]
+    if args.shoes_data and shoes_G is not None:
+        ref = q.prepare_reference("shoes", args.shoes_data, n=args.fd_samples)
+        res["shoes_hog_fd"] = q.hog_fd(shoes_G, ref.real, args.fd_samples)
+        res["shoes_hog_fd_floor"] = ref.floor["hog_fd"]
     res["compose"] = compose_eval(body_path, face_path, args.selfie, args.seeds, args.steps, out / "compose",
                                   args.invert_steps)
     (out / "eval.json").write_text(json.dumps(res, indent=2))
@@ -146,8 +118,18 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| face model: dlib finds a face (4× upscaled), {args.samples} samples ψ={args.psi} | "
           f"{res['face_rate']:.0%} | ≥ 70% |")
+    if "face_fdd" in res:
+        print(f"| face model: FDD (dlib descriptors), {args.fd_samples} seeds ψ=1 vs {args.fd_samples} real | "
+              f"{res['face_fdd']:.3f} | real vs real: {res['face_fdd_floor']:.3f} |")
     print(f"| body model: face found in the face prior region, {args.samples} samples | "
           f"{res['body_face_rate']:.0%} | ≥ 30% |")
+    real = (f"real crops: {res['body_person_rate_real']:.0%}" if "body_person_rate_real" in res
+            else "(--body-data for real crops)")
+    print(f"| body model: OpenCV HOG finds a person (2× upscaled), {args.samples} samples ψ={args.psi} | "
+          f"{res['body_person_rate']:.0%} | {real} |")
+    if "shoes_hog_fd" in res:
+        print(f"| shoes model: HOG Fréchet distance (PCA 64), {args.fd_samples} seeds ψ=1 vs "
+              f"{args.fd_samples} real | {res['shoes_hog_fd']:.3f} | real vs real: {res['shoes_hog_fd_floor']:.3f} |")
     print(f"| compose: seam after < naive, {c['seam_measured']} of {c['seeds']} seeds measurable | "
           f"{c['seam_wins']:.0%} | ≥ 90% |")
     if c["seam_measured"]:
