@@ -69,7 +69,8 @@ def write_curve(run: Path, kind: str, floor: dict[str, float]) -> list[dict]:
     real = ", ".join(f"{k} {_fmt(v)}" for k, v in floor.items())
     lines = [f"# Quality curve of {run.name} ({kind})", "", f"Real data (the floor): {real}.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(f"{r[c]:g}" if c == "kimg" and c in r else _fmt(r.get(c)) for c in cols) + " |"
+              for r in rows]
     atomic_write_bytes(run / "curve.md", ("\n".join(lines) + "\n").encode())
     return rows
 
