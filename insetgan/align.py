@@ -127,6 +127,14 @@ class LandmarkDetector:
             found.append(Face((r.left(), r.top(), r.right(), r.bottom()), lm))
         return sorted(found, key=lambda f: -f.area)
 
+    def face_in_box(self, image: Image.Image, box: tuple[int, int, int, int]) -> Face:
+        """The 68 landmarks predicted inside a given box (x0, y0, x1, y1), without detection."""
+        import dlib
+
+        arr = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        shape = self._predictor(arr, dlib.rectangle(*(int(v) for v in box)))
+        return Face(tuple(int(v) for v in box), np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64))
+
     def largest(self, image: Image.Image, what: str = "the image", upsample: int | None = None) -> Face:
         """The largest face; a warning when there are several, ``ValueError`` when there is none."""
         faces = self.faces(image, upsample)

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from insetgan import io as iio
-from insetgan.align import ARCFACE_112, LandmarkDetector, face_models_dir, five_points, similarity
+from insetgan.align import ARCFACE_112, Face, LandmarkDetector, face_models_dir, five_points, similarity
 from insetgan.errors import InsetganError
 
 
@@ -264,16 +264,22 @@ class FaceDescriptor:
 
     def describe(self, image: Image.Image) -> np.ndarray | None:
         """Descriptor [128] of the largest face in an image, or None when no face is found."""
-        import dlib
-
         big = _upscaled(image, self.min_side)
         faces = self._detector.faces(big)
-        if not faces:
-            return None
-        face = faces[0]
+        return self.descriptor(big, faces[0]) if faces else None
+
+    @property
+    def detector(self) -> LandmarkDetector:
+        """The dlib face detector and landmark predictor this descriptor uses."""
+        return self._detector
+
+    def descriptor(self, image: Image.Image, face: Face) -> np.ndarray:
+        """Descriptor [128] of a given face (box and 68 landmarks) in ``image``, used as it is."""
+        import dlib
+
         shape = dlib.full_object_detection(dlib.rectangle(*(int(v) for v in face.rect)),
                                            [dlib.point(int(x), int(y)) for x, y in face.landmarks])
-        arr = np.ascontiguousarray(np.asarray(big))
+        arr = np.ascontiguousarray(np.asarray(image.convert("RGB")))
         return np.asarray(self._model.compute_face_descriptor(arr, shape), dtype=np.float64)
 
     def distance(self, a: Image.Image, b: Image.Image) -> float | None:

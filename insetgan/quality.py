@@ -137,19 +137,13 @@ def face_descriptors(images: Iterable[Image.Image | np.ndarray], model: FaceDesc
 
     Every image gets a descriptor: where the detector finds no face the central box is used.
     """
-    import dlib
-
     model = model or descriptor_model()
-    # FaceDescriptor and LandmarkDetector keep their dlib models private; the fallback box needs
-    # the predictor and the descriptor network directly.
-    predictor, resnet = model._detector._predictor, model._model
     out = []
     for image in images:
         big = _pil(image).resize((DESCRIPTOR_SIZE, DESCRIPTOR_SIZE), Image.BICUBIC)
-        arr = np.ascontiguousarray(np.asarray(big))
-        faces = model._detector.faces(big, upsample=0)
-        rect = dlib.rectangle(*(int(v) for v in faces[0].rect)) if faces else dlib.rectangle(*CENTRAL_BOX)
-        out.append(np.asarray(resnet.compute_face_descriptor(arr, predictor(arr, rect)), dtype=np.float64))
+        faces = model.detector.faces(big, upsample=0)
+        face = faces[0] if faces else model.detector.face_in_box(big, CENTRAL_BOX)
+        out.append(model.descriptor(big, face))
     return np.stack(out) if out else np.zeros((0, 128))
 
 

@@ -1,13 +1,11 @@
-"""Load generators from every supported checkpoint format, detected from the file's content.
+"""Checkpoint loading for insetgan: one entry point, the format told apart by the file's first bytes.
 
-Formats:
-- ``nvidia-pkl``: pickled StyleGAN2 networks (the ADA PyTorch release and the body models
-  published in its format), read with :mod:`insetgan.networks.safe_pickle` (embedded code is never
-  run); ``G_ema`` is used.
-- ``rosinality``: state-dict files of the popular independent PyTorch port (converted or
-  training checkpoints), read with torch's weights-only unpickler.
-- ``insetgan-safetensors``: our own format (:mod:`insetgan.networks.native`).
-StyleGAN3 pickles are recognised and refused.
+Three kinds of file are read. Pickled StyleGAN2 snapshots go through our restricted unpickler
+(:mod:`insetgan.networks.safe_pickle`), which records the networks without running any code
+they carry; the ``G_ema`` network is the one used. State-dict files in the key layout of the
+widely used independent PyTorch reimplementation are read with torch's weights-only loader and
+renamed to our keys. Our own safetensors files (:mod:`insetgan.networks.native`) hold their
+config in the metadata. StyleGAN3 pickles are recognised and refused with a clear message.
 """
 from __future__ import annotations
 

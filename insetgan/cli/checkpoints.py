@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from insetgan import io as iio
-from insetgan.cli.common import (FINITE, device_option, handle_errors, load_network, log, torch_device, versions,
-                                 write_files)
+from insetgan.cli.common import FINITE, device_option, handle_errors, json_option, log, torch_device, write_files
+from insetgan.io import versions
+from insetgan.models import load_network
 from insetgan.errors import InsetganError
 from insetgan.networks.generator import NOISE_MODES
 
@@ -82,7 +83,7 @@ def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, n
 
 @click.command()
 @click.argument("checkpoint", metavar="CKPT")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 @handle_errors
 def inspect(checkpoint: str, as_json: bool) -> None:
     """Describe a checkpoint (or a built-in model): format, resolution, dims, channels, parameters.
@@ -144,7 +145,7 @@ def convert(src: str, dst: str, fp16: bool) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 @handle_errors
 def models(as_json: bool) -> None:
     """List the built-in models: name, resolution, size and their model-card line.
@@ -168,7 +169,7 @@ def models(as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 @handle_errors
 def doctor(as_json: bool) -> None:
     """Report which op implementations (compiled or reference) are active, and why.

@@ -13,8 +13,6 @@ import torch
 
 from insetgan import io as iio
 from insetgan.errors import InsetganError
-from insetgan.io import versions  # noqa: F401  (re-exported for the command modules)
-from insetgan.models import load_network  # noqa: F401
 from insetgan.progress import ProgressBar
 
 log = logging.getLogger("insetgan")
@@ -73,6 +71,7 @@ DEVICES = ("auto", "cpu", "cuda")
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                              help="Where to run (auto: CUDA when available).")
 outdir_option = click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 progress_option = click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "lines", "off"]),
                                default="auto", show_default=True,
                                help="auto: a bar on a terminal, a line every few percent otherwise.")

@@ -9,7 +9,8 @@ import click
 
 from insetgan import io as iio
 from insetgan.cli.common import (FINITE, device_option, finite, handle_errors, log, prepare_outdir, progress_bar,
-                                 progress_option, torch_device, versions)
+                                 progress_option, torch_device)
+from insetgan.io import versions
 from insetgan.errors import InsetganError
 from insetgan.train.loop import TrainConfig
 
