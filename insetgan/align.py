@@ -127,6 +127,16 @@ class LandmarkDetector:
             found.append(Face((r.left(), r.top(), r.right(), r.bottom()), lm))
         return sorted(found, key=lambda f: -f.area)
 
+    def score(self, image: Image.Image, floor: float = 0.0, upsample: int = 0) -> float | None:
+        """dlib's best frontal-face detection score in an RGB image (a face is reported above 0).
+
+        Detections down to ``floor`` are considered, so a weak face still gets a (negative)
+        score; ``None`` when there is none even there.
+        """
+        arr = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        _, scores, _ = self._detector.run(arr, upsample, floor)
+        return float(max(scores)) if len(scores) else None
+
     def face_in_box(self, image: Image.Image, box: tuple[int, int, int, int]) -> Face:
         """The 68 landmarks predicted inside a given box (x0, y0, x1, y1), without detection."""
         import dlib

@@ -135,8 +135,6 @@ class TrackConfig:
     ``max_shift`` times the previous box size.
     """
 
-    every: int = 20
-    until: int = 100
     damping: float = 0.5
     max_scale: float = 1.3
     max_shift: float = 0.25
@@ -144,8 +142,8 @@ class TrackConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.damping < 1:
             raise InsetganError(f"damping must be in [0, 1), got {self.damping}")
-        if self.max_scale < 1 or self.max_shift < 0 or self.every < 0:
-            raise InsetganError("track bounds must be max_scale >= 1, max_shift >= 0, every >= 0")
+        if self.max_scale < 1 or self.max_shift < 0:
+            raise InsetganError("track bounds must be max_scale >= 1 and max_shift >= 0")
 
 
 def track(prev: Box, detected: Box | None, cfg: TrackConfig) -> tuple[Box, str]:

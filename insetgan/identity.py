@@ -304,21 +304,25 @@ def dlib_distances(references: list[Image.Image], faces: list[Image.Image], desc
     return out
 
 
-def identity_report(photo: Image.Image, before: torch.Tensor, after: torch.Tensor, boxes_before: list,
-                    boxes_after: list) -> dict[str, Any]:
-    """dlib face-descriptor distances between the user's aligned photo and each face crop, before and after."""
-    def crops(imgs: torch.Tensor, boxes: list) -> list[Image.Image]:
-        # The box with a quarter-side margin (dlib's detector wants some context), upscaled
-        # smoothly to 256 px: a blocky upscale of a small face defeats its HOG features.
-        out = []
-        for i in range(imgs.shape[0]):
-            b, m = boxes[i], 0.25 * max(boxes[i].w, boxes[i].h)
-            crop = Image.fromarray(iio.to_uint8(imgs[i])).crop(
-                (round(b.x - m), round(b.y - m), round(b.x + b.w + m), round(b.y + b.h + m)))
-            out.append(crop.resize((256, 256), Image.BICUBIC))
-        return out
+def face_crops(images: torch.Tensor, boxes: list, size: int = 256) -> list[Image.Image]:
+    """The face under each box with a quarter-side margin, upscaled smoothly to ``size`` px.
 
-    n, desc = before.shape[0], FaceDescriptor()
+    dlib's detector wants some context around a face, and a blocky upscale of a small face
+    defeats its HOG features.
+    """
+    out = []
+    for i in range(images.shape[0]):
+        b, m = boxes[i], 0.25 * max(boxes[i].w, boxes[i].h)
+        crop = Image.fromarray(iio.to_uint8(images[i])).crop(
+            (round(b.x - m), round(b.y - m), round(b.x + b.w + m), round(b.y + b.h + m)))
+        out.append(crop.resize((size, size), Image.BICUBIC))
+    return out
+
+
+def identity_report(photo: Image.Image, before: torch.Tensor, after: torch.Tensor, boxes_before: list,
+                    boxes_after: list, desc: FaceDescriptor | None = None) -> dict[str, Any]:
+    """dlib face-descriptor distances between the user's aligned photo and each face crop, before and after."""
+    n, desc = before.shape[0], desc or FaceDescriptor()
     return {"metric": "dlib-face-descriptor (euclidean)", "same_person_below": DLIB_SAME_PERSON,
-            "before": dlib_distances([photo] * n, crops(before, boxes_before), desc),
-            "after": dlib_distances([photo] * n, crops(after, boxes_after), desc)}
+            "before": dlib_distances([photo] * n, face_crops(before, boxes_before), desc),
+            "after": dlib_distances([photo] * n, face_crops(after, boxes_after), desc)}

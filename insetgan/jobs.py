@@ -25,6 +25,7 @@ from insetgan.align import open_rgb
 from insetgan.boxes import (FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, ManualBox, clamp_box,
                             refine_box)
 from insetgan.identity import dlib_distances, identity_report
+from insetgan.keep import FaceVerdict, Given, Judges, face_verdict, measure
 from insetgan.invert import InvertConfig, PTIConfig, invert, quality, synthesize
 from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
@@ -215,20 +216,63 @@ def _history_summary(history: list[dict[str, Any]], every: int = 10) -> list[dic
     return out
 
 
+def _keep_start_face(res: Result, worse: list[bool]) -> Result:
+    """``res`` with the start face inset (latents, image, box) in every candidate flagged ``worse``.
+
+    The start face is then blended into the optimised canvas.
+    """
+    pick = torch.tensor(worse, device=res.insets["face"].device).view(-1, 1, 1, 1)
+    insets = dict(res.insets, face=torch.where(pick, res.insets_start["face"], res.insets["face"]))
+    inset_ws = dict(res.inset_ws)
+    if "face" in res.inset_ws_start:
+        inset_ws["face"] = torch.where(pick[:, :, :, 0], res.inset_ws_start["face"].to(res.inset_ws["face"]),
+                                       res.inset_ws["face"])
+    boxes = dict(res.boxes, face=[s if w else b for s, b, w in zip(res.boxes_start["face"], res.boxes["face"], worse)])
+    return dataclasses.replace(res, insets=insets, inset_ws=inset_ws, boxes=boxes)
+
+
 def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, perceptual: L.Perceptual | None,
                     report_head: dict[str, Any], canvas_original: torch.Tensor | None = None,
-                    face_photo: Image.Image | None = None) -> JobOutput:
+                    given: Given = Given(), keep_best: bool = False) -> JobOutput:
     """Composite, measure and encode everything a job writes.
 
     ``canvas_original`` (refine-face) is the input image: pixels outside every box are copied
-    from it byte for byte. ``face_photo`` (the user's aligned selfie) adds the dlib identity
-    distance between it and the face of the naive paste and of the result.
+    from it byte for byte. ``given`` is what the user gave (selfie, outfit, the input image):
+    the body drift, outfit distance, the face's dlib score and identity distance are measured
+    before and after (:mod:`insetgan.keep`), and a face that got worse is reported with a
+    warning; ``keep_best`` then returns the start face (refine-face: the input image unchanged).
     """
     t0 = time.perf_counter()
+    refine = canvas_original is not None
     naive = naive_paste(res.canvas_start, res.insets_start, res.boxes_start)
     final = composite(res.canvas, res.insets, res.boxes, cfg.blend, cfg.feather)
+    judges = Judges.load()
+    start_img = res.canvas_start if refine else naive  # refine-face: the start is the input image
+    keep_before = measure(res.canvas_start, start_img, res.boxes_start, given, cfg.feather, perceptual, judges)
+    keep_after = measure(res.canvas_start, final, res.boxes, given, cfg.feather, perceptual, judges)
+    verdicts = [face_verdict(b.get("face:score"), a.get("face:score"), a.get("face:identity"),
+                             given.reference is not None) if judges is not None else FaceVerdict(())
+                for b, a in zip(keep_before, keep_after)]
+    worse = [v.worse for v in verdicts]
+    kept = [w and keep_best for w in worse]
+    if any(kept):
+        if refine:  # the start face is the input image's own
+            final = torch.where(torch.tensor(kept, device=final.device).view(-1, 1, 1, 1), start_img, final)
+        else:
+            res = _keep_start_face(res, kept)
+            final = composite(res.canvas, res.insets, res.boxes, cfg.blend, cfg.feather)
+        keep_after = measure(res.canvas_start, final, res.boxes, given, cfg.feather, perceptual, judges)
     before = evaluate(res.canvas_start, res.insets_start, res.boxes_start, naive, cfg, perceptual)
     after = evaluate(res.canvas, res.insets, res.boxes, final, cfg, perceptual)
+    for rows, extra in ((before, keep_before), (after, keep_after)):
+        for row, more in zip(rows, extra):
+            row.update(more)
+    warnings = [f"candidate {i}: {reason}" + ("; the start face was kept (--keep-best)" if kept[i] else "")
+                for i, v in enumerate(verdicts) for reason in v.reasons]
+    for w in warnings:
+        log.warning("%s", w)
+    face_check = {"reference": given.reference, "dlib": judges is not None,
+                  "worse": worse, "kept_start_face": kept, "warnings": warnings}
     batch = final.shape[0]
     files: dict[str, bytes] = {}
 
@@ -279,8 +323,10 @@ def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, percept
                   "final": {n: _box_list(b) for n, b in res.boxes.items()},
                   "tracking": counts, "events": res.box_events},
         "metrics": {"before": before, "after": after},
-        **({"identity": identity_report(face_photo, naive, final, res.boxes_start["face"], res.boxes["face"])}
-           if face_photo is not None else {}),
+        "face_check": face_check,
+        **({"identity": identity_report(given.face_photo, naive, final, res.boxes_start["face"], res.boxes["face"],
+                                        judges.descriptor if judges else None)}
+           if given.face_photo is not None else {}),
         "losses": _history_summary(res.history),
         "steps": res.steps,
         "timings_s": {**report_head.get("timings_s", {}), "optimize": round(res.seconds, 3),
@@ -351,16 +397,19 @@ class ComposeInputs:
     detector: str = "auto"
     user_face: UserFace | None = None
     priors: dict[str, tuple[float, float, float, float]] = dataclasses.field(default_factory=dict)
+    outfit: torch.Tensor | None = None  # the outfit photo's person crop [1, 3, H, W] (--outfit)
+    outfit_mask: torch.Tensor | None = None  # its person mask [1, 1, H, W] in [0, 1] (None: the whole crop)
 
 
 def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, report_head: dict[str, Any],
                 perceptual: L.Perceptual | None = l1_ssim,
                 perceptual_name: str = "l1-ssim", progress: Progress | None = None,
-                keep_face: bool = False) -> JobOutput:
+                keep_face: bool = False, keep_best: bool = False) -> JobOutput:
     """Compose full bodies: one per body latent source (B candidates optimised in one batch).
 
     ``keep_face`` (sample-bodies) keeps every candidate's face close to the given face (L_face);
-    otherwise the face weights of the preset apply as they are.
+    otherwise the face weights of the preset apply as they are. ``keep_best`` returns the start
+    face of a candidate whose face got worse (:func:`package_outputs`).
     """
     body_ws = torch.cat([start_latents(inp.body, s, inp.trunc, device) for s in inp.body_sources])
     batch = body_ws.shape[0]
@@ -388,8 +437,8 @@ def run_compose(inp: ComposeInputs, cfg: OptimConfig, device: torch.device, repo
     head = dict(report_head)
     head["box_notes"] = notes
     head["box_provider"] = {"face": "manual" if inp.face_box else (provider.name if provider else "fixed")}
-    return package_outputs(res, cfg, perceptual_name, perceptual, head,
-                           face_photo=user.photo if user is not None else None)
+    given = Given(outfit=inp.outfit, outfit_mask=inp.outfit_mask, face_photo=user.photo if user is not None else None)
+    return package_outputs(res, cfg, perceptual_name, perceptual, head, given=given, keep_best=keep_best)
 
 
 def pick_face_start(G: Generator, canvas: torch.Tensor, box: Box, seeds: Sequence[int], trunc: float,
@@ -411,7 +460,7 @@ def run_refine_face(image: torch.Tensor, face: Generator, face_source: LatentSou
                     search_seeds: Sequence[int] = tuple(range(16)), detector: str = "auto",
                     perceptual: L.Perceptual | None = l1_ssim,
                     perceptual_name: str = "l1-ssim", progress: Progress | None = None,
-                    user_face: UserFace | None = None) -> JobOutput:
+                    user_face: UserFace | None = None, keep_best: bool = False) -> JobOutput:
     """Refine the face of a fixed image: only the face latent moves (coarse + border against the image).
 
     With ``user_face`` (``refine-face --reference``) the face is replaced by the user's: the start
@@ -450,8 +499,9 @@ def run_refine_face(image: torch.Tensor, face: Generator, face_source: LatentSou
     res = optimize(CanvasInput(image=image), [InsetInput("face", face, ws, boxes, identity=identity)], cfg,
                    perceptual, progress)
     head["box_notes"] = notes
-    return package_outputs(res, cfg, perceptual_name, perceptual, head, canvas_original=image,
-                           face_photo=user_face.photo if user_face is not None else None)
+    given = Given(face_photo=user_face.photo if user_face is not None else None, original=image)
+    return package_outputs(res, cfg, perceptual_name, perceptual, head, canvas_original=image, given=given,
+                           keep_best=keep_best)
 
 
 def sha256(path: str) -> str:

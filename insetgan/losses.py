@@ -59,8 +59,7 @@ def border_mask(height: int, width: int, strip: int, device: torch.device | str 
 class LossWeights:
     """Weights of the InsetGAN terms for the phases that optimise one role (canvas or inset).
 
-    ``border_metric`` is ``l1`` or ``mse`` (the official code uses MSE on the strips). The
-    regulariser weights apply to the latents of each generator: ``reg_mean`` to the RMS distance
+    The weights apply to the latents of each generator: ``reg_mean`` to the RMS distance
     ‖w − w_avg‖/√D and ``reg_delta`` to Σ_layers mean(δ²).
     """
 
@@ -68,7 +67,6 @@ class LossWeights:
     coarse_perceptual: float = 0.1
     border: float = 10.0
     border_perceptual: float = 0.0
-    border_metric: str = "l1"
     body_l1: float = 0.0
     body_perceptual: float = 0.0
     face_l1: float = 0.0
@@ -76,8 +74,6 @@ class LossWeights:
     face_identity: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.border_metric not in ("l1", "mse"):
-            raise InsetganError(f"border_metric must be l1 or mse, got {self.border_metric!r}")
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, float | int) and not isinstance(v, bool) and v < 0:
@@ -128,14 +124,12 @@ def region_loss(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, percep
 
 
 def weighted_total(parts: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
-    """Σ weight·part per candidate, [B]; parts without a weight (e.g. the regulariser) are weighted by the caller."""
-    table = {
-        "coarse_l1": weights.coarse_l1, "coarse_perceptual": weights.coarse_perceptual,
-        "border": weights.border, "border_perceptual": weights.border_perceptual,
-        "body_l1": weights.body_l1, "body_perceptual": weights.body_perceptual,
-        "face_l1": weights.face_l1, "face_perceptual": weights.face_perceptual,
-        "face_identity": weights.face_identity,
-    }
+    """Σ weight·part per candidate, [B]; parts without a weight (e.g. the regulariser) are weighted by the caller.
+
+    A part named ``role:term`` (or ``term``) takes the weight of the :class:`LossWeights` field
+    ``term``; the table is read off the dataclass, so a new weight field needs no second list.
+    """
+    table = {f.name: getattr(weights, f.name) for f in fields(weights)}
     total = None
     for name, value in parts.items():
         key = name.split(":", 1)[-1]

@@ -85,8 +85,10 @@ class OptimConfig:
     reg_delta_canvas: float = 2.0
     reg_mean_inset: float = 0.01
     reg_delta_inset: float = 1.0
+    canvas_trust: float = 0.0  # > 0: the canvas W+ stays within this RMS distance of its start (a trust region)
     coarse_size: int = 64
     border_px: int = 8
+    border_metric: str = "l1"  # l1 or mse on the border strips (the official code uses MSE), for both roles
     track: TrackConfig = TrackConfig()
     blend: str = "laplacian"
     feather: float = 0.125
@@ -100,6 +102,10 @@ class OptimConfig:
             raise InsetganError("learning rates must be > 0 and feather in [0, 0.5]")
         if self.coarse_size < 4 or self.border_px < 1:
             raise InsetganError("coarse_size must be >= 4 and border_px >= 1")
+        if not (self.canvas_trust >= 0 and math.isfinite(self.canvas_trust)):
+            raise InsetganError(f"canvas_trust must be a finite number >= 0, got {self.canvas_trust}")
+        if self.border_metric not in ("l1", "mse"):
+            raise InsetganError(f"border_metric must be l1 or mse, got {self.border_metric!r}")
 
     @property
     def steps(self) -> int:
@@ -119,16 +125,16 @@ class OptimConfig:
         if unknown:
             raise InsetganError(f"unknown config keys: {', '.join(sorted(unknown))}")
         kw: dict[str, Any] = {}
-        for key, value in data.items():
-            if key == "stages":
-                kw[key] = tuple(Stage(**s) for s in value)
-            elif key in ("canvas_weights", "inset_weights"):
-                kw[key] = dataclasses.replace(getattr(base, key), **value)
-            elif key == "track":
-                kw[key] = dataclasses.replace(base.track, **value)
-            else:
-                kw[key] = value
         try:
+            for key, value in data.items():
+                if key == "stages":
+                    kw[key] = tuple(Stage(**s) for s in value)
+                elif key in ("canvas_weights", "inset_weights"):
+                    kw[key] = dataclasses.replace(getattr(base, key), **value)
+                elif key == "track":
+                    kw[key] = dataclasses.replace(base.track, **value)
+                else:
+                    kw[key] = value
             return dataclasses.replace(base, **kw)
         except TypeError as exc:
             raise InsetganError(f"invalid config: {exc}") from None
@@ -154,14 +160,14 @@ def _paper() -> OptimConfig:
     # Official config_1 numbers (InsetGAN paper, Sec. 3, and its released config), with the official bugs fixed: the border loss is on
     # from step 0, the first phase is not flipped, box widths follow the detected face.
     canvas = L.LossWeights(coarse_l1=1000, coarse_perceptual=0.15, border=5000, border_perceptual=0.25,
-                           border_metric="mse", body_l1=1000, body_perceptual=0.01)
+                           body_l1=1000, body_perceptual=0.01)
     inset = L.LossWeights(coarse_l1=500, coarse_perceptual=0.05, border=20000, border_perceptual=0.25,
-                          border_metric="mse", face_perceptual=0.4)
+                          face_perceptual=0.4)
     return OptimConfig(
         name="paper", stages=(Stage("alternating", 400, ("insets", "canvas"), "alternating", 40, 20, 100),),
         lr_canvas=0.035, lr_inset=0.006, lr_rampup=0.0, lr_rampdown=0.0, canvas_weights=canvas,
         inset_weights=inset, reg_mean_canvas=0.0, reg_delta_canvas=20000.0, reg_mean_inset=0.0,
-        reg_delta_inset=20000.0, track=TrackConfig(every=20, until=100, damping=0.5), blend="feather")
+        reg_delta_inset=20000.0, border_metric="mse", track=TrackConfig(damping=0.5), blend="feather")
 
 
 def _stylegan_human() -> OptimConfig:
@@ -256,6 +262,7 @@ class Result:
     box_events: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
+    inset_ws_start: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def split_wplus(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -311,7 +318,7 @@ def loss_parts(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dic
         cropped = crop_boxes(canvas, boxes[name], tuple(img.shape[-2:]))
         for k, v in L.coarse_loss(cropped, img, perceptual, cfg.coarse_size).items():
             parts[f"{name}:{k}"] = v
-        metric = cfg.inset_weights.border_metric
+        metric = cfg.border_metric
         strip = min(cfg.border_px, min(img.shape[-2:]) // 2 - 1)
         for k, v in L.border_loss(cropped, img, strip, metric, perceptual).items():
             parts[f"{name}:{k}"] = v
@@ -367,9 +374,10 @@ def _check_inputs(canvas: CanvasInput, insets: Sequence[InsetInput]) -> tuple[in
 class _Latents:
     """Trainable W+ = w + δ of one generator, its Adam, its base lr and a render cache."""
 
-    def __init__(self, G: Generator, ws: torch.Tensor, lr: float) -> None:
+    def __init__(self, G: Generator, ws: torch.Tensor, lr: float, trust: float = 0.0) -> None:
         w, delta = split_wplus(ws.detach().to(torch.float32))
-        self.G, self.lr = G, lr
+        self.G, self.lr, self.trust = G, lr, trust
+        self.w0, self.delta0 = w, delta
         self.w = w.clone().requires_grad_(True)
         self.delta = delta.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.w, self.delta], lr=lr, betas=(0.9, 0.999))
@@ -397,6 +405,17 @@ class _Latents:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self._cache = None
+        if self.trust > 0:
+            self._project()
+
+    def _project(self) -> None:
+        """Pull W+ back onto the trust region: RMS(ws − ws_start) <= trust per candidate."""
+        with torch.no_grad():
+            dw, dd = self.w - self.w0, self.delta - self.delta0
+            rms = (dw + dd).flatten(1).square().mean(1).sqrt()
+            scale = (self.trust / rms.clamp_min(1e-12)).clamp(max=1.0).view(-1, 1, 1)
+            self.w.copy_(self.w0 + dw * scale)
+            self.delta.copy_(self.delta0 + dd * scale)
 
 
 def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig,
@@ -411,7 +430,7 @@ def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig
     """
     batch, device = _check_inputs(canvas, insets)
     t_start = time.perf_counter()
-    lat_c = _Latents(canvas.G, canvas.ws, cfg.lr_canvas) if canvas.G is not None else None
+    lat_c = _Latents(canvas.G, canvas.ws, cfg.lr_canvas, cfg.canvas_trust) if canvas.G is not None else None
     lat_i = {ins.name: _Latents(ins.G, ins.ws, cfg.lr_inset) for ins in insets}
     boxes = {ins.name: list(ins.boxes) for ins in insets}
     providers = {ins.name: ins.provider for ins in insets}
@@ -496,7 +515,8 @@ def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig
         insets_start={n: v.detach() for n, v in insets_start.items()},
         insets={n: v.detach() for n, v in final_insets.items()},
         boxes_start={ins.name: list(ins.boxes) for ins in insets}, boxes=boxes,
-        history=history, box_events=events, seconds=time.perf_counter() - t_start, steps=global_step)
+        history=history, box_events=events, seconds=time.perf_counter() - t_start, steps=global_step,
+        inset_ws_start={ins.name: ins.ws.detach() for ins in insets})
 
 
 def _retrack(canvas_img: torch.Tensor, boxes: dict[str, list[Box]], providers: dict[str, BoxProvider | None],
@@ -559,7 +579,7 @@ def evaluate(canvas: torch.Tensor, insets: dict[str, torch.Tensor], boxes: dict[
              composite_img: torch.Tensor, cfg: OptimConfig, perceptual: L.Perceptual | None
              ) -> list[dict[str, Any]]:
     """Per-candidate metrics: unweighted L_coarse and L_border (L1, whatever the preset) per inset and the seam score."""
-    fixed = dataclasses.replace(cfg, inset_weights=dataclasses.replace(cfg.inset_weights, border_metric="l1"))
+    fixed = dataclasses.replace(cfg, border_metric="l1")
     with torch.no_grad():
         parts = loss_parts(canvas, insets, boxes, fixed, perceptual)
     rows = []

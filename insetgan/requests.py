@@ -69,6 +69,7 @@ class ComposeRequest:
     outfit_mask: str | None = None
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     identity_weight: float = 0.5
+    keep_best: bool = False
 
 
 @dataclass
@@ -98,6 +99,23 @@ def resolve_config(preset: str, steps: int | None, blend: str | None) -> OptimCo
     if blend is not None:
         cfg = dataclasses.replace(cfg, blend=blend)
     return cfg
+
+
+OUTFIT_TRUST = 0.10  # the canvas trust radius (RMS in W+) when the body starts from the user's outfit photo
+OUTFIT_BODY = 5.0  # L_body (L1) weight then; the perceptual part gets a tenth of the L1 weight less
+
+
+def outfit_config(cfg: OptimConfig) -> OptimConfig:
+    """The config for a canvas inverted from the user's outfit photo: the canvas moves only as far as the seam needs.
+
+    A trust region bounds the canvas latent's distance from its start (unless the preset sets
+    its own ``canvas_trust``) and L_body gets at least ``OUTFIT_BODY`` (measured by
+    ``scripts/bench_keep.py``; README, "Keeping what you gave").
+    """
+    w = cfg.canvas_weights
+    weights = dataclasses.replace(w, body_l1=max(w.body_l1, OUTFIT_BODY),
+                                  body_perceptual=max(w.body_perceptual, OUTFIT_BODY / 5))
+    return dataclasses.replace(cfg, canvas_trust=cfg.canvas_trust or OUTFIT_TRUST, canvas_weights=weights)
 
 
 def load_generator_for(spec: str, dev: torch.device, option: str, role: str) -> tuple[Any, dict[str, Any]]:
@@ -151,6 +169,7 @@ def run_compose_request(req: ComposeRequest, progress: ProgressFactory) -> Reque
     body_G, face_G, user = body_ck.generator, face_ck.generator, None
     face_source, sources = req.face_source, list(req.body_sources)
     cache_files: dict[str, bytes] = {}
+    outfit, outfit_mask = None, None
     if req.face_photo is not None:
         emb, user = user_face(req.face_photo, face_G, pc, req.embed, req.identity_weight, req.cache_dir, dev, "face",
                               progress)
@@ -164,6 +183,8 @@ def run_compose_request(req: ComposeRequest, progress: ProgressFactory) -> Reque
         finally:
             bar.close()
         body_G, inputs["outfit"] = emb.G, emb.info
+        outfit, outfit_mask = emb.target, emb.mask
+        cfg = outfit_config(cfg)
         cache_files.update(emb.cache_files)
         sources = [jobs.LatentSource(ws=emb.ws, label=req.outfit)]
     head = report_head(req.command, dev, inputs, time.perf_counter() - t0,
@@ -173,10 +194,11 @@ def run_compose_request(req: ComposeRequest, progress: ProgressFactory) -> Reque
     priors = jobs.region_priors(dict(body_ck.metadata))
     head["region_priors"] = {k: list(v) for k, v in priors.items()} or "built-in defaults"
     inp = jobs.ComposeInputs(body_G, face_G, tuple(sources), face_source, shoes_G, shoes_source, req.trunc,
-                             req.face_box, req.shoes_box, req.detector, user, priors)
+                             req.face_box, req.shoes_box, req.detector, user, priors, outfit, outfit_mask)
     bar = progress(req.command, pc.notice if req.face_photo is None and req.outfit is None else None)
     try:
-        out = jobs.run_compose(inp, cfg, dev, head, pc.fn, pc.name, progress=bar, keep_face=req.keep_face)
+        out = jobs.run_compose(inp, cfg, dev, head, pc.fn, pc.name, progress=bar, keep_face=req.keep_face,
+                              keep_best=req.keep_best)
     finally:
         bar.close()
     return RequestOutput(out, cache_files)

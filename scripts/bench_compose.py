@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from benchutil import median_time  # noqa: E402
 
 CASES = {
@@ -135,7 +134,7 @@ def main() -> None:
                                   device=device))
     for spec in specs:
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              text=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
         if proc.returncode or not line:
             print(f"row {spec} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)

@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from insetgan.networks.config import GeneratorConfig  # noqa: E402
 from insetgan.networks.generator import Generator  # noqa: E402
 from benchutil import median_time  # noqa: E402

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from bench_compose import _generator  # noqa: E402  (same full-size random generators)
 
 class _Stop(Exception):

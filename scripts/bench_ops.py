@@ -15,13 +15,11 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from benchutil import median_time  # noqa: E402
 from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
 from insetgan.torch_utils.ops import bias_act, upfirdn2d  # noqa: E402

@@ -11,24 +11,22 @@ latents, no noise inputs, DiffAugment colour+translation):
 
     python scripts/bench_train.py                 # all configs, CPU (and CUDA when present)
     python scripts/bench_train.py --batch 32 --steps 32 --channel-base 8192 --channel-max 256
+    python scripts/bench_train.py --configs 64x64 --precisions fp32,bf16 --noise --aug ''   # the face recipe
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CONFIGS = {"32x32": (32, 32), "64x64": (64, 64), "256x128": (256, 128)}
 
 
 def measure(name: str, device: str, batch: int, steps: int, model: dict) -> tuple[float, float]:
-    """(images/s, seconds per step) over ``steps`` steps after 2 warm-up steps."""
+    """(images/s, seconds per step) over ``steps`` steps after 2 warm-up steps (``model`` holds TrainConfig fields)."""
     from insetgan.train.loop import ImageSet, TrainConfig, build_state, train_step
 
     H, W = CONFIGS[name]
@@ -60,19 +58,27 @@ def main() -> None:
     ap.add_argument("--channel-max", type=int, default=128)
     ap.add_argument("--z-dim", type=int, default=128)
     ap.add_argument("--map-layers", type=int, default=2)
+    ap.add_argument("--precisions", default="fp32", help="fp32 and/or bf16 (the trainer's --precision)")
+    ap.add_argument("--noise", action="store_true", help="with noise inputs (default: without, as shipped)")
+    ap.add_argument("--aug", default="color,translation")
     args = ap.parse_args()
     model = dict(z_dim=args.z_dim, w_dim=args.z_dim, map_layers=args.map_layers, channel_base=args.channel_base,
-                 channel_max=args.channel_max, noise=False, aug="color,translation")
+                 channel_max=args.channel_max, noise=args.noise, aug=args.aug)
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     print(f"# bench_train: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}, "
           f"batch {args.batch}, channel_base {args.channel_base}, channel_max {args.channel_max}, "
           f"{args.z_dim}-D latents, {args.map_layers} mapping layers")
-    print("| config | device | images/s | s/step | kimg/hour |")
-    print("|---|---|---|---|---|")
+    print("| config | device | precision | images/s | s/step | kimg/hour | vs fp32 |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.configs.split(","):
         for device in args.devices.split(","):
-            ips, sec = measure(name, device, args.batch, args.steps, model)
-            print(f"| {name} | {device} | {ips:.1f} | {sec:.3f} | {ips * 3.6:.1f} |", flush=True)
+            base = None
+            for precision in args.precisions.split(","):
+                ips, sec = measure(name, device, args.batch, args.steps, {**model, "precision": precision})
+                base = base or (ips if precision == "fp32" else None)
+                ratio = f"{ips / base:.2f}x" if base else "-"
+                print(f"| {name} | {device} | {precision} | {ips:.1f} | {sec:.3f} | {ips * 3.6:.1f} | {ratio} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -22,3 +22,12 @@ def median_time(fn: Callable[[], object], repeats: int, device: str | torch.devi
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def machine_line() -> str:
+    """One line naming the machine and torch build a table was measured on."""
+    import os
+    import platform
+
+    return (f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads "
+            f"({torch.get_num_threads()} used), torch {torch.__version__}")

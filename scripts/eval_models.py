@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def compose_eval(body: str, face: str, selfie: str, seeds: int, steps: int | None, outdir: Path,

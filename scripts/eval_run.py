@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SNAPSHOT = re.compile(r"network-(\d{6})\.safetensors")
 COLUMNS = {"face": ("face_rate", "fdd"), "body": ("person_rate", "face_region_rate"), "shoes": ("hog_fd",)}

@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def pack(src: Path, dst: Path, quality: int, records: bool) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from PIL import Image
 
 from insetgan import align as al
 from tests.conftest import REPO
-from tests.test_cli import assert_one_line_error, run
+from tests.cli_run import assert_one_line_error, run, run_subprocess
 
 ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 
@@ -87,7 +87,7 @@ def test_similarity_recovers_a_known_transform_and_five_point_crop():
 
 def test_align_cli(tmp_path):
     out = tmp_path / "a.png"
-    proc = run("--quiet", "align", ASTRONAUT, "--size", 128, "--out", out)
+    proc = run_subprocess("--quiet", "align", ASTRONAUT, "--size", 128, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (128, 128)
     proc = run("align", ASTRONAUT, "--five-point", "--size", 112, "--out", tmp_path / "id.png")

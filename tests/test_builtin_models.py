@@ -12,7 +12,7 @@ from insetgan import models
 from insetgan.jobs import region_priors
 from insetgan.networks.checkpoints import load_checkpoint
 from tests.conftest import REPO
-from tests.test_cli import run
+from tests.cli_run import run
 
 SHAPES = {"body": (3, 256, 128), "face": (3, 64, 64), "shoes": (3, 32, 32)}
 SELFIE = REPO / "examples" / "selfie.jpg"

@@ -2,36 +2,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, fixture_path
+from tests.cli_run import assert_one_line_error, run, run_subprocess
+from tests.conftest import fixture_path
 from tests.pickles import nvidia_pickle_bytes, official_init_kwargs
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.generator import Generator
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "insetgan", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or REPO, timeout=300)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("Error: ") and "Traceback" not in proc.stderr
-    assert pattern.lower() in lines[0].lower(), lines[0]
-
-
 def test_generate_writes_images_grid_report_and_raw(tmp_path):
     out = tmp_path / "out"
-    proc = run("generate", "--network", fixture_path("rosinality_face64.pt"), "--seeds", "0-1,3",
+    proc = run_subprocess("generate", "--network", fixture_path("rosinality_face64.pt"), "--seeds", "0-1,3",
                "--trunc", "0.7", "--raw", "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in out.iterdir())
@@ -62,7 +48,7 @@ def test_generate_portrait_model(tmp_path):
 
 
 def test_inspect_json_and_text():
-    proc = run("inspect", fixture_path("sghuman_body64x32.pkl"), "--json")
+    proc = run_subprocess("inspect", fixture_path("sghuman_body64x32.pkl"), "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["format"] == "nvidia-pkl" and info["resolution"] == {"height": 64, "width": 32}
@@ -75,7 +61,7 @@ def test_inspect_json_and_text():
 
 def test_convert_then_generate_same_pixels(tmp_path):
     dst = tmp_path / "face.safetensors"
-    assert run("convert", fixture_path("sg2ada_face64.pkl"), dst).returncode == 0
+    assert run_subprocess("convert", fixture_path("sg2ada_face64.pkl"), dst).returncode == 0
     assert json.loads(run("inspect", dst, "--json").stdout)["format"] == "insetgan-safetensors"
     a, b = tmp_path / "a", tmp_path / "b"
     assert run("generate", "--network", fixture_path("sg2ada_face64.pkl"), "--seeds", "5", "--outdir", a).returncode == 0
@@ -136,8 +122,6 @@ def test_generate_bad_arguments(tmp_path, args, pattern):
 
 
 def test_malicious_pickle_via_cli(tmp_path):
-    import os
-
     from tests.pickles import Reduce
 
     marker = tmp_path / "pwned"
@@ -150,17 +134,21 @@ def test_malicious_pickle_via_cli(tmp_path):
 
 
 def test_debug_shows_traceback(tmp_path):
-    proc = run("--debug", "inspect", tmp_path / "missing.pkl")
+    proc = run_subprocess("--debug", "inspect", tmp_path / "missing.pkl")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 def test_doctor_reports_active_paths(tmp_path):
-    import os
-
     proc = run("doctor", "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["devices"]["cpu"]["active"] == "cpp"
-    forced = subprocess.run([sys.executable, "-m", "insetgan", "doctor", "--json"], capture_output=True, text=True,
-                            cwd=REPO, env={**os.environ, "INSETGAN_OPS": "ref"}, timeout=300)
+    forced = run_subprocess("doctor", "--json", env={**os.environ, "INSETGAN_OPS": "ref"})
     assert json.loads(forced.stdout)["devices"]["cpu"]["active"] == "ref"
+
+
+def test_models_lists_the_builtin_models_as_a_process():
+    proc = run_subprocess("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    names = {m["name"] for m in json.loads(proc.stdout)}
+    assert {"default-body", "default-face", "default-shoes"} <= names

@@ -78,7 +78,7 @@ def test_loss_weights_validation_and_border_mask():
     with pytest.raises(ValueError):
         L.LossWeights(coarse_l1=-1)
     with pytest.raises(ValueError):
-        L.LossWeights(border_metric="l3")
+        dataclasses.replace(load_config("default"), border_metric="l3")
     with pytest.raises(ValueError):
         L.border_mask(8, 8, 4)
     m = L.border_mask(16, 16, 3)
@@ -262,7 +262,9 @@ def test_presets_and_config_files(tmp_path):
     (tmp_path / "c.yaml").write_text("stages:\n  - {name: a, steps: 7, schedule: alternating, switch_every: 3}\n")
     assert load_config(str(tmp_path / "c.yaml")).stages[0].steps == 7
     for text, match in [('{"nope": 1}', "unknown config keys"), ("[1]", "mapping"), ("{", "invalid JSON"),
-                        ('{"stages": [{"name": "x", "steps": 3, "schedule": "zigzag"}]}', "schedule")]:
+                        ('{"stages": [{"name": "x", "steps": 3, "schedule": "zigzag"}]}', "schedule"),
+                        ('{"track": {"every": 5}}', "invalid config"),
+                        ('{"inset_weights": {"seam": 1.0}}', "invalid config")]:
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(ValueError, match=match):
             load_config(str(tmp_path / "bad.json"))
@@ -297,3 +299,21 @@ def test_lr_factor_ramps():
     assert lr_factor(0.5, 0.05, 0.25) == pytest.approx(1.0)
     assert 0 < lr_factor(0.9, 0.05, 0.25) < 1
     assert lr_factor(0.0, 0.0, 0.0) == 1.0
+
+
+def test_weighted_total_reads_every_weight_field():
+    from dataclasses import fields, replace
+
+    from insetgan.errors import InsetganError
+    from insetgan.losses import LossWeights, weighted_total
+
+    zero = LossWeights(**{f.name: 0.0 for f in fields(LossWeights)})
+    names = [f.name for f in fields(LossWeights)]
+    assert len(names) == 9
+    for i, name in enumerate(names):
+        parts = {f"face:{n}": torch.full((2,), float(j + 1)) for j, n in enumerate(names)}
+        parts["face:reg_mean"] = torch.full((2,), 100.0)  # weighted by the caller, never here
+        total = weighted_total(parts, replace(zero, **{name: 0.5}))
+        assert torch.equal(total, torch.full((2,), 0.5 * (i + 1))), name
+    with pytest.raises(InsetganError, match="every loss weight is zero"):
+        weighted_total({"face:coarse_l1": torch.ones(1)}, zero)

@@ -13,7 +13,7 @@ from insetgan import invert as inv
 from insetgan.perceptual import l1_ssim
 from insetgan.networks.checkpoints import load_generator
 from tests.conftest import REPO, fixture_path
-from tests.test_cli import assert_one_line_error, run
+from tests.cli_run import assert_one_line_error, run, run_subprocess
 
 ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 
@@ -117,8 +117,8 @@ def test_invert_cli_writes_outputs_and_pti_generator(tmp_path, G):
     if not ASTRONAUT.exists():
         pytest.skip("astronaut photo missing")
     out = tmp_path / "inv"
-    r = run(*["--quiet", "invert", str(ASTRONAUT), "--network", str(fixture_path("sg2ada_face64.pkl")),
-             "--mode", "pti", "--steps", "60", "--pti-steps", "30", "--outdir", str(out)])
+    r = run_subprocess(*["--quiet", "invert", str(ASTRONAUT), "--network", str(fixture_path("sg2ada_face64.pkl")),
+                        "--mode", "pti", "--steps", "60", "--pti-steps", "30", "--outdir", str(out)])
     assert r.returncode == 0, r.stderr
     for name in ("latents.npz", "target.png", "reconstruction.png", "compare.png", "report.json", "tuned.safetensors"):
         assert (out / name).is_file(), name

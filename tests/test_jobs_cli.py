@@ -16,7 +16,7 @@ from insetgan.networks.checkpoints import load_generator
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.generator import Generator
 from tests.conftest import REPO, SHARED, fixture_path
-from tests.test_cli import assert_one_line_error, run
+from tests.cli_run import assert_one_line_error, run, run_subprocess
 
 BODY, FACE = fixture_path("sghuman_body64x32.pkl"), fixture_path("sg2ada_face64.pkl")
 PHOTO = SHARED / "data" / "ccp" / "photos" / "0001.jpg"
@@ -31,7 +31,7 @@ def _png(path):
 
 def test_compose_writes_everything_and_resumes_from_latents(tmp_path):
     out = tmp_path / "c"
-    proc = run("--quiet", "compose", "--body", BODY, "--face-net", FACE, "--body-seed", 1, "--face-seed", 2,
+    proc = run_subprocess("--quiet", "compose", "--body", BODY, "--face-net", FACE, "--body-seed", 1, "--face-seed", 2,
                "--face-box", "8,2,16,16", "--steps", 30, "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # --quiet: no progress bar, no log
@@ -79,7 +79,7 @@ def test_compose_with_shoes_and_fixed_prior(tmp_path):
 
 def test_sample_bodies_batch(tmp_path):
     out = tmp_path / "b"
-    proc = run("--quiet", "sample-bodies", "--body", BODY, "--face-net", FACE, "--face-seed", 3, "--num", 3,
+    proc = run_subprocess("--quiet", "sample-bodies", "--body", BODY, "--face-net", FACE, "--face-seed", 3, "--num", 3,
                "--face-box", "8,2,16,16", "--steps", 12, "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     names = {p.name for p in out.iterdir()}
@@ -94,7 +94,7 @@ def test_sample_bodies_batch(tmp_path):
 def test_refine_face_on_a_photo_leaves_the_outside_untouched(tmp_path):
     out = tmp_path / "r"
     box = "170,20,80,80"
-    proc = run("--quiet", "refine-face", PHOTO, "--face-net", FACE, "--face-box", box, "--steps", 8, "--search", 4,
+    proc = run_subprocess("--quiet", "refine-face", PHOTO, "--face-net", FACE, "--face-box", box, "--steps", 8, "--search", 4,
                "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     original = np.asarray(Image.open(PHOTO).convert("RGB"))

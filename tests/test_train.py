@@ -20,7 +20,7 @@ from insetgan.networks.checkpoints import load_generator
 from insetgan.networks.discriminator import Discriminator, DiscriminatorConfig, minibatch_std
 from insetgan.networks.native import read_metadata
 from tests.conftest import REPO
-from tests.test_cli import assert_one_line_error, run
+from tests.cli_run import assert_one_line_error, run
 
 TINY = dict(z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32)
 TINY_ARGS = ["--z-dim", "32", "--map-layers", "2", "--channel-base", "256", "--channel-max", "32", "--device", "cpu"]
@@ -204,6 +204,27 @@ def test_training_steps_are_finite_r1_positive_ema_differs():
     assert logs[0]["r1"] > 0 and logs[2]["r1"] > 0 and "r1" not in logs[1]
     assert any(not torch.equal(p, q) for p, q in zip(st.G.parameters(), st.G_ema.parameters()))
     assert st.step == 3 and st.nimg == 12
+
+
+def test_bf16_training_follows_float32_and_keeps_float32_weights():
+    """--precision bf16: the same step in bfloat16 autocast, close to float32; weights, EMA and Adam stay float32."""
+    data, dev = _data(), torch.device("cpu")
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(batch=4, r1_interval=2, precision=precision, **TINY)
+        st = build_state(cfg, data, dev)
+        runs[precision] = ([train_step(st, data, cfg, dev) for _ in range(2)], st)
+    (logs32, st32), (logs16, st16) = runs["fp32"], runs["bf16"]
+    assert all(np.isfinite(v) for log in logs16 for v in log.values()) and logs16[0]["r1"] > 0
+    for a, b in zip(logs32, logs16):  # the same draws, so the losses differ by bfloat16 rounding only
+        assert b["loss_G"] == pytest.approx(a["loss_G"], rel=0.05)
+        assert b["loss_D"] == pytest.approx(a["loss_D"], rel=0.05)
+    assert logs16[0]["loss_G"] != logs32[0]["loss_G"]  # autocast did run the forwards in bfloat16
+    for p32, p16 in zip(st32.G.parameters(), st16.G.parameters()):
+        assert p16.dtype == torch.float32 and (p16 - p32).abs().max() < 0.05
+    assert all(p.dtype == torch.float32 for p in st16.G_ema.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
 
 
 def test_no_noise_training_keeps_noise_strengths_zero():

@@ -87,18 +87,38 @@ def _progress_factory(mode: str) -> Callable[[str, str | None], Any]:
     return lambda desc, notice: progress_bar(desc, mode, notice, keys)
 
 
+def headline(report: dict[str, Any]) -> str:
+    """The job's headline numbers: seam, body drift, outfit distance, face score and identity (first candidate)."""
+    before, after = report["metrics"]["before"][0], report["metrics"]["after"][0]
+    n = len(report["metrics"]["after"])
+
+    def pair(key: str, label: str) -> str | None:
+        a, b = before.get(key), after.get(key)
+        if key not in after:
+            return None
+        fmt = lambda v: "none" if v is None else f"{v:.3f}"  # noqa: E731
+        return f"{label} {fmt(a)} -> {fmt(b)}"
+
+    parts = [pair("face:seam", "seam"), f"body drift {after['body_drift_l1']:.3f}",
+             pair("outfit_l1", "outfit L1"), pair("face:score", "face score"), pair("face:identity", "identity")]
+    text = ", ".join(p for p in parts if p)
+    return text + (f" (candidate 0 of {n})" if n > 1 else "")
+
+
 def _write_job(res: RequestOutput, outdir: str) -> None:
     """Write a job's files (and new inversion cache entries into OUTDIR/cache), all at the end."""
     files = {f"cache/{name}": data for name, data in res.cache_files.items()}
     files.update(res.job.files)
     path = write_files(outdir, files)
-    after = res.job.report["metrics"]["after"]
-    seams = [v for row in after for k, v in row.items() if k.endswith(":seam") and v is not None]
-    log.info("wrote %d files to %s (seam score %s, %d steps in %.1f s)", len(res.job.files), path,
-             ", ".join(f"{s:.3f}" for s in seams[:8]), res.job.report["steps"],
-             res.job.report["timings_s"]["optimize"])
+    rep = res.job.report
+    log.info("wrote %d files to %s (%d steps in %.1f s)", len(res.job.files), path, rep["steps"],
+             rep["timings_s"]["optimize"])
+    log.info("%s", headline(rep))
 
 
+_KEEP_BEST = click.option("--keep-best", is_flag=True,
+                          help="Return the start face where the result's face got worse (lower dlib score, "
+                               "or not the reference person).")
 _DETECTOR = click.option("--detector", type=click.Choice(jobs.DETECTORS), default="auto", show_default=True,
                          help="Face box: dlib detection (auto: when installed), or the fixed prior.")
 _BODY = click.option("--body", default="default", show_default=True, metavar="CKPT",
@@ -121,12 +141,13 @@ _FACE_NET = click.option("--face-net", default="default", show_default=True, met
 @click.option("--shoes-seed", type=int, default=None, help="Shoes seed (default 0).")
 @click.option("--shoes-box", default=None, metavar="x,y,w,h", help="Shoes box (default: prior + local search).")
 @_DETECTOR
+@_KEEP_BEST
 @_invert_options
 @_engine_options
 @handle_errors
 def compose(body: str, face_net: str, face_photo: str | None, outfit: str | None, outfit_mask: str | None,
             shoes_net: str | None, body_seed: int | None, body_latent: str | None, face_seed: int | None,
-            face_latent: str | None, shoes_seed: int | None, shoes_box: str | None, detector: str,
+            face_latent: str | None, shoes_seed: int | None, shoes_box: str | None, detector: str, keep_best: bool,
             invert_steps: int, pti: bool, pti_steps: int, identity_weight: float, preset: str,
             steps: int | None, trunc: float, blend: str | None, face_box: str | None, perceptual: str,
             weights: str | None, device: str, outdir: str, progress_mode: str) -> None:
@@ -158,7 +179,7 @@ def compose(body: str, face_net: str, face_photo: str | None, outfit: str | None
         shoes_box=_box(shoes_box, "shoes"), detector=detector, device=torch_device(device),
         cache_dir=Path(outdir) / "cache", perceptual=perceptual, weights=weights, face_photo=face_photo,
         outfit=outfit, outfit_mask=outfit_mask, embed=_embed_config(invert_steps, pti, pti_steps, identity_weight),
-        identity_weight=identity_weight)
+        identity_weight=identity_weight, keep_best=keep_best)
     _write_job(run_compose_request(req, _progress_factory(progress_mode)), outdir)
 
 
@@ -171,11 +192,13 @@ def compose(body: str, face_net: str, face_photo: str | None, outfit: str | None
 @click.option("--num", type=click.IntRange(1, 256), default=8, show_default=True, help="Number of bodies.")
 @click.option("--body-seeds", default=None, help="Body seeds, e.g. 10-17 (default 0..num-1).")
 @_DETECTOR
+@_KEEP_BEST
 @_invert_options
 @_engine_options
 @handle_errors
 def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: int | None, face_latent: str | None,
-                  num: int, body_seeds: str | None, detector: str, invert_steps: int, pti: bool, pti_steps: int,
+                  num: int, body_seeds: str | None, detector: str, keep_best: bool, invert_steps: int, pti: bool,
+                  pti_steps: int,
                   identity_weight: float, preset: str, steps: int | None, trunc: float, blend: str | None,
                   face_box: str | None, perceptual: str, weights: str | None, device: str, outdir: str,
                   progress_mode: str) -> None:
@@ -197,7 +220,7 @@ def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: i
         trunc=trunc, blend=blend, face_box=_box(face_box, "face"), detector=detector, device=torch_device(device),
         cache_dir=Path(outdir) / "cache", keep_face=True, perceptual=perceptual, weights=weights,
         face_photo=face_photo, embed=_embed_config(invert_steps, pti, pti_steps, identity_weight),
-        identity_weight=identity_weight)
+        identity_weight=identity_weight, keep_best=keep_best)
     _write_job(run_compose_request(req, _progress_factory(progress_mode)), outdir)
 
 
@@ -209,11 +232,13 @@ def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: i
 @click.option("--face-latent", default=None, metavar="FILE", help="Face start W/W+ (.npy or latents.npz).")
 @click.option("--search", type=click.IntRange(1, 1024), default=16, show_default=True,
               help="Seeds tried for the start face when no seed or latent is given.")
+@_KEEP_BEST
 @_invert_options
 @_engine_options
 @handle_errors
 def refine_face(image: str, face_net: str, reference: str | None, face_seed: int | None, face_latent: str | None,
-                search: int, invert_steps: int, pti: bool, pti_steps: int, identity_weight: float, preset: str,
+                search: int, keep_best: bool, invert_steps: int, pti: bool, pti_steps: int, identity_weight: float,
+                preset: str,
                 steps: int | None, trunc: float, blend: str | None, face_box: str | None, perceptual: str,
                 weights: str | None, device: str, outdir: str, progress_mode: str) -> None:
     """Refine the face of an existing image (a photo or a generated body); no body generator needed.
@@ -252,7 +277,7 @@ def refine_face(image: str, face_net: str, reference: str | None, face_seed: int
     try:
         out = jobs.run_refine_face(img, face_G, face_src, fbox, cfg, head, trunc=trunc,
                                    search_seeds=tuple(range(search)), perceptual=pc.fn, perceptual_name=pc.name,
-                                   progress=bar, user_face=user)
+                                   progress=bar, user_face=user, keep_best=keep_best)
     finally:
         bar.close()
     _write_job(RequestOutput(out, cache_files), outdir)
