@@ -202,3 +202,56 @@ def run_compose_request(req: ComposeRequest, progress: ProgressFactory) -> Reque
     finally:
         bar.close()
     return RequestOutput(out, cache_files)
+
+
+@dataclass(frozen=True)
+class RefineRequest:
+    """Everything ``refine-face`` takes, by name (``None``: not given)."""
+
+    image: str
+    face_net: str = "default"
+    reference: str | None = None
+    face_source: jobs.LatentSource | None = None
+    search: int = 16
+    preset: str = "default"
+    steps: int | None = None
+    trunc: float = 0.7
+    blend: str | None = None
+    face_box: Box | None = None
+    device: torch.device = torch.device("cpu")
+    cache_dir: Path | None = None
+    perceptual: str = "auto"
+    weights: str | None = None
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    identity_weight: float = 0.5
+    keep_best: bool = False
+
+
+def run_refine_request(req: RefineRequest, progress: ProgressFactory) -> RequestOutput:
+    """Load, embed the reference selfie (if any) and refine the face of an image: the files of ``refine-face``."""
+    cfg = resolve_config(req.preset, req.steps, req.blend)
+    reference = check_photo(req.reference, "--reference")
+    if reference is not None and req.face_source is not None:
+        raise InsetganError("give either --reference PHOTO or --face-seed/--face-latent, not both")
+    dev = req.device
+    t0 = time.perf_counter()
+    img = jobs.load_image(req.image, dev)
+    face_ck, face_info = load_generator_for(req.face_net, dev, "--face-net", "face")
+    pc = load_perceptual(req.perceptual, req.weights, dev, warn=False)
+    inputs: dict[str, Any] = {"image": {"path": str(req.image), "sha256": jobs.sha256(req.image),
+                                        "size": [img.shape[-2], img.shape[-1]]}, "face": face_info}
+    face_G, face_src, user, cache_files = face_ck.generator, req.face_source, None, {}
+    if reference is not None:
+        emb, user = user_face(reference, face_G, pc, req.embed, req.identity_weight, req.cache_dir, dev, "reference",
+                              progress)
+        face_G, inputs["face_photo"], cache_files = emb.G, emb.info, emb.cache_files
+        face_src = jobs.LatentSource(ws=emb.ws, label=reference, key="face")
+    head = report_head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=req.trunc)
+    bar = progress("refine-face", pc.notice if reference is None else None)
+    try:
+        out = jobs.run_refine_face(img, face_G, face_src, req.face_box, cfg, head, trunc=req.trunc,
+                                   search_seeds=tuple(range(req.search)), perceptual=pc.fn, perceptual_name=pc.name,
+                                   progress=bar, user_face=user, keep_best=req.keep_best)
+    finally:
+        bar.close()
+    return RequestOutput(out, cache_files)

@@ -1,7 +1,6 @@
 """The composition jobs: compose, sample-bodies, refine-face."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,10 +13,9 @@ from insetgan.cli.common import FINITE, finite, handle_errors, job_options, log,
 from insetgan.embedding import EmbedConfig
 from insetgan.errors import InsetganError
 from insetgan.invert import InvertConfig, PTIConfig
-from insetgan.perceptual import load_perceptual
 from insetgan.regions import Box
-from insetgan.requests import (ComposeRequest, RequestOutput, check_photo, load_generator_for, report_head,
-                               resolve_config, run_compose_request, user_face)
+from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_photo, run_compose_request,
+                               run_refine_request)
 
 
 def _source(seed: int | None, latent: str | None, key: str, what: str, default_seed: int | None = None
@@ -252,35 +250,13 @@ def refine_face(image: str, face_net: str, reference: str | None, face_seed: int
       insetgan refine-face body.png --face-net ffhq.pkl --face-box 200,40,96,96 --outdir out/refined
       insetgan refine-face photo.jpg --face-net ffhq.pkl --reference selfie.jpg --outdir out/me
     """
-    cfg = resolve_config(preset, steps, blend)
-    fbox = _box(face_box, "face")
-    reference = check_photo(reference, "--reference")
-    if reference is not None and (face_seed is not None or face_latent is not None):
-        raise InsetganError("give either --reference PHOTO or --face-seed/--face-latent, not both")
-    face_src = _source(face_seed, face_latent, "face", "face")
-    dev = torch_device(device)
-    progress = _progress_factory(progress_mode)
-    t0 = time.perf_counter()
-    img = jobs.load_image(image, dev)
-    face_ck, face_info = load_generator_for(face_net, dev, "--face-net", "face")
-    pc = load_perceptual(perceptual, weights, dev, warn=False)
-    inputs: dict[str, Any] = {"image": {"path": str(image), "sha256": jobs.sha256(image),
-                                        "size": [img.shape[-2], img.shape[-1]]}, "face": face_info}
-    face_G, user, cache_files = face_ck.generator, None, {}
-    if reference is not None:
-        emb, user = user_face(reference, face_G, pc, _embed_config(invert_steps, pti, pti_steps, identity_weight),
-                              identity_weight, Path(outdir) / "cache", dev, "reference", progress)
-        face_G, inputs["face_photo"], cache_files = emb.G, emb.info, emb.cache_files
-        face_src = jobs.LatentSource(ws=emb.ws, label=reference, key="face")
-    head = report_head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=trunc)
-    bar = progress("refine-face", pc.notice if reference is None else None)
-    try:
-        out = jobs.run_refine_face(img, face_G, face_src, fbox, cfg, head, trunc=trunc,
-                                   search_seeds=tuple(range(search)), perceptual=pc.fn, perceptual_name=pc.name,
-                                   progress=bar, user_face=user, keep_best=keep_best)
-    finally:
-        bar.close()
-    _write_job(RequestOutput(out, cache_files), outdir)
+    req = RefineRequest(
+        image=image, face_net=face_net, reference=reference,
+        face_source=_source(face_seed, face_latent, "face", "face"), search=search, preset=preset, steps=steps, trunc=trunc, blend=blend, face_box=_box(face_box, "face"),
+        device=torch_device(device), cache_dir=Path(outdir) / "cache", perceptual=perceptual, weights=weights,
+        embed=_embed_config(invert_steps, pti, pti_steps, identity_weight), identity_weight=identity_weight,
+        keep_best=keep_best)
+    _write_job(run_refine_request(req, _progress_factory(progress_mode)), outdir)
 
 
 COMMANDS = (compose, sample_bodies, refine_face)

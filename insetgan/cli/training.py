@@ -39,8 +39,6 @@ _NON_NEGATIVE = finite(0)
 @click.option("--xflip/--no-xflip", default=True, show_default=True, help="Mirror real images at random.")
 @click.option("--noise/--no-noise", default=True, show_default=True,
               help="Per-pixel noise inputs (--no-noise: strengths stay 0, details come from the latents only).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=TrainConfig.precision, show_default=True,
-              help="bf16: forwards under bfloat16 autocast (AVX-512 BF16 CPUs, GPUs); weights and R1 stay float32.")
 @click.option("--snapshot-kimg", type=finite(0.001), default=TrainConfig.snapshot_kimg, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--resume", default=None, metavar="STATE.pt", help="Continue a run from a saved training state.")
@@ -49,8 +47,8 @@ _NON_NEGATIVE = finite(0)
 @handle_errors
 def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
           lr: float, lr_d: float | None, channel_base: int, channel_max: int, mbstd_channels: int, map_layers: int,
-          z_dim: int, aug: str, xflip: bool, noise: bool, precision: str, snapshot_kimg: float, seed: int,
-          resume: str | None, device: str, progress_mode: str) -> None:
+          z_dim: int, aug: str, xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None,
+          device: str, progress_mode: str) -> None:
     """Train a StyleGAN2 generator (canvas or inset) on a prepared dataset.
 
     Runs single-process, or data-parallel under torchrun (NCCL on GPUs, gloo on CPU) with the
@@ -70,7 +68,7 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
                       channel_base=channel_base, channel_max=channel_max, mbstd_channels=mbstd_channels,
                       map_layers=map_layers, z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
-                      precision=precision, snapshot_kimg=snapshot_kimg, seed=seed)
+                      snapshot_kimg=snapshot_kimg, seed=seed)
     if resume is not None and not Path(resume).is_file():
         raise InsetganError(f"--resume: state not found: {resume}")
     with torchrun_world(torch_device(device), batch) as world:

@@ -38,16 +38,6 @@ from insetgan.progress import Progress
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
-PRECISIONS = ("fp32", "bf16")
-
-
-def autocast(cfg: "TrainConfig", device: torch.device) -> Any:
-    """The forward-pass precision context: bfloat16 autocast for ``precision='bf16'``, else a no-op.
-
-    Convolutions and matrix products then run in bfloat16 (the CPU's AVX-512 BF16 units, or a
-    GPU's tensor cores) while parameters, gradients, Adam and the EMA stay float32.
-    """
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
 @dataclass(frozen=True)
@@ -78,7 +68,6 @@ class TrainConfig:
     conv_clamp: float | None = 256.0
     mbstd_group: int = 4
     mbstd_channels: int = 1  # minibatch-std features: channel groups averaged separately
-    precision: str = "fp32"  # "bf16": G and D forwards under bfloat16 autocast (R1, losses, Adam, EMA in float32)
     seed: int = 0
     snapshot_kimg: float = 10.0
     grid: int = 16
@@ -97,8 +86,6 @@ class TrainConfig:
             raise InsetganError(f"--mbstd-channels {self.mbstd_channels} must divide the discriminator's "
                              f"{c4} channels at 4x4")
         parse_policy(self.aug)
-        if self.precision not in PRECISIONS:
-            raise InsetganError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -286,10 +273,9 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     w_sum = torch.zeros(G.w_dim, device=device)
     for sl in parts:
         _seed_noise(cfg, state.step, 0, sl.start)
-        with autocast(cfg, device):
-            img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl], cfg.noise)
-            logits = D(augment(img, r.aug["G"][sl], policy))
-        loss = F.softplus(-logits.float()).sum() / B
+        img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl], cfg.noise)
+        logits = D(augment(img, r.aug["G"][sl], policy))
+        loss = F.softplus(-logits).sum() / B
         loss.backward()
         stats[0] += loss.detach()
         w_sum += w.detach().sum(0)
@@ -308,13 +294,11 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     D.requires_grad_(True)
     for sl in parts:
         _seed_noise(cfg, state.step, 1, sl.start)
-        with autocast(cfg, device):
-            with torch.no_grad():
-                fake, _ = _generate(G, r.z["D"][sl].to(device), r.z2["D"][sl].to(device), r.mix["D"][sl], cfg.noise)
-            real = _reals(data, r.real_idx[sl], r.flip[sl], device)
-            fake_logits = D(augment(fake, r.aug["D"][sl], policy))
-            real_logits = D(augment(real, r.aug["real"][sl], policy))
-        loss = (F.softplus(fake_logits.float()).sum() + F.softplus(-real_logits.float()).sum()) / B
+        with torch.no_grad():
+            fake, _ = _generate(G, r.z["D"][sl].to(device), r.z2["D"][sl].to(device), r.mix["D"][sl], cfg.noise)
+        real = _reals(data, r.real_idx[sl], r.flip[sl], device)
+        loss = (F.softplus(D(augment(fake, r.aug["D"][sl], policy))).sum()
+                + F.softplus(-D(augment(real, r.aug["real"][sl], policy))).sum()) / B
         loss.backward()
         stats[1] += loss.detach()
     _sum_grads(D)
@@ -380,7 +364,7 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
         raise InsetganError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
     arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "mbstd_channels", "batch", "seed", "aug",
-            "noise")  # not precision: a run may switch between fp32 and bf16 when it resumes
+            "noise")
     before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
     changed = [k for k in arch if before[k] != getattr(cfg, k)]
     if changed:
