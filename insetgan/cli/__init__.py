@@ -2,8 +2,8 @@
 
 One module per command group: :mod:`~insetgan.cli.checkpoints` (generate, inspect, convert,
 models, doctor), :mod:`~insetgan.cli.compose` (compose, sample-bodies, refine-face),
-:mod:`~insetgan.cli.photos` (align, invert) and :mod:`~insetgan.cli.training` (prepare,
-train); shared options and error handling live in :mod:`~insetgan.cli.common`.
+:mod:`~insetgan.cli.photos` (align, invert), :mod:`~insetgan.cli.training` (prepare,
+train) and :mod:`~insetgan.cli.app` (app); shared options and error handling live in :mod:`~insetgan.cli.common`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 import click
 
 import insetgan
-from insetgan.cli import checkpoints, compose, photos, training
+from insetgan.cli import app, checkpoints, compose, photos, training
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,7 +26,7 @@ def cli(debug: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
 
 
-for _module in (checkpoints, compose, photos, training):
+for _module in (checkpoints, compose, photos, training, app):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
