@@ -294,3 +294,23 @@ def test_browser_not_an_image_then_a_good_job(server, browser, tmp_path):
     assert page.query_selector("#c-result img") is not None
     page.close()
     assert leftover_jobs(root / "jobs") == []
+
+
+def test_http_cancel_frees_the_worker(server, tmp_path):
+    from gradio_client.utils import Status
+
+    url, root = server
+    client = _client(url, tmp_path)
+    long = client.submit(*_compose_args(face_seed="3", steps=400), api_name="/compose")
+    deadline = time.monotonic() + 120
+    while long.status().code not in (Status.ITERATING, Status.PROCESSING) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftover_jobs(root / "jobs"), "the long job should be running in its folder"
+    t0 = time.monotonic()
+    long.cancel()
+    status = client.predict(*_compose_args(face_seed="4", steps=2), api_name="/compose")[0]
+    assert status.startswith("done") and time.monotonic() - t0 < 60  # 400 steps would take minutes here
+    deadline = time.monotonic() + 30
+    while leftover_jobs(root / "jobs") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftover_jobs(root / "jobs") == []
