@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Union
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from insetgan.errors import InsetganError
 from insetgan.networks.errors import CheckpointError
 from insetgan.networks.generator import (
-    NOISE_MODES, FullyConnectedLayer, MappingNetwork, float_dtype, modulated_conv2d,
+    NOISE_MODES, FullyConnectedLayer, Generator, MappingNetwork, float_dtype, modulated_conv2d,
 )
 from insetgan.networks.stylegan3_config import LayerSpec, StyleGAN3Config
 from insetgan.torch_utils.ops.filtered_lrelu import filtered_lrelu
@@ -238,9 +239,8 @@ class StyleGAN3Generator(nn.Module):
         """StyleGAN3 has no noise inputs: always empty."""
         return self.synthesis.noise_buffers()
 
-    def set_transform(self, translate: tuple[float, float] = (0.0, 0.0), rotate: float = 0.0) -> None:
-        """Translate (in image units, +x right, +y down... as the official tools) and rotate (degrees)
-        every image: stores the inverse matrix in ``synthesis.input.transform``."""
+    def set_transform(self, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> None:
+        """Translate and rotate (degrees) every image as the official tools do; see :func:`input_transform`."""
         m = input_transform(translate, rotate)
         self.synthesis.input.transform.copy_(m.to(self.synthesis.input.transform))
 
@@ -257,6 +257,14 @@ class StyleGAN3Generator(nn.Module):
         """Map ``z`` (and class ``c``) to ws and synthesise images [N, C, H, W]."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv, force_fp32=force_fp32)
+
+
+AnyGenerator = Union[Generator, StyleGAN3Generator]
+
+
+def is_stylegan3(G: object) -> bool:
+    """True for a StyleGAN3 generator (one with a Fourier-feature input and a user transform)."""
+    return isinstance(G, StyleGAN3Generator)
 
 
 def input_transform(translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> torch.Tensor:

@@ -138,7 +138,8 @@ def convert(src: str, dst: str, fp16: bool) -> None:
         raise InsetganError(f"{dst} is a directory")
     if not out.parent.exists():
         raise InsetganError(f"folder {out.parent} does not exist")
-    kept = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "format_version", "config")}
+    kept = {k: v for k, v in ckpt.metadata.items()
+            if k not in ("format", "format_version", "architecture", "config")}
     extra = {**kept, "source_format": ckpt.format, "source_file": Path(info["path"]).name, "notes": list(ckpt.notes)}
     native.save(ckpt.generator, out, extra=extra, dtype=torch.float16 if fp16 else torch.float32)
     log.info("wrote %s (%s -> insetgan-safetensors)", out, ckpt.format)
