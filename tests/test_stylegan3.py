@@ -3,6 +3,7 @@ and converts safely, honours the user transform, and refuses contradictory or un
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from insetgan.invert import InvertConfig, project, synthesize
 from insetgan.io import to_uint8
 from insetgan.networks import native
 from insetgan.networks.checkpoints import load_checkpoint
-from insetgan.networks.errors import CheckpointError
+from insetgan.networks.errors import CheckpointError, UnsafePickleError
 from insetgan.networks.safe_pickle import safe_load_pickle
 from insetgan.networks.stylegan3 import StyleGAN3Generator, build_stylegan3, design_lowpass_filter, input_transform
 from insetgan.networks.stylegan3_config import StyleGAN3Config
@@ -355,3 +356,16 @@ def test_projection_into_a_stylegan3_network():
         err = (synthesize(G, proj.ws, proj.noise) - target).abs().mean()
         start = (G.synthesis(G.w_avg.reshape(1, 1, -1).expand(1, 16, -1)) - target).abs().mean()
     assert err < start
+
+
+def test_numpy_arrays_in_pickles_both_spellings():
+    """StyleGAN3 modules pickle numpy arrays: numpy 1 writes numpy.core.*, numpy 2 numpy._core.*; both load,
+    object arrays do not."""
+    rec = _record("sg3t_face64")  # written under numpy 1: numpy.core.multiarray._reconstruct
+    assert rec.children()["synthesis"].children()["input"].state["size"].tolist() == [36, 36]
+    data = pickle.dumps({"size": np.array([36, 36]), "rate": np.float64(16.0)}, protocol=4)
+    assert (b"numpy._core" if np.__version__ >= "2" else b"numpy.core") in data
+    out = safe_load_pickle(data)
+    assert out["size"].tolist() == [36, 36] and out["rate"] == 16.0
+    with pytest.raises(UnsafePickleError):
+        safe_load_pickle(pickle.dumps(np.array([1, "x"], dtype=object), protocol=4))
