@@ -105,8 +105,9 @@ class SynthesisInput(nn.Module):
         dtype = w.dtype
         # Rotate, then translate the image (learned, per sample), then the user transform.
         m = _rotation_translation(self.affine(w)) @ self.transform.to(dtype).unsqueeze(0)
-        freqs = self.freqs.to(dtype).unsqueeze(0) @ m[:, :2, :2]                       # [N, C, 2]
-        phases = self.phases.to(dtype).unsqueeze(0) + (self.freqs.to(dtype) @ m[:, :2, 2:]).squeeze(2)
+        base = self.freqs.to(dtype)                                                    # [C, 2] as (fx, fy)
+        freqs = base.unsqueeze(0) @ m[:, :2, :2]                                       # [N, C, 2]
+        phases = self.phases.to(dtype).unsqueeze(0) + (base @ m[:, :2, 2:]).squeeze(2)  # [N, C]
         # Fade out frequencies the user transform pushed past the band (none without one).
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
         # Sample positions: pixel centres, in units of 1/sampling_rate, centred on the image.
