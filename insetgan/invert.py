@@ -196,7 +196,7 @@ def project(G: Generator, target: torch.Tensor, cfg: InvertConfig = InvertConfig
         if identity is not None and cfg.identity_weight > 0:
             parts["identity"] = identity(img)
             total = total + cfg.identity_weight * parts["identity"]
-        if cfg.optimize_noise and cfg.noise_reg > 0:
+        if cfg.optimize_noise and cfg.noise_reg > 0 and noise:  # StyleGAN3 networks have no noise maps
             parts["noise_reg"] = noise_regularizer(noise)
             total = total + cfg.noise_reg * parts["noise_reg"]
         opt.zero_grad(set_to_none=True)

@@ -5,7 +5,8 @@ Three kinds of file are read. Pickled StyleGAN2 snapshots go through our restric
 they carry; the ``G_ema`` network is the one used. State-dict files in the key layout of the
 widely used independent PyTorch reimplementation are read with torch's weights-only loader and
 renamed to our keys. Our own safetensors files (:mod:`insetgan.networks.native`) hold their
-config in the metadata. StyleGAN3 pickles are recognised and refused with a clear message.
+config in the metadata. Pickles of StyleGAN3 generators (configs T and R) become our own
+StyleGAN3 network (:mod:`insetgan.networks.stylegan3_pickle`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.errors import CheckpointError, UnsafePickleError
 from insetgan.networks.generator import Generator, build_generator
 from insetgan.networks.safe_pickle import PersistentRecord, safe_load_pickle
+from insetgan.networks.stylegan3 import AnyGenerator, StyleGAN3Generator
+from insetgan.networks.stylegan3_pickle import is_stylegan3_record, stylegan3_from_record
 from insetgan.torch_utils.ops.upfirdn2d import setup_filter
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ W_AVG_SEED = 0
 class Checkpoint:
     """A loaded generator with where it came from."""
 
-    generator: Generator
+    generator: AnyGenerator
     format: str
     path: str
     notes: tuple[str, ...] = ()
@@ -50,6 +53,8 @@ class Checkpoint:
 def describe(ckpt: Checkpoint) -> dict[str, Any]:
     """A JSON-able summary of a loaded checkpoint (what ``insetgan inspect`` prints)."""
     G = ckpt.generator
+    if isinstance(G, StyleGAN3Generator):
+        return _describe_stylegan3(ckpt, G)
     cfg = G.cfg
     return {
         "path": ckpt.path,
@@ -68,6 +73,36 @@ def describe(ckpt: Checkpoint) -> dict[str, Any]:
         "num_fp16_res": cfg.num_fp16_res,
         "fp16_resolutions": [r for r in cfg.block_resolutions if r >= cfg.fp16_resolution] if cfg.num_fp16_res else [],
         "conv_clamp": cfg.conv_clamp,
+        "notes": list(ckpt.notes),
+        "config": cfg.to_dict(),
+    }
+
+
+def _describe_stylegan3(ckpt: Checkpoint, G: StyleGAN3Generator) -> dict[str, Any]:
+    """:func:`describe` for a StyleGAN3 generator: the same keys, channels per layer, the layer schedule."""
+    cfg = G.cfg
+    layers = cfg.layers()
+    return {
+        "path": ckpt.path,
+        "format": ckpt.format,
+        "resolution": {"height": cfg.img_height, "width": cfg.img_width},
+        "z_dim": cfg.z_dim,
+        "w_dim": cfg.w_dim,
+        "c_dim": cfg.c_dim,
+        "img_channels": cfg.img_channels,
+        "num_ws": G.num_ws,
+        "mapping_layers": cfg.mapping_layers,
+        "mapping_lr_multiplier": cfg.mapping_lr_multiplier,
+        "architecture": cfg.name,
+        "channels": {"input": cfg.input_spec()["channels"], **{s.name: s.out_channels for s in layers}},
+        "parameters": sum(p.numel() for p in G.parameters()),
+        "num_fp16_res": cfg.num_fp16_res,
+        "fp16_resolutions": [],  # StyleGAN3 layers run in full precision here
+        "conv_clamp": cfg.conv_clamp,
+        "layers": [{"name": s.name, "size": s.out_size, "sampling_rate": s.out_sampling_rate,
+                    "cutoff": round(s.out_cutoff, 6), "up": s.up_factor, "down": s.down_factor,
+                    "radial": s.down_radial} for s in layers],
+        "transform": G.synthesis.input.transform.tolist(),
         "notes": list(ckpt.notes),
         "config": cfg.to_dict(),
     }
@@ -113,7 +148,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return ckpt
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> AnyGenerator:
     """Load just the generator from ``path`` (see :func:`load_checkpoint`)."""
     return load_checkpoint(path, device).generator
 
@@ -134,7 +169,7 @@ def estimate_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = W_AVG
 
 
 def _load_nvidia_pickle(path: Path) -> Checkpoint:
-    """Read a pickled StyleGAN2 snapshot ("nvidia-pkl") with our safe unpickler; uses its ``G_ema``."""
+    """Read a pickled StyleGAN2/3 snapshot ("nvidia-pkl") with our safe unpickler; uses its ``G_ema``."""
     data = safe_load_pickle(path.read_bytes())
     if isinstance(data, PersistentRecord):
         data = {"G_ema": data}  # a bare pickled network
@@ -146,13 +181,10 @@ def _load_nvidia_pickle(path: Path) -> Checkpoint:
     rec = data["G_ema"]
     if not isinstance(rec, PersistentRecord):
         raise CheckpointError(f"{path}: 'G_ema' is not a recorded network object")
-    classes = {r.class_name for _, r in rec.walk()}
     sd = rec.state_dict()
-    if "SynthesisInput" in classes or any(k.startswith("synthesis.input.") for k in sd):
-        raise CheckpointError(
-            f"{path}: this is a StyleGAN3 generator (synthesis.input / filtered-lrelu layers); "
-            "StyleGAN3 is not supported yet: use a StyleGAN2 checkpoint"
-        )
+    if is_stylegan3_record(rec) or any(k.startswith("synthesis.input.") for k in sd):
+        G3 = stylegan3_from_record(rec, str(path))
+        return Checkpoint(G3, "nvidia-pkl", str(path))
     if rec.class_name != "Generator":
         raise CheckpointError(f"{path}: 'G_ema' is a {rec.class_name}, expected a StyleGAN2 Generator")
     try:

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from insetgan.torch_utils.ops.bias_act import ACTIVATIONS
 from insetgan.errors import InsetganError
@@ -31,6 +31,8 @@ _POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Everything needed to build a :class:`insetgan.networks.generator.Generator`."""
+
+    family: ClassVar[str] = "stylegan2"  # the network family (our safetensors metadata's ``architecture``)
 
     z_dim: int = 512
     w_dim: int = 512

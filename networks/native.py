@@ -1,8 +1,12 @@
 """insetgan's own checkpoint format: safetensors + the generator config in the header metadata.
 
 Tensors use NVIDIA key names; the metadata holds ``format`` (``insetgan-generator``),
-``format_version`` and ``config`` (JSON of :class:`insetgan.networks.config.GeneratorConfig`), plus any
-extra string entries a writer adds (e.g. region priors). No pickle is involved.
+``format_version``, ``architecture`` (``stylegan2`` or ``stylegan3``) and ``config`` (JSON of
+:class:`insetgan.networks.config.GeneratorConfig` or
+:class:`insetgan.networks.stylegan3_config.StyleGAN3Config`), plus any extra string entries a
+writer adds (e.g. region priors). No pickle is involved. StyleGAN2 files are format version 1
+(a file without ``architecture`` is StyleGAN2); StyleGAN3 files are version 2, so that an
+insetgan that predates them says the file is too new instead of misreading its config.
 """
 from __future__ import annotations
 
@@ -20,11 +24,14 @@ from insetgan.networks.files import atomic_write_bytes
 
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.generator import build_generator
+from insetgan.networks.stylegan3 import build_stylegan3
+from insetgan.networks.stylegan3_config import StyleGAN3Config
 from insetgan.networks.errors import CheckpointError
 from insetgan.errors import InsetganError
 
 FORMAT_NAME = "insetgan-generator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this insetgan reads
+ARCHITECTURES = {"stylegan2": 1, "stylegan3": 2}  # architecture -> the format version its files carry
 
 
 def looks_like_safetensors(head: bytes) -> bool:
@@ -36,12 +43,14 @@ def looks_like_safetensors(head: bytes) -> bool:
 
 
 def to_bytes(G: torch.nn.Module, extra: Mapping[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> bytes:
-    """``G`` (a :class:`insetgan.networks.generator.Generator`) as the bytes of our safetensors format.
+    """``G`` (a StyleGAN2 ``Generator`` or a ``StyleGAN3Generator``) as the bytes of our safetensors format.
 
     ``extra`` entries are stored as JSON strings in the metadata; ``dtype`` sets the storage
     precision of floating-point tensors (loading always returns float32).
     """
-    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": G.cfg.to_json()}
+    family = G.cfg.family
+    meta = {"format": FORMAT_NAME, "format_version": str(ARCHITECTURES[family]), "architecture": family,
+            "config": G.cfg.to_json()}
     for key, value in (extra or {}).items():
         if key in meta:
             raise InsetganError(f"metadata key {key!r} is reserved")
@@ -67,19 +76,26 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def load(path: str | os.PathLike):
-    """Load ``(Generator, metadata)`` from an insetgan safetensors file."""
+    """Load ``(generator, metadata)`` from an insetgan safetensors file (StyleGAN2 or StyleGAN3)."""
     meta = read_metadata(path)
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: safetensors file without insetgan generator metadata")
     version = int(meta.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format version {version} is newer than this insetgan supports")
+    architecture = meta.get("architecture", "stylegan2")
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: unknown architecture {architecture!r} in the metadata "
+                              f"(this insetgan reads {', '.join(ARCHITECTURES)})")
+    config_type = StyleGAN3Config if architecture == "stylegan3" else GeneratorConfig
     try:
-        cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
+        cfg = config_type.from_dict(json.loads(meta["config"]))
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid generator config in metadata ({exc})") from None
+        raise CheckpointError(f"{path}: invalid {architecture} generator config in metadata ({exc})") from None
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
+    if isinstance(cfg, StyleGAN3Config):
+        return build_stylegan3(cfg, tensors, str(path)), meta
     return build_generator(cfg, tensors, str(path)), meta

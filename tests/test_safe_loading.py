@@ -96,12 +96,13 @@ def test_malicious_torch_save_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_stylegan3_pickle_is_recognised_and_refused(tmp_path):
+def test_stylegan3_pickle_with_stylegan2_kwargs_is_refused(tmp_path):
+    """A 'synthesis.input' layer makes a pickle StyleGAN3; StyleGAN2 options there are refused by name."""
     G = Generator(SMALL).eval()
     G.synthesis.input = torch.nn.Module()  # a StyleGAN3-style 'synthesis.input' layer
     G.synthesis.input.register_buffer("freqs", torch.randn(8, 2))
     path = _write(tmp_path, "sg3.pkl", nvidia_pickle_bytes(G))
-    with pytest.raises(CheckpointError, match="StyleGAN3"):
+    with pytest.raises(CheckpointError, match="unsupported StyleGAN3 generator option.*architecture='skip'"):
         load_checkpoint(path)
 
 

@@ -27,28 +27,35 @@ NETWORK_HELP = "Generator checkpoint (.pkl, .pt, .safetensors) or a built-in mod
 @click.option("--trunc-cutoff", type=int, default=None, help="Truncate only the first N layers.")
 @click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
 @click.option("--class", "class_idx", type=int, default=None, help="Class label for conditional networks.")
+@click.option("--translate", default=None, metavar="X,Y",
+              help="StyleGAN3 only: translate the images (e.g. 0.1,-0.05), as the official gen_images.py.")
+@click.option("--rotate", type=FINITE, default=None, metavar="DEG",
+              help="StyleGAN3 only: rotate the images by DEG degrees, as the official gen_images.py.")
 @device_option
 @click.option("--raw", is_flag=True, help="Also write each float32 CHW image as seedNNNN.npy.")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @handle_errors
 def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, noise_mode: str,
-             class_idx: int | None, device: str, raw: bool, outdir: str) -> None:
+             class_idx: int | None, translate: str | None, rotate: float | None, device: str, raw: bool,
+             outdir: str) -> None:
     """Generate images for the given seeds.
 
     \b
     Examples:
       insetgan generate --network ffhq.pkl --seeds 0-3,7 --trunc 0.7 --outdir out/
       insetgan generate --network default-face --seeds 0-15 --outdir out/faces
+      insetgan generate --network stylegan3-r-ffhq.pkl --seeds 0 --translate 0.2,0 --rotate 10 --outdir out/t
     """
     from insetgan.generate import SampleConfig, sample_seeds
 
     seed_list = iio.parse_range(seeds, "seed")
+    shift = parse_pair(translate, "--translate") if translate is not None else None
     dev = torch_device(device)
     t0 = time.perf_counter()
     ckpt, info = load_network(network, dev, "--network")
     load_s = time.perf_counter() - t0
     G = ckpt.generator
-    cfg = SampleConfig(trunc, trunc_cutoff, noise_mode, class_idx)
+    cfg = SampleConfig(trunc, trunc_cutoff, noise_mode, class_idx, shift, rotate)
     cfg.validate(G)
     t1 = time.perf_counter()
     images, per_seed = sample_seeds(G, seed_list, cfg)
@@ -68,7 +75,10 @@ def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, n
                    "notes": list(ckpt.notes)},
         "seeds": seed_list,
         "settings": {"truncation_psi": trunc, "truncation_cutoff": trunc_cutoff, "noise_mode": noise_mode,
-                     "class": class_idx, "device": str(dev), "z": "np.random.RandomState(seed).randn(1, z_dim)"},
+                     "class": class_idx, "device": str(dev), "z": "np.random.RandomState(seed).randn(1, z_dim)",
+                     **({"translate": list(shift) if shift else None, "rotate": rotate} if cfg.sets_transform
+                        else {})},
+        "architecture": G.cfg.family,
         "generator": G.cfg.to_dict(),
         "num_ws": G.num_ws,
         "outputs": sorted(files) + ["report.json"],
@@ -79,6 +89,18 @@ def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, n
     files["report.json"] = iio.json_bytes(report)
     out = write_files(outdir, files)
     log.info("wrote %d images, grid.png and report.json to %s", len(seed_list), out)
+
+
+def parse_pair(value: str, option: str) -> tuple[float, float]:
+    """Two finite numbers ``X,Y`` (an ``InsetganError`` naming ``option`` otherwise)."""
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 2 or not all(np.isfinite(numbers)):
+        raise InsetganError(f"{option} takes two finite numbers X,Y (e.g. 0.1,-0.2), got {value!r}")
+    return numbers[0], numbers[1]
 
 
 @click.command()
@@ -114,6 +136,9 @@ def inspect(checkpoint: str, as_json: bool) -> None:
         f"parameters    {info['parameters']:,}",
         f"fp16 blocks   {fp16} (CUDA only); conv_clamp {info['conv_clamp']}",
     ]
+    if "transform" in info:
+        lines.append("transform     " + " / ".join(" ".join(f"{v:.4g}" for v in row) for row in info["transform"])
+                     + " (StyleGAN3 input transform, inverse of the user translate/rotate)")
     lines += [f"note          {n}" for n in info["notes"]]
     click.echo("\n".join(lines))
 
@@ -138,7 +163,8 @@ def convert(src: str, dst: str, fp16: bool) -> None:
         raise InsetganError(f"{dst} is a directory")
     if not out.parent.exists():
         raise InsetganError(f"folder {out.parent} does not exist")
-    kept = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "format_version", "config")}
+    kept = {k: v for k, v in ckpt.metadata.items()
+            if k not in ("format", "format_version", "architecture", "config")}
     extra = {**kept, "source_format": ckpt.format, "source_file": Path(info["path"]).name, "notes": list(ckpt.notes)}
     native.save(ckpt.generator, out, extra=extra, dtype=torch.float16 if fp16 else torch.float32)
     log.info("wrote %s (%s -> insetgan-safetensors)", out, ckpt.format)
@@ -189,6 +215,8 @@ def doctor(as_json: bool) -> None:
              f"kernel cache  {report['cache']}", f"allocator     {'tuned' if report['allocator_tuned'] else 'default'}"]
     for dev, info in report["devices"].items():
         lines.append(f"{dev:<13} {info['active']}: {info['reason']}")
+    if report.get("reference_only_ops"):
+        lines.append(f"ref only      {', '.join(report['reference_only_ops'])} (no compiled kernel yet)")
     click.echo("\n".join(lines))
 
 

@@ -84,7 +84,7 @@ def bias_act(
         float(clamp if clamp is not None else -1),
         dim,
     )
-    kind = dispatch.resolve(impl, x)
+    kind = dispatch.resolve(impl, x, "bias_act")
     if kind == "ref":
         return _bias_act_ref(x, b, params)
     return _BiasActCompiled.apply(x, b, params, kind)

@@ -2,7 +2,9 @@
 
 ``impl='auto'`` uses the compiled kernel for the tensor's device when it builds (a warning is
 logged once otherwise) and the dtype is supported; ``'cpp'`` / ``'cuda'`` insist on it and
-raise when it cannot be had; ``'ref'`` is the plain-PyTorch reference. The environment
+raise when it cannot be had; ``'ref'`` is the plain-PyTorch reference. An op without a compiled
+kernel of its own (today ``filtered_lrelu``, see ``OP_KERNELS``) resolves ``'auto'`` to the
+reference and refuses ``'cpp'`` / ``'cuda'``. The environment
 variable ``INSETGAN_OPS=ref`` forces the reference everywhere. ``INSETGAN_OPS_POISON=1`` makes
 the kernels fill their outputs with NaN before computing (tests use it to catch unwritten
 elements).
@@ -18,6 +20,13 @@ from insetgan.torch_utils import custom_ops
 from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
 IMPLS = ("auto", "ref", "cpp", "cuda")
+# The compiled kinds each op has; an op missing here has kernels of every kind. A kernel added
+# later only needs its kind listed here and its call in the op's module.
+OP_KERNELS: dict[str, tuple[str, ...]] = {
+    "upfirdn2d": ("cpp", "cuda"),
+    "bias_act": ("cpp", "cuda"),
+    "filtered_lrelu": (),
+}
 KERNEL_DTYPES = {
     "cpp": (torch.float32, torch.float64),
     "cuda": (torch.float16, torch.float32, torch.float64),
@@ -34,20 +43,27 @@ def poison() -> bool:
     return os.environ.get("INSETGAN_OPS_POISON", "") == "1"
 
 
-def resolve(impl: str, x: torch.Tensor) -> str:
-    """Return 'ref', 'cpp' or 'cuda' for running an op on ``x`` with the requested ``impl``."""
+def resolve(impl: str, x: torch.Tensor, op: str | None = None) -> str:
+    """Return 'ref', 'cpp' or 'cuda' for running an op on ``x`` with the requested ``impl``.
+
+    ``op`` names the op (a key of ``OP_KERNELS``) so that an op without a kernel of the device's
+    kind runs its reference under 'auto' and refuses an explicit 'cpp' / 'cuda'.
+    """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     if impl == "ref" or forced_reference():
         return "ref"
     kind = "cuda" if x.device.type == "cuda" else "cpp"
+    has_kernel = kind in OP_KERNELS.get(op, ("cpp", "cuda")) if op is not None else True
     if impl == "auto":
-        if x.device.type not in ("cpu", "cuda") or x.dtype not in KERNEL_DTYPES[kind]:
+        if not has_kernel or x.device.type not in ("cpu", "cuda") or x.dtype not in KERNEL_DTYPES[kind]:
             return "ref"
         available, _ = custom_ops.plugin_status("cuda" if kind == "cuda" else "cpu")
         return kind if available else "ref"
     if impl != kind:
         raise ValueError(f"impl={impl!r} cannot run on a {x.device.type} tensor")
+    if not has_kernel:
+        raise ValueError(f"impl={impl!r}: {op} has no compiled {kind} kernel yet (use 'auto' or 'ref')")
     if x.dtype not in KERNEL_DTYPES[kind]:
         raise ValueError(f"impl={impl!r} does not support {x.dtype}")
     custom_ops.get_plugin("cuda" if kind == "cuda" else "cpu")  # raises RuntimeError when it cannot build
@@ -76,6 +92,7 @@ def ops_report() -> dict[str, Any]:
             continue
         ok, reason = custom_ops.plugin_status(dev)
         report["devices"][dev] = {"active": ("cpp" if dev == "cpu" else "cuda") if ok else "ref", "reason": reason}
+    report["reference_only_ops"] = sorted(op for op, kinds in OP_KERNELS.items() if not kinds)
     if not torch.cuda.is_available():
         report["devices"]["cuda"] = {"active": "none", "reason": "no CUDA device (torch.cuda.is_available() is False)"}
     return report

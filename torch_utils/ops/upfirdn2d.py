@@ -128,7 +128,7 @@ def upfirdn2d(
     if x.shape[2] * upy + py0 + py1 < fh or x.shape[3] * upx + px0 + px1 < fw or out_h < 1 or out_w < 1:
         raise ValueError(f"upfirdn2d: input {list(x.shape)} with this padding and filter gives an empty output")
     params = UpFirDnParams(upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), float(gain))
-    kind = dispatch.resolve(impl, x)
+    kind = dispatch.resolve(impl, x, "upfirdn2d")
     if kind == "ref":
         return _upfirdn2d_ref(x, f, params)
     return _UpFirDn2dCompiled.apply(x, f, params, kind)

@@ -1,0 +1,317 @@
+"""StyleGAN3 generator configuration and its layer schedule (Karras et al. 2021, "Alias-Free GANs").
+
+:class:`StyleGAN3Config` holds the constructor arguments of a StyleGAN3 generator (configs T and
+R: R is ``conv_kernel=1``, ``use_radial_filters=True`` and doubled channels). Everything else is
+derived from it by :meth:`StyleGAN3Config.layers`: per layer the cutoff and stopband (a
+geometric progression from the first layer to the last critically sampled ones), the sampling
+rate (a power of two above twice the stopband, at most the image resolution), the feature-map
+size (sampling rate plus a margin on each side; the last two layers are exactly the image), the
+channels, the temporary up/down factors around the nonlinearity, the filter lengths and the
+padding that keeps sample positions aligned. The checkpoint loader cross-checks this schedule
+against what a pickle stores.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from insetgan.errors import InsetganError
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.errors import CheckpointError
+
+_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+# Synthesis/layer keyword arguments of the StyleGAN3 generator, under our field names.
+_SYNTHESIS_KWARGS = (
+    "channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff", "first_stopband",
+    "last_stopband_rel", "margin_size", "output_scale", "num_fp16_res", "conv_kernel", "filter_size",
+    "lrelu_upsampling", "use_radial_filters", "conv_clamp", "magnitude_ema_beta",
+)
+_MAPPING_KWARGS = {"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier",
+                   "w_avg_beta": "w_avg_beta"}
+# Recorded by the official classes but not constructor options of ours (derived, or no effect).
+_IGNORED_KWARGS = frozenset({"class_name", "num_ws"})
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One synthesis layer of the schedule (index ``idx``; the last one is the ToRGB layer)."""
+
+    idx: int
+    is_torgb: bool
+    is_critically_sampled: bool
+    use_fp16: bool
+    in_channels: int
+    out_channels: int
+    in_size: int
+    out_size: int
+    in_sampling_rate: int
+    out_sampling_rate: int
+    tmp_sampling_rate: int
+    in_cutoff: float
+    out_cutoff: float
+    in_half_width: float
+    out_half_width: float
+    conv_kernel: int
+    up_factor: int
+    down_factor: int
+    up_taps: int
+    down_taps: int
+    down_radial: bool
+    padding: tuple[int, int, int, int]  # (px0, px1, py0, py1) of the filtered nonlinearity
+
+    @property
+    def name(self) -> str:
+        """The module name, as in official checkpoints: ``L{idx}_{out_size}_{out_channels}``."""
+        return f"L{self.idx}_{self.out_size}_{self.out_channels}"
+
+
+@dataclass(frozen=True)
+class StyleGAN3Config:
+    """Everything needed to build a :class:`insetgan.networks.stylegan3.StyleGAN3Generator`.
+
+    Field defaults are those of the official constructor; ``from_init_kwargs`` reads the
+    arguments a pickle records.
+    """
+
+    family: ClassVar[str] = "stylegan3"
+
+    z_dim: int = 512
+    w_dim: int = 512
+    c_dim: int = 0
+    img_resolution: int = 1024
+    img_channels: int = 3
+    # Mapping network (the StyleGAN2 mapping, 2 layers by default).
+    mapping_layers: int = 2
+    mapping_lr_multiplier: float = 0.01
+    w_avg_beta: float = 0.998
+    # Synthesis network.
+    channel_base: int = 32768
+    channel_max: int = 512
+    num_layers: int = 14
+    num_critical: int = 2
+    first_cutoff: float = 2.0
+    first_stopband: float = 2**2.1
+    last_stopband_rel: float = 2**0.3
+    margin_size: int = 10
+    output_scale: float = 0.25
+    num_fp16_res: int = 4
+    # Synthesis layers.
+    conv_kernel: int = 3
+    filter_size: int = 6
+    lrelu_upsampling: int = 2
+    use_radial_filters: bool = False
+    conv_clamp: float | None = 256.0
+    magnitude_ema_beta: float = 0.999
+
+    def __post_init__(self) -> None:
+        for name in ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "mapping_layers", "channel_base",
+                     "channel_max", "num_layers", "num_critical", "margin_size", "num_fp16_res", "conv_kernel",
+                     "filter_size", "lrelu_upsampling"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InsetganError(f"StyleGAN3 {name} must be a non-negative integer, got {value!r}")
+        res = self.img_resolution
+        if res < 4 or res & (res - 1):
+            raise InsetganError(f"StyleGAN3 img_resolution must be a power of two >= 4, got {res}")
+        if min(self.w_dim, self.img_channels, self.mapping_layers, self.conv_kernel, self.filter_size,
+               self.lrelu_upsampling) < 1:
+            raise InsetganError("StyleGAN3 w_dim, img_channels, mapping_layers, conv_kernel, filter_size and "
+                                "lrelu_upsampling must be >= 1")
+        if self.z_dim == 0 and self.c_dim == 0:
+            raise InsetganError("a generator needs z_dim > 0 or c_dim > 0")
+        if not 0 <= self.num_critical < self.num_layers:
+            raise InsetganError(f"StyleGAN3 num_critical must be in [0, num_layers), got {self.num_critical}")
+        for name in ("first_cutoff", "first_stopband", "last_stopband_rel", "output_scale", "mapping_lr_multiplier"):
+            value = getattr(self, name)
+            if not _is_number(value) or not np.isfinite(value) or value <= 0:
+                raise InsetganError(f"StyleGAN3 {name} must be a finite number > 0, got {value!r}")
+        for name in ("magnitude_ema_beta", "w_avg_beta"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value <= 1:
+                raise InsetganError(f"StyleGAN3 {name} must be in [0, 1], got {value!r}")
+        if self.conv_clamp is not None and (not _is_number(self.conv_clamp) or not 0 <= self.conv_clamp < np.inf):
+            raise InsetganError(f"StyleGAN3 conv_clamp must be None or >= 0, got {self.conv_clamp!r}")
+        if not isinstance(self.use_radial_filters, bool):
+            raise InsetganError(f"StyleGAN3 use_radial_filters must be true or false, got {self.use_radial_filters!r}")
+        if min(min(s.in_channels, s.out_channels) for s in self.layers()) < 1:
+            raise InsetganError("StyleGAN3 channel_base/channel_max give a layer with zero channels")
+
+    # Derived quantities -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """``stylegan3-r`` (radial filters, 1x1 convolutions), ``stylegan3-t``, or ``stylegan3`` otherwise."""
+        if self.use_radial_filters and self.conv_kernel == 1:
+            return "stylegan3-r"
+        if not self.use_radial_filters and self.conv_kernel == 3:
+            return "stylegan3-t"
+        return "stylegan3"
+
+    @property
+    def img_height(self) -> int:
+        """Image height in pixels."""
+        return self.img_resolution
+
+    @property
+    def img_width(self) -> int:
+        """Image width in pixels (StyleGAN3 images are square)."""
+        return self.img_resolution
+
+    @property
+    def num_ws(self) -> int:
+        """Number of w vectors: one for the input's transform, one per layer (incl. ToRGB)."""
+        return self.num_layers + 2
+
+    def mapping_config(self) -> GeneratorConfig:
+        """The mapping network as a :class:`GeneratorConfig` (StyleGAN3 reuses the StyleGAN2 mapping)."""
+        return GeneratorConfig(
+            z_dim=self.z_dim, w_dim=self.w_dim, c_dim=self.c_dim, img_resolution=self.img_resolution,
+            img_channels=self.img_channels, mapping_layers=self.mapping_layers,
+            mapping_lr_multiplier=self.mapping_lr_multiplier, w_avg_beta=self.w_avg_beta,
+        )
+
+    def bands(self) -> dict[str, np.ndarray]:
+        """Per-layer arrays (index 0 = the input, ``num_layers`` = ToRGB): cutoffs, stopbands,
+        sampling rates, half widths, sizes and channels."""
+        n = self.num_layers
+        last_cutoff = self.img_resolution / 2
+        last_stopband = last_cutoff * self.last_stopband_rel
+        exponents = np.minimum(np.arange(n + 1) / (n - self.num_critical), 1)
+        cutoffs = self.first_cutoff * (last_cutoff / self.first_cutoff) ** exponents
+        stopbands = self.first_stopband * (last_stopband / self.first_stopband) ** exponents
+        sampling_rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, self.img_resolution))))
+        half_widths = np.maximum(stopbands, sampling_rates / 2) - cutoffs
+        sizes = sampling_rates + self.margin_size * 2
+        sizes[-2:] = self.img_resolution
+        channels = np.rint(np.minimum((self.channel_base / 2) / cutoffs, self.channel_max))
+        channels[-1] = self.img_channels
+        return {"cutoffs": cutoffs, "stopbands": stopbands, "sampling_rates": sampling_rates,
+                "half_widths": half_widths, "sizes": sizes, "channels": channels}
+
+    def layers(self) -> list[LayerSpec]:
+        """The synthesis layers L0 .. L{num_layers} (the last is ToRGB), fully specified."""
+        b = self.bands()
+        out = []
+        for idx in range(self.num_layers + 1):
+            prev = max(idx - 1, 0)
+            is_torgb = idx == self.num_layers
+            in_rate, out_rate = int(b["sampling_rates"][prev]), int(b["sampling_rates"][idx])
+            tmp_rate = max(in_rate, out_rate) * (1 if is_torgb else self.lrelu_upsampling)
+            up, down = tmp_rate // in_rate, tmp_rate // out_rate
+            up_taps = self.filter_size * up if up > 1 and not is_torgb else 1
+            down_taps = self.filter_size * down if down > 1 and not is_torgb else 1
+            kernel = 1 if is_torgb else self.conv_kernel
+            in_size, out_size = int(b["sizes"][prev]), int(b["sizes"][idx])
+            # Size before downsampling, minus the upsampled conv output, plus what the filters eat.
+            pad_total = (out_size - 1) * down + 1 - (in_size + kernel - 1) * up + up_taps + down_taps - 2
+            pad_lo = (pad_total + up) // 2  # symmetric interpretation of sample positions
+            pad_hi = pad_total - pad_lo
+            critical = idx >= self.num_layers - self.num_critical
+            out.append(LayerSpec(
+                idx=idx, is_torgb=is_torgb, is_critically_sampled=critical,
+                use_fp16=bool(b["sampling_rates"][idx] * 2**self.num_fp16_res > self.img_resolution),
+                in_channels=int(b["channels"][prev]), out_channels=int(b["channels"][idx]),
+                in_size=in_size, out_size=out_size, in_sampling_rate=in_rate, out_sampling_rate=out_rate,
+                tmp_sampling_rate=tmp_rate, in_cutoff=float(b["cutoffs"][prev]), out_cutoff=float(b["cutoffs"][idx]),
+                in_half_width=float(b["half_widths"][prev]), out_half_width=float(b["half_widths"][idx]),
+                conv_kernel=kernel, up_factor=up, down_factor=down, up_taps=up_taps, down_taps=down_taps,
+                down_radial=self.use_radial_filters and not critical,
+                padding=(pad_lo, pad_hi, pad_lo, pad_hi),
+            ))
+        return out
+
+    def input_spec(self) -> dict[str, float | int]:
+        """The Fourier-feature input: channels, size, sampling rate and bandwidth."""
+        b = self.bands()
+        return {"channels": int(b["channels"][0]), "size": int(b["sizes"][0]),
+                "sampling_rate": float(b["sampling_rates"][0]), "bandwidth": float(b["cutoffs"][0])}
+
+    # Serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """The config as a JSON string (sorted keys)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StyleGAN3Config":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``InsetganError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise InsetganError(f"unknown StyleGAN3 config keys: {', '.join(sorted(unknown))}")
+        return cls(**_typed(dict(d)))
+
+    @classmethod
+    def from_init_kwargs(cls, init_kwargs: Mapping[str, Any], init_args: Sequence[Any] = ()) -> "StyleGAN3Config":
+        """Build a config from the constructor arguments an official StyleGAN3 pickle records.
+
+        An argument this implementation does not know raises :class:`CheckpointError` (a
+        StyleGAN3 option we cannot honour would silently change the images).
+        """
+        if len(init_args) > len(_POSITIONAL):
+            raise CheckpointError(f"unexpected positional StyleGAN3 generator arguments: {list(init_args)}")
+        kw: dict[str, Any] = dict(zip(_POSITIONAL, init_args))
+        kw.update(dict(init_kwargs))
+        mapping = kw.pop("mapping_kwargs", None) or {}
+        synthesis = dict(kw.pop("synthesis_kwargs", None) or {})
+        if not isinstance(mapping, Mapping):
+            raise CheckpointError(f"StyleGAN3 mapping_kwargs is a {type(mapping).__name__}, not a dict")
+        out: dict[str, Any] = {}
+        for key in list(kw):
+            if key in _POSITIONAL:
+                out[key] = kw.pop(key)
+        synthesis.update(kw)  # the official generator takes synthesis and layer options flat
+        unknown = []
+        for key, value in synthesis.items():
+            if key in _SYNTHESIS_KWARGS:
+                out[key] = value
+            elif key not in _IGNORED_KWARGS:
+                unknown.append(f"{key}={value!r}")
+        for key, value in dict(mapping).items():
+            if key in _MAPPING_KWARGS:
+                out[_MAPPING_KWARGS[key]] = value
+            elif key not in _IGNORED_KWARGS:
+                unknown.append(f"mapping_kwargs.{key}={value!r}")
+        if unknown:
+            raise CheckpointError(f"unsupported StyleGAN3 generator option(s): {', '.join(unknown)}")
+        missing = [k for k in _POSITIONAL if k not in out]
+        if missing:
+            raise CheckpointError(f"StyleGAN3 generator init kwargs lack {', '.join(missing)}")
+        try:
+            return cls(**_typed(out))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"unsupported StyleGAN3 generator arguments: {exc}") from None
+
+
+_INT_FIELDS = ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "mapping_layers", "channel_base",
+               "channel_max", "num_layers", "num_critical", "margin_size", "num_fp16_res", "conv_kernel",
+               "filter_size", "lrelu_upsampling")
+_FLOAT_FIELDS = ("mapping_lr_multiplier", "w_avg_beta", "first_cutoff", "first_stopband", "last_stopband_rel",
+                 "output_scale", "magnitude_ema_beta", "conv_clamp")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _typed(d: dict[str, Any]) -> dict[str, Any]:
+    """Coerce integral numbers to int and numbers to float (JSON and numpy scalars), keeping the rest."""
+    out = dict(d)
+    for key in _INT_FIELDS:
+        value = out.get(key)
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+                and float(value).is_integer():
+            out[key] = int(value)
+    for key in _FLOAT_FIELDS:
+        value = out.get(key)
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            out[key] = float(value)
+    if isinstance(out.get("use_radial_filters"), (np.bool_, int)) and out["use_radial_filters"] in (0, 1):
+        out["use_radial_filters"] = bool(out["use_radial_filters"])
+    return out
