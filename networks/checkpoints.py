@@ -57,16 +57,7 @@ def describe(ckpt: Checkpoint) -> dict[str, Any]:
         return _describe_stylegan3(ckpt, G)
     cfg = G.cfg
     return {
-        "path": ckpt.path,
-        "format": ckpt.format,
-        "resolution": {"height": cfg.img_height, "width": cfg.img_width},
-        "z_dim": cfg.z_dim,
-        "w_dim": cfg.w_dim,
-        "c_dim": cfg.c_dim,
-        "img_channels": cfg.img_channels,
-        "num_ws": G.num_ws,
-        "mapping_layers": cfg.mapping_layers,
-        "mapping_lr_multiplier": cfg.mapping_lr_multiplier,
+        **_describe_head(ckpt, G),
         "architecture": cfg.architecture,
         "channels": {str(r): cfg.channels(r) for r in cfg.block_resolutions},
         "parameters": sum(p.numel() for p in G.parameters()),
@@ -78,21 +69,21 @@ def describe(ckpt: Checkpoint) -> dict[str, Any]:
     }
 
 
+def _describe_head(ckpt: Checkpoint, G: Any) -> dict[str, Any]:
+    """The first keys of :func:`describe`, the same for every architecture."""
+    cfg = G.cfg
+    return {"path": ckpt.path, "format": ckpt.format, "resolution": {"height": cfg.img_height, "width": cfg.img_width},
+            "z_dim": cfg.z_dim, "w_dim": cfg.w_dim, "c_dim": cfg.c_dim, "img_channels": cfg.img_channels,
+            "num_ws": G.num_ws, "mapping_layers": cfg.mapping_layers,
+            "mapping_lr_multiplier": cfg.mapping_lr_multiplier}
+
+
 def _describe_stylegan3(ckpt: Checkpoint, G: StyleGAN3Generator) -> dict[str, Any]:
     """:func:`describe` for a StyleGAN3 generator: the same keys, channels per layer, the layer schedule."""
     cfg = G.cfg
     layers = cfg.layers()
     return {
-        "path": ckpt.path,
-        "format": ckpt.format,
-        "resolution": {"height": cfg.img_height, "width": cfg.img_width},
-        "z_dim": cfg.z_dim,
-        "w_dim": cfg.w_dim,
-        "c_dim": cfg.c_dim,
-        "img_channels": cfg.img_channels,
-        "num_ws": G.num_ws,
-        "mapping_layers": cfg.mapping_layers,
-        "mapping_lr_multiplier": cfg.mapping_lr_multiplier,
+        **_describe_head(ckpt, G),
         "architecture": cfg.name,
         "channels": {"input": cfg.input_spec()["channels"], **{s.name: s.out_channels for s in layers}},
         "parameters": sum(p.numel() for p in G.parameters()),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -397,17 +398,21 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class Generator(nn.Module):
-    """StyleGAN2 generator: ``G(z, c) = G.synthesis(G.mapping(z, c))``."""
+class GeneratorBase(nn.Module):
+    """What every generator architecture shares: ``G(z, c) = G.synthesis(G.mapping(z, c))``.
 
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    ``cfg`` is the architecture's config, ``synthesis`` its synthesis network (with ``num_ws``
+    and ``noise_buffers()``) and ``mapping_cfg`` the StyleGAN2 config its mapping network reads.
+    """
+
+    def __init__(self, cfg: Any, synthesis: nn.Module, mapping_cfg: GeneratorConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, cfg.c_dim, cfg.w_dim
         self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
-        self.synthesis = SynthesisNetwork(cfg)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(cfg, self.num_ws)
+        self.synthesis = synthesis
+        self.num_ws = synthesis.num_ws
+        self.mapping = MappingNetwork(mapping_cfg, self.num_ws)
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -420,7 +425,7 @@ class Generator(nn.Module):
         return (self.cfg.img_channels, self.cfg.img_height, self.cfg.img_width)
 
     def noise_buffers(self) -> "OrderedDict[str, torch.Tensor]":
-        """The per-layer constant noise maps (see :meth:`SynthesisNetwork.noise_buffers`)."""
+        """The per-layer constant noise maps (empty for architectures without noise inputs)."""
         return self.synthesis.noise_buffers()
 
     def forward(
@@ -438,9 +443,22 @@ class Generator(nn.Module):
         return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv, force_fp32=force_fp32)
 
 
-def build_generator(cfg: GeneratorConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> Generator:
-    """Build a Generator from ``cfg`` and load ``state_dict``, cross-checking every key and shape."""
-    G = Generator(cfg)
+class Generator(GeneratorBase):
+    """StyleGAN2 generator: ``G(z, c) = G.synthesis(G.mapping(z, c))``."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__(cfg, SynthesisNetwork(cfg), cfg)
+
+
+NetworkT = TypeVar("NetworkT", bound=nn.Module)
+
+
+def load_checked(G: NetworkT, state_dict: Mapping[str, torch.Tensor], source: str, what: str = "") -> NetworkT:
+    """Load ``state_dict`` into ``G`` (as float32) after checking it has exactly G's keys, shapes and float tensors.
+
+    ``what`` names the network in the messages (e.g. ``"StyleGAN3 "``); a mismatch is a
+    one-line :class:`CheckpointError` naming the first offending tensors.
+    """
     expected = G.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -450,14 +468,20 @@ def build_generator(cfg: GeneratorConfig, state_dict: Mapping[str, torch.Tensor]
             parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"{source}: state dict does not match its config: {'; '.join(parts)}")
+        raise CheckpointError(f"{source}: {what}state dict does not match its config: {'; '.join(parts)}")
     for key, ref in expected.items():
         got = state_dict[key]
         if tuple(got.shape) != tuple(ref.shape):
+            kind = "filter" if key.endswith("_filter") else "tensor"
             raise CheckpointError(
-                f"{source}: tensor {key} has shape {list(got.shape)} but the config implies {list(ref.shape)}"
+                f"{source}: {kind} {key} has shape {list(got.shape)} but the config implies {list(ref.shape)}"
             )
         if not got.dtype.is_floating_point:
             raise CheckpointError(f"{source}: tensor {key} has non-float dtype {got.dtype}")
     G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
     return G
+
+
+def build_generator(cfg: GeneratorConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> Generator:
+    """Build a Generator from ``cfg`` and load ``state_dict``, cross-checking every key and shape."""
+    return load_checked(Generator(cfg), state_dict, source)

@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from insetgan.errors import InsetganError
-from insetgan.networks.errors import CheckpointError
 from insetgan.networks.generator import (
-    NOISE_MODES, FullyConnectedLayer, Generator, MappingNetwork, float_dtype, modulated_conv2d,
+    NOISE_MODES, FullyConnectedLayer, Generator, GeneratorBase, float_dtype, load_checked, modulated_conv2d,
 )
 from insetgan.networks.stylegan3_config import LayerSpec, StyleGAN3Config
 from insetgan.torch_utils.ops.filtered_lrelu import filtered_lrelu
@@ -214,50 +213,16 @@ class SynthesisNetwork(nn.Module):
         return x * self.cfg.output_scale if self.cfg.output_scale != 1 else x
 
 
-class StyleGAN3Generator(nn.Module):
+class StyleGAN3Generator(GeneratorBase):
     """StyleGAN3 generator: ``G(z, c) = G.synthesis(G.mapping(z, c))``, a drop-in for the StyleGAN2 one."""
 
     def __init__(self, cfg: StyleGAN3Config) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, cfg.c_dim, cfg.w_dim
-        self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
-        self.synthesis = SynthesisNetwork(cfg)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(cfg.mapping_config(), self.num_ws)
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        """The tracked average w ([w_dim]), the truncation centre."""
-        return self.mapping.w_avg
-
-    @property
-    def img_shape(self) -> tuple[int, int, int]:
-        """Output image shape (C, H, W)."""
-        return (self.cfg.img_channels, self.cfg.img_height, self.cfg.img_width)
-
-    def noise_buffers(self) -> "OrderedDict[str, torch.Tensor]":
-        """StyleGAN3 has no noise inputs: always empty."""
-        return self.synthesis.noise_buffers()
+        super().__init__(cfg, SynthesisNetwork(cfg), cfg.mapping_config())
 
     def set_transform(self, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> None:
         """Translate and rotate (degrees) every image as the official tools do; see :func:`input_transform`."""
         m = input_transform(translate, rotate)
         self.synthesis.input.transform.copy_(m.to(self.synthesis.input.transform))
-
-    def forward(
-        self,
-        z: torch.Tensor | None,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "const",
-        fused_modconv: bool | None = None,
-        force_fp32: bool = False,
-    ) -> torch.Tensor:
-        """Map ``z`` (and class ``c``) to ws and synthesise images [N, C, H, W]."""
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv, force_fp32=force_fp32)
 
 
 AnyGenerator = Union[Generator, StyleGAN3Generator]
@@ -289,25 +254,4 @@ def build_stylegan3(cfg: StyleGAN3Config, state_dict: Mapping[str, torch.Tensor]
     The stored ``up_filter``/``down_filter`` buffers are used as they are; their lengths (and
     whether they are 2-D, radial) must be those of the schedule.
     """
-    G = StyleGAN3Generator(cfg)
-    expected = G.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"{source}: StyleGAN3 state dict does not match its config: {'; '.join(parts)}")
-    for key, ref in expected.items():
-        got = state_dict[key]
-        if tuple(got.shape) != tuple(ref.shape):
-            what = "filter" if key.endswith("_filter") else "tensor"
-            raise CheckpointError(
-                f"{source}: {what} {key} has shape {list(got.shape)} but the config implies {list(ref.shape)}"
-            )
-        if not got.dtype.is_floating_point:
-            raise CheckpointError(f"{source}: tensor {key} has non-float dtype {got.dtype}")
-    G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
-    return G
+    return load_checked(StyleGAN3Generator(cfg), state_dict, source, "StyleGAN3 ")

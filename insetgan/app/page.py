@@ -149,6 +149,33 @@ def _seed(value: float | str | None, what: str) -> int | None:
     return int(number)
 
 
+def guarded(root: Path, status: Any, body: Callable[..., Generator[dict, None, None]]
+            ) -> Callable[..., Generator[dict, None, None]]:
+    """A page handler: ``body(folder, *inputs)`` runs in a fresh job folder (removed when it ends);
+    a cancelled job and bad input become the status line."""
+    def handler(*inputs: Any) -> Generator[dict, None, None]:
+        with job_folder(root) as folder:
+            try:
+                yield from body(folder, *inputs)
+            except JobCancelled:
+                yield {status: "cancelled"}
+            except (InsetganError, OSError) as exc:
+                yield {status: _error(exc)}
+
+    return handler
+
+
+def face_input(selfie: str | None, face_seed: str | None, folder: Path) -> tuple[str | None, int | None]:
+    """The job's face: the uploaded selfie (copied into ``folder``) or a seed, exactly one of them."""
+    face_photo = take_upload(selfie, folder, "selfie")
+    seed = _seed(face_seed, "the face seed")
+    if face_photo is None and seed is None:
+        raise InsetganError("upload your selfie, or give a face seed")
+    if face_photo is not None and seed is not None:
+        raise InsetganError("give either a selfie or a face seed, not both")
+    return face_photo, seed
+
+
 def build_page(cfg: AppConfig, root: Path) -> Any:
     """The Gradio Blocks of the app (not yet launched); job folders are made under ``root / "jobs"``."""
     gr = import_gradio()
@@ -195,45 +222,33 @@ def build_page(cfg: AppConfig, root: Path) -> Any:
                     c_files = gr.File(label="result.png, compare.png, latents.npz, report.json", interactive=False,
                                       elem_id="c-files")
 
-        def compose(selfie, face_seed, outfit, mask, body_seed, random_body, preset, steps, pti, body, face_net,
-                    shoes_net):
-            with job_folder(root) as folder:
-                try:
-                    face_photo = take_upload(selfie, folder, "selfie")
-                    fseed = _seed(face_seed, "the face seed")
-                    if face_photo is None and fseed is None:
-                        raise InsetganError("upload your selfie, or give a face seed")
-                    if face_photo is not None and fseed is not None:
-                        raise InsetganError("give either a selfie or a face seed, not both")
-                    outfit_photo = take_upload(outfit, folder, "outfit")
-                    mask_img = take_upload(mask, folder, "mask")
-                    if mask_img is not None and outfit_photo is None:
-                        raise InsetganError("the outfit mask needs an outfit photo")
-                    bseed = random.randrange(2**31) if random_body else _seed(body_seed, "the body seed") or 0
-                    req = ComposeRequest(
-                        command="compose", body=body or "default", face_net=face_net or "default",
-                        shoes_net=shoes_net or None,
-                        body_sources=(jobs.LatentSource(seed=bseed),),
-                        face_source=jobs.LatentSource(seed=fseed or 0, key="face"), preset=preset, steps=int(steps),
-                        device=_device(cfg.device), cache_dir=folder / "cache", face_photo=face_photo,
-                        outfit=outfit_photo, outfit_mask=mask_img,
-                        embed=EmbedConfig(embed.invert, PTIConfig() if pti else None, embed.identity_weight))
-                    yield {c_status: "starting…", c_metrics: "", c_files: None}
-                    out = yield from _drive(run_compose_request, req, c_status)
-                    files = out.job.files
-                    body_note = f" (body seed {bseed})" if outfit_photo is None else ""
-                    yield {c_status: f"done in {out.job.report['timings_s']['optimize']:.1f} s{body_note}",
-                           c_result: _image(files["result.png"]), c_compare: _image(files["compare.png"]),
-                           c_face0: _image(files["face_start.png"]), c_face1: _image(files["face.png"]),
-                           c_metrics: summary(out.job.report), c_files: _zip(out, folder, "insetgan-compose.zip")}
-                except JobCancelled:
-                    yield {c_status: "cancelled"}
-                except (InsetganError, OSError) as exc:
-                    yield {c_status: _error(exc)}
+        def compose(folder, selfie, face_seed, outfit, mask, body_seed, random_body, preset, steps, pti, body,
+                    face_net, shoes_net):
+            face_photo, fseed = face_input(selfie, face_seed, folder)
+            outfit_photo = take_upload(outfit, folder, "outfit")
+            mask_img = take_upload(mask, folder, "mask")
+            if mask_img is not None and outfit_photo is None:
+                raise InsetganError("the outfit mask needs an outfit photo")
+            bseed = random.randrange(2**31) if random_body else _seed(body_seed, "the body seed") or 0
+            req = ComposeRequest(
+                command="compose", body=body or "default", face_net=face_net or "default", shoes_net=shoes_net or None,
+                body_sources=(jobs.LatentSource(seed=bseed),),
+                face_source=jobs.LatentSource(seed=fseed or 0, key="face"), preset=preset, steps=int(steps),
+                device=_device(cfg.device), cache_dir=folder / "cache", face_photo=face_photo,
+                outfit=outfit_photo, outfit_mask=mask_img,
+                embed=EmbedConfig(embed.invert, PTIConfig() if pti else None, embed.identity_weight))
+            yield {c_status: "starting…", c_metrics: "", c_files: None}
+            out = yield from _drive(run_compose_request, req, c_status)
+            files = out.job.files
+            body_note = f" (body seed {bseed})" if outfit_photo is None else ""
+            yield {c_status: f"done in {out.job.report['timings_s']['optimize']:.1f} s{body_note}",
+                   c_result: _image(files["result.png"]), c_compare: _image(files["compare.png"]),
+                   c_face0: _image(files["face_start.png"]), c_face1: _image(files["face.png"]),
+                   c_metrics: summary(out.job.report), c_files: _zip(out, folder, "insetgan-compose.zip")}
 
         c_inputs = [c_selfie, c_face_seed, c_outfit, c_mask, c_body_seed, c_random, c_preset, c_steps, c_pti, *c_nets]
         c_outputs = [c_status, c_result, c_compare, c_face0, c_face1, c_metrics, c_files]
-        c_event = c_run.click(compose, c_inputs, c_outputs, **worker)
+        c_event = c_run.click(guarded(root, c_status, compose), c_inputs, c_outputs, api_name="compose", **worker)
         c_cancel.click(None, None, None, cancels=[c_event])
 
         with gr.Tab("Many bodies"):
@@ -254,35 +269,26 @@ def build_page(cfg: AppConfig, root: Path) -> Any:
                     m_gallery = gr.Gallery(label="Each body", columns=4, elem_id="m-gallery")
                     m_files = gr.File(label="result.png, compare.png, latents.npz, report.json", interactive=False)
 
-        def many(selfie, face_seed, count, first, steps, body, face_net, shoes_net):
-            with job_folder(root) as folder:
-                try:
-                    face_photo = take_upload(selfie, folder, "selfie")
-                    fseed = _seed(face_seed, "the face seed")
-                    if face_photo is None and fseed is None:
-                        raise InsetganError("upload your selfie, or give a face seed")
-                    start = _seed(first, "the first body seed") or 0
-                    req = ComposeRequest(
-                        command="sample-bodies", body=body or "default", face_net=face_net or "default",
-                        body_sources=tuple(jobs.LatentSource(seed=start + i) for i in range(int(count))),
-                        face_source=jobs.LatentSource(seed=fseed or 0, key="face"), steps=int(steps),
-                        device=_device(cfg.device), cache_dir=folder / "cache", keep_face=True,
-                        face_photo=face_photo, embed=embed)
-                    yield {m_status: "starting…", m_files: None}
-                    out = yield from _drive(run_compose_request, req, m_status)
-                    files = out.job.files
-                    each = [_image(files[f"result_{i:03d}.png"]) for i in range(int(count))
-                            if f"result_{i:03d}.png" in files] or [_image(files["result.png"])]
-                    yield {m_status: f"{len(each)} bodies in {out.job.report['timings_s']['optimize']:.1f} s",
-                           m_grid: _image(files["result.png"]), m_gallery: each,
-                           m_files: _zip(out, folder, "insetgan-bodies.zip")}
-                except JobCancelled:
-                    yield {m_status: "cancelled"}
-                except (InsetganError, OSError) as exc:
-                    yield {m_status: _error(exc)}
+        def many(folder, selfie, face_seed, count, first, steps, body, face_net, shoes_net):
+            face_photo, fseed = face_input(selfie, face_seed, folder)
+            start = _seed(first, "the first body seed") or 0
+            req = ComposeRequest(
+                command="sample-bodies", body=body or "default", face_net=face_net or "default",
+                body_sources=tuple(jobs.LatentSource(seed=start + i) for i in range(int(count))),
+                face_source=jobs.LatentSource(seed=fseed or 0, key="face"), steps=int(steps),
+                device=_device(cfg.device), cache_dir=folder / "cache", keep_face=True,
+                face_photo=face_photo, embed=embed)
+            yield {m_status: "starting…", m_files: None}
+            out = yield from _drive(run_compose_request, req, m_status)
+            files = out.job.files
+            each = [_image(files[f"result_{i:03d}.png"]) for i in range(int(count))
+                    if f"result_{i:03d}.png" in files] or [_image(files["result.png"])]
+            yield {m_status: f"{len(each)} bodies in {out.job.report['timings_s']['optimize']:.1f} s",
+                   m_grid: _image(files["result.png"]), m_gallery: each,
+                   m_files: _zip(out, folder, "insetgan-bodies.zip")}
 
-        m_event = m_run.click(many, [m_selfie, m_face_seed, m_count, m_first, m_steps, *m_nets],
-                              [m_status, m_grid, m_gallery, m_files], **worker)
+        m_event = m_run.click(guarded(root, m_status, many), [m_selfie, m_face_seed, m_count, m_first, m_steps, *m_nets],
+                              [m_status, m_grid, m_gallery, m_files], api_name="many", **worker)
         m_cancel.click(None, None, None, cancels=[m_event])
 
         with gr.Tab("Fix a face"):
@@ -304,29 +310,23 @@ def build_page(cfg: AppConfig, root: Path) -> Any:
                     f_metrics = gr.Markdown("")
                     f_files = gr.File(label="result.png, compare.png, latents.npz, report.json", interactive=False)
 
-        def fix(photo, reference, steps, keep, face_net):
-            with job_folder(root) as folder:
-                try:
-                    image = take_upload(photo, folder, "photo")
-                    if image is None:
-                        raise InsetganError("upload a photo with a face")
-                    req = RefineRequest(image=image, face_net=face_net or "default",
-                                        reference=take_upload(reference, folder, "reference"), steps=int(steps),
-                                        device=_device(cfg.device), cache_dir=folder / "cache", embed=embed,
-                                        keep_best=bool(keep))
-                    yield {f_status: "starting…", f_files: None}
-                    out = yield from _drive(run_refine_request, req, f_status)
-                    files = out.job.files
-                    yield {f_status: f"done in {out.job.report['timings_s']['optimize']:.1f} s",
-                           f_result: _image(files["result.png"]), f_compare: _image(files["compare.png"]),
-                           f_metrics: summary(out.job.report), f_files: _zip(out, folder, "insetgan-face.zip")}
-                except JobCancelled:
-                    yield {f_status: "cancelled"}
-                except (InsetganError, OSError) as exc:
-                    yield {f_status: _error(exc)}
+        def fix(folder, photo, reference, steps, keep, face_net):
+            image = take_upload(photo, folder, "photo")
+            if image is None:
+                raise InsetganError("upload a photo with a face")
+            req = RefineRequest(image=image, face_net=face_net or "default",
+                                reference=take_upload(reference, folder, "reference"), steps=int(steps),
+                                device=_device(cfg.device), cache_dir=folder / "cache", embed=embed,
+                                keep_best=bool(keep))
+            yield {f_status: "starting…", f_files: None}
+            out = yield from _drive(run_refine_request, req, f_status)
+            files = out.job.files
+            yield {f_status: f"done in {out.job.report['timings_s']['optimize']:.1f} s",
+                   f_result: _image(files["result.png"]), f_compare: _image(files["compare.png"]),
+                   f_metrics: summary(out.job.report), f_files: _zip(out, folder, "insetgan-face.zip")}
 
-        f_event = f_run.click(fix, [f_photo, f_reference, f_steps, f_keep, f_face],
-                              [f_status, f_result, f_compare, f_metrics, f_files], **worker)
+        f_event = f_run.click(guarded(root, f_status, fix), [f_photo, f_reference, f_steps, f_keep, f_face],
+                              [f_status, f_result, f_compare, f_metrics, f_files], api_name="fix", **worker)
         f_cancel.click(None, None, None, cancels=[f_event])
     page.queue(max_size=cfg.queue_size, default_concurrency_limit=1)
     return page
