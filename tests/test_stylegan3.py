@@ -393,3 +393,22 @@ def test_conditional_network_through_an_official_format_pickle(tmp_path):
     out = tmp_path / "gen"
     assert run("generate", "--network", path, "--seeds", "0", "--class", "2", "--outdir", out).returncode == 0
     assert_one_line_error(run("generate", "--network", path, "--seeds", "0", "--outdir", out), "--class")
+
+
+@pytest.mark.parametrize("name", ["sg3r_face32"])
+def test_projection_gains_10db_like_stylegan2(name):
+    """The inversion bar of the StyleGAN2 fixtures: the default projector gains >= 10 dB PSNR over the w_avg start."""
+    from insetgan import invert as inv
+    from insetgan.perceptual import l1_ssim
+
+    G = _load(name)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        target = G.synthesis(G.mapping(torch.randn(1, G.z_dim), None, truncation_psi=0.7))
+        w_avg, _ = inv.w_stats(G)
+        start = inv.synthesize(G, w_avg.expand(1, G.num_ws, -1).contiguous(), None)
+    proj = inv.project(G, target, inv.InvertConfig(), l1_ssim)
+    with torch.no_grad():
+        recon = inv.synthesize(G, proj.ws, proj.noise)
+    p_start, p_proj = float(inv.psnr(start, target)), float(inv.psnr(recon, target))
+    assert p_proj >= p_start + 10, (p_start, p_proj)
