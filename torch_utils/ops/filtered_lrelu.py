@@ -151,14 +151,15 @@ def filtered_lrelu(
         kind = dispatch.resolve(impl, x, OP_NAME)
     except ValueError as exc:
         raise InsetganError(f"filtered_lrelu: {exc}") from None
+    inner = "ref" if impl == "ref" else "auto"
     if kind != "ref" and _longest_filter(fu, fd) > MAX_KERNEL_TAPS:
         if impl != "auto":
             raise InsetganError(f"filtered_lrelu: impl={impl!r} supports at most {MAX_KERNEL_TAPS} taps per axis, "
                                 f"got {_longest_filter(fu, fd)}")
-        kind = "ref"
+        kind = inner = "ref"  # the upfirdn2d CPU kernel has the same limit
     if kind == "ref":
         # Under impl='ref' the whole op is plain PyTorch; under 'auto' the inner ops pick their kernels.
-        return _filtered_lrelu_ref(x, fu, fd, b, p, inner="ref" if impl == "ref" else "auto")
+        return _filtered_lrelu_ref(x, fu, fd, b, p, inner=inner)
     geometry = _Geometry.of(x, fu, fd, p)
     passes = _kernel_passes(fu, fd, p, geometry, kind)
     return _FilteredLReluCompiled.apply(x, None if b is None else b.to(x.dtype), passes, p, kind)
