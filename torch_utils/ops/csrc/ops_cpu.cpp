@@ -368,10 +368,134 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, int64
 // call with the transposed passes; the double-backward product is the forward passes with
 // the mask step. Intermediate rows are made once each, in order, and the last fh(B) of them
 // are kept in a ring, so no plane is ever held whole at the intermediate rate.
+//
+// Row filters work on polyphase components so every multiply-add loop runs over contiguous
+// memory: an upsampling FIR computes each output phase (o mod up) from the input row
+// directly; a downsampling FIR first splits its zero-padded input row into `down` phases.
+// Sums over taps or rows go 4 sources per pass over the output (weighted_sum).
+
+// out[k] = (accumulate ? out[k] : 0) + sum_j w[j] * src[j][k] for k < len, 4 sources per pass.
+template <typename T>
+void weighted_sum(T* __restrict__ out, const T* const* src, const T* w, int64_t n, int64_t len, bool accumulate) {
+  int64_t j = 0;
+  if (!accumulate) {
+    const int64_t first = std::min<int64_t>(n, 4);
+    const T* a = first > 0 ? src[0] : nullptr;
+    const T* b = first > 1 ? src[1] : nullptr;
+    const T* c = first > 2 ? src[2] : nullptr;
+    const T* d = first > 3 ? src[3] : nullptr;
+    switch (first) {
+      case 0: std::fill(out, out + len, T(0)); return;
+      case 1: for (int64_t k = 0; k < len; ++k) out[k] = w[0] * a[k]; break;
+      case 2: for (int64_t k = 0; k < len; ++k) out[k] = w[0] * a[k] + w[1] * b[k]; break;
+      case 3: for (int64_t k = 0; k < len; ++k) out[k] = w[0] * a[k] + w[1] * b[k] + w[2] * c[k]; break;
+      default:
+        for (int64_t k = 0; k < len; ++k) out[k] = w[0] * a[k] + w[1] * b[k] + w[2] * c[k] + w[3] * d[k];
+    }
+    j = first;
+  }
+  for (; j + 4 <= n; j += 4) {
+    const T *a = src[j], *b = src[j + 1], *c = src[j + 2], *d = src[j + 3];
+    const T wa = w[j], wb = w[j + 1], wc = w[j + 2], wd = w[j + 3];
+    for (int64_t k = 0; k < len; ++k) out[k] += wa * a[k] + wb * b[k] + wc * c[k] + wd * d[k];
+  }
+  for (; j < n; ++j) {
+    const T* a = src[j];
+    const T wa = w[j];
+    for (int64_t k = 0; k < len; ++k) out[k] += wa * a[k];
+  }
+}
+
+// Geometry of a row FIR: out[o] = sum_t taps[t] * in_up[o * down + t - pad0], with in_up the
+// input with up - 1 zeros after each sample (0 outside the row). Either up or down is 1.
+struct RowFir {
+  int64_t in_len, out_len, up, down, pad0, taps;
+
+  // Downsampling (up == 1): the padded input m in [0, padded_len()) reads in[m - pad0]; split
+  // into `down` phases of phase_len() values each: phase r, index i <-> m = i * down + r.
+  int64_t padded_len() const { return (out_len - 1) * down + taps; }
+  int64_t phase_len() const { return (padded_len() + down - 1) / down; }
+  int64_t phases_size() const { return down * phase_len(); }
+};
+
+inline int64_t floor_div64(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Scratch of the row filters, one per thread.
+template <typename T>
+struct RowScratch {
+  std::vector<T> padded;        // a zero-padded input row (upsampling)
+  std::vector<T> phase;         // one output phase (upsampling)
+  std::vector<const T*> src;    // sources and weights of weighted_sum
+  std::vector<T> w;
+};
+
+// Upsampling FIR (down == 1): out (+)= FIR(in). Output phase q (o = q + k * up) uses the taps
+// t = pad0 - q (mod up), each reading in[k + (q + t - pad0) / up].
+template <typename T>
+void up_fir(const T* in, const RowFir& g, const T* taps, T* out, bool accumulate, RowScratch<T>& s) {
+  const int64_t lo = floor_div64(-g.pad0, g.up);                                // smallest input index read
+  const int64_t hi = floor_div64(g.out_len + g.taps - 2 - g.pad0, g.up) + 1;    // one past the largest
+  const T* row = in + lo;  // row[i - lo] = in[i]
+  if (lo < 0 || hi > g.in_len) {
+    s.padded.assign(hi - lo, T(0));
+    const int64_t a = std::max<int64_t>(lo, 0), b = std::min<int64_t>(hi, g.in_len);
+    if (a < b) std::copy(in + a, in + b, s.padded.begin() + (a - lo));
+    row = s.padded.data();
+  }
+  for (int64_t q = 0; q < std::min(g.up, g.out_len); ++q) {
+    const int64_t n_out = (g.out_len - q + g.up - 1) / g.up;
+    s.src.clear();
+    s.w.clear();
+    for (int64_t t = ((g.pad0 - q) % g.up + g.up) % g.up; t < g.taps; t += g.up) {
+      s.src.push_back(row + (q + t - g.pad0) / g.up - lo);
+      s.w.push_back(taps[t]);
+    }
+    if (g.up == 1) {
+      weighted_sum(out, s.src.data(), s.w.data(), s.src.size(), n_out, accumulate);
+      continue;
+    }
+    s.phase.resize(n_out);
+    weighted_sum(s.phase.data(), s.src.data(), s.w.data(), s.src.size(), n_out, false);
+    T* o = out + q;
+    if (accumulate) {
+      for (int64_t k = 0; k < n_out; ++k) o[k * g.up] += s.phase[k];
+    } else {
+      for (int64_t k = 0; k < n_out; ++k) o[k * g.up] = s.phase[k];
+    }
+  }
+}
+
+// Downsampling FIR, step 1 (up == 1): the zero-padded input row split into phases.
+template <typename T>
+void to_phases(const T* in, const RowFir& g, T* phases) {
+  const int64_t len = g.phase_len();
+  std::fill(phases, phases + g.phases_size(), T(0));
+  const int64_t a = std::max<int64_t>(0, -g.pad0), b = std::min<int64_t>(g.in_len, g.padded_len() - g.pad0);
+  if (g.down == 1) {
+    if (a < b) std::copy(in + a, in + b, phases + (a + g.pad0));
+    return;
+  }
+  for (int64_t i = a; i < b; ++i) {
+    const int64_t m = i + g.pad0;
+    phases[(m % g.down) * len + m / g.down] = in[i];
+  }
+}
+
+// Downsampling FIR, step 2: the sources of out[k] = sum_t taps[t] * padded[k * down + t] in the
+// phases (appended to s.src / s.w, so several rows can be summed at once).
+template <typename T>
+void add_phase_sources(const T* phases, const RowFir& g, const T* taps, RowScratch<T>& s) {
+  const int64_t len = g.phase_len();
+  for (int64_t t = 0; t < g.taps; ++t) {
+    s.src.push_back(phases + (t % g.down) * len + t / g.down);
+    s.w.push_back(taps[t]);
+  }
+}
 
 template <typename T>
 struct FirPass {
-  AxisParams ax, ay;         // horizontal and vertical geometry
+  RowFir ax;                 // horizontal geometry
+  AxisParams ay;             // vertical geometry
   const T* fy;               // separable taps: fy [fh], fx [fw] (f2d null) ...
   const T* fx;
   const T* f2d;              // ... or a full [fh, fw] filter (fy, fx null); flip and gain applied
@@ -392,10 +516,11 @@ struct FlreluWork {
   std::vector<T> plane;      // the input plane (+ bias), rows of ax.in_len values
   std::vector<T> tmp;        // vertical combination of input rows (separable A)
   std::vector<T> mid;        // one intermediate row
-  std::vector<T> ring;       // the last fh(B) intermediate rows (after B's horizontal pass if separable)
+  std::vector<T> phases;     // one intermediate row split into B's phases
+  std::vector<T> ring;       // the last fh(B) intermediate rows: after B's horizontal pass (separable) or as phases
   std::vector<T> row;        // one output row, when the output is not contiguous along W
-  std::vector<T> scratch;    // for hpass
   std::vector<uint8_t> codes;
+  RowScratch<T> rs;
 };
 
 // Intermediate row j of pass A, from the input plane.
@@ -405,27 +530,26 @@ void pass_a_row(const T* plane, int64_t j, const FirPass<T>& A, T* mid, FlreluWo
   int64_t t, i;
   bool any = first_tap(A.ay, j, A.fh, &t, &i);
   if (A.f2d == nullptr) {
-    const T* src[kMaxTaps];
-    T wt[kMaxTaps];
-    int n = 0;
+    w.rs.src.clear();
+    w.rs.w.clear();
     for (; any && t < A.fh; t += A.ay.up, ++i) {
       if (i < 0) continue;
       if (i >= A.ay.in_len) break;
-      src[n] = plane + i * in_w;
-      wt[n++] = A.fy[t];
+      w.rs.src.push_back(plane + i * in_w);
+      w.rs.w.push_back(A.fy[t]);
     }
-    if (n == 0) {
+    if (w.rs.src.empty()) {
       std::fill(mid, mid + A.ax.out_len, T(0));
       return;
     }
-    combine(w.tmp.data(), src, wt, n, in_w, false);
-    hpass(w.tmp.data(), mid, A.ax, 1, A.fx, A.fw, false, w.scratch);
+    weighted_sum(w.tmp.data(), w.rs.src.data(), w.rs.w.data(), w.rs.src.size(), in_w, false);
+    up_fir(w.tmp.data(), A.ax, A.fx, mid, false, w.rs);
   } else {
     std::fill(mid, mid + A.ax.out_len, T(0));
     for (; any && t < A.fh; t += A.ay.up, ++i) {
       if (i < 0) continue;
       if (i >= A.ay.in_len) break;
-      hpass(plane + i * in_w, mid, A.ax, 1, A.f2d + t * A.fw, A.fw, true, w.scratch);
+      up_fir(plane + i * in_w, A.ax, A.f2d + t * A.fw, mid, true, w.rs);
     }
   }
 }
@@ -474,7 +598,7 @@ void flrelu_plane(const T* xp, Strides xs, T bias, T* yp, Strides ys, uint8_t* m
   const int64_t mid_h = A.ay.out_len, mid_w = A.ax.out_len;
   const int64_t out_h = B.ay.out_len, out_w = B.ax.out_len;
   const bool separable_b = B.f2d == nullptr;
-  const int64_t ring_w = separable_b ? out_w : mid_w;
+  const int64_t ring_w = separable_b ? out_w : B.ax.phases_size();
   const T gain = T(sp.gain), slope = T(sp.slope), clamp = T(sp.clamp);
   const T factor[4] = {gain, gain * slope, T(0), T(0)};
 
@@ -506,33 +630,34 @@ void flrelu_plane(const T* xp, Strides xs, T bias, T* yp, Strides ys, uint8_t* m
         mask_row(mid, mask + j * mask_w, mid_w, factor);
       }
       T* slot = w.ring.data() + (j % B.fh) * ring_w;
-      if (separable_b)
-        hpass(mid, slot, B.ax, 1, B.fx, B.fw, false, w.scratch);
-      else
-        std::copy(mid, mid + mid_w, slot);
+      if (separable_b) {
+        to_phases(mid, B.ax, w.phases.data());
+        w.rs.src.clear();
+        w.rs.w.clear();
+        add_phase_sources(w.phases.data(), B.ax, B.fx, w.rs);
+        weighted_sum(slot, w.rs.src.data(), w.rs.w.data(), w.rs.src.size(), out_w, false);
+      } else {
+        to_phases(mid, B.ax, slot);
+      }
     }
     next_mid = std::max(next_mid, hi);
 
+    // Output row o: B's vertical taps over the ring rows (2-D: every tap of every row at once).
     T* out = ys.w == 1 ? yp + o * ys.h : w.row.data();
-    if (separable_b) {
-      const T* src[kMaxTaps];
-      T wt[kMaxTaps];
-      int n = 0;
-      for (int64_t t = 0; t < B.fh; ++t) {
-        const int64_t j = first + t;
-        if (j < 0 || j >= mid_h) continue;
-        src[n] = w.ring.data() + (j % B.fh) * ring_w;
-        wt[n++] = B.fy[t];
-      }
-      combine(out, src, wt, n, out_w, false);
-    } else {
-      std::fill(out, out + out_w, T(0));
-      for (int64_t t = 0; t < B.fh; ++t) {
-        const int64_t j = first + t;
-        if (j < 0 || j >= mid_h) continue;
-        hpass(w.ring.data() + (j % B.fh) * ring_w, out, B.ax, 1, B.f2d + t * B.fw, B.fw, true, w.scratch);
+    w.rs.src.clear();
+    w.rs.w.clear();
+    for (int64_t t = 0; t < B.fh; ++t) {
+      const int64_t j = first + t;
+      if (j < 0 || j >= mid_h) continue;
+      const T* slot = w.ring.data() + (j % B.fh) * ring_w;
+      if (separable_b) {
+        w.rs.src.push_back(slot);
+        w.rs.w.push_back(B.fy[t]);
+      } else {
+        add_phase_sources(slot, B.ax, B.f2d + t * B.fw, w.rs);
       }
     }
+    weighted_sum(out, w.rs.src.data(), w.rs.w.data(), w.rs.src.size(), out_w, false);
     if (ys.w != 1) {
       T* dst = yp + o * ys.h;
       for (int64_t k = 0; k < out_w; ++k) dst[k * ys.w] = out[k];
@@ -549,9 +674,12 @@ void filtered_lrelu_kernel(const T* x, Strides xs, const T* b, T* y, Strides ys,
     w.plane.resize(A.ay.in_len * A.ax.in_len);
     w.tmp.resize(A.ax.in_len);
     w.mid.resize(mid_w);
-    w.ring.resize(B.fh * (B.f2d == nullptr ? B.ax.out_len : mid_w));
+    w.phases.resize(B.ax.phases_size());
+    w.ring.resize(B.fh * (B.f2d == nullptr ? B.ax.out_len : B.ax.phases_size()));
     w.row.resize(B.ax.out_len);
     w.codes.resize(mid_w);
+    w.rs.src.reserve(B.fh * B.fw + A.fh + A.fw);
+    w.rs.w.reserve(B.fh * B.fw + A.fh + A.fw);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n = p / C, c = p % C;
       flrelu_plane(x + n * xs.n + c * xs.c, xs, b ? b[c] : T(0), y + n * ys.n + c * ys.c, ys,
@@ -605,10 +733,10 @@ std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor b, torc
     auto cast = [&](const torch::Tensor& f) { return f.to(x.scalar_type()).contiguous(); };
     auto ay = cast(fa_y), ax = cast(fa_x), a2 = cast(fa_2d), by = cast(fb_y), bx = cast(fb_x), b2 = cast(fb_2d);
     auto bc = b.numel() ? cast(b) : b;
-    FirPass<scalar_t> A{AxisParams{W, mid_w, up, 1, pad_ax0}, AxisParams{H, mid_h, up, 1, pad_ay0},
+    FirPass<scalar_t> A{RowFir{W, mid_w, up, 1, pad_ax0, fa_w}, AxisParams{H, mid_h, up, 1, pad_ay0},
                         sep_a ? ay.data_ptr<scalar_t>() : nullptr, sep_a ? ax.data_ptr<scalar_t>() : nullptr,
                         sep_a ? nullptr : a2.data_ptr<scalar_t>(), fa_h, fa_w};
-    FirPass<scalar_t> B{AxisParams{mid_w, out_w, 1, down, pad_bx0}, AxisParams{mid_h, out_h, 1, down, pad_by0},
+    FirPass<scalar_t> B{RowFir{mid_w, out_w, 1, down, pad_bx0, fb_w}, AxisParams{mid_h, out_h, 1, down, pad_by0},
                         sep_b ? by.data_ptr<scalar_t>() : nullptr, sep_b ? bx.data_ptr<scalar_t>() : nullptr,
                         sep_b ? nullptr : b2.data_ptr<scalar_t>(), fb_h, fb_w};
     filtered_lrelu_kernel<scalar_t>(x.data_ptr<scalar_t>(), strides_of(x),
