@@ -465,19 +465,28 @@ void up_fir(const T* in, const RowFir& g, const T* taps, T* out, bool accumulate
   }
 }
 
-// Downsampling FIR, step 1 (up == 1): the zero-padded input row split into phases.
+// Downsampling FIR, step 1 (up == 1): the zero-padded input row split into phases. Phase r
+// holds padded[i * down + r] = in[i * down + r - pad0] for i < phase_len() (0 outside the row).
 template <typename T>
 void to_phases(const T* in, const RowFir& g, T* phases) {
-  const int64_t len = g.phase_len();
-  std::fill(phases, phases + g.phases_size(), T(0));
-  const int64_t a = std::max<int64_t>(0, -g.pad0), b = std::min<int64_t>(g.in_len, g.padded_len() - g.pad0);
-  if (g.down == 1) {
-    if (a < b) std::copy(in + a, in + b, phases + (a + g.pad0));
-    return;
-  }
-  for (int64_t i = a; i < b; ++i) {
-    const int64_t m = i + g.pad0;
-    phases[(m % g.down) * len + m / g.down] = in[i];
+  const int64_t len = g.phase_len(), padded = g.padded_len();
+  for (int64_t r = 0; r < g.down; ++r) {
+    T* ph = phases + r * len;
+    const int64_t s0 = r - g.pad0;  // input index of ph[0]
+    // i in [i_lo, i_hi) reads inside the row and inside the padded length
+    const int64_t i_lo = std::min(len, std::max<int64_t>(0, -floor_div64(s0, g.down)));
+    const int64_t i_hi = std::max(i_lo, std::min({len, -floor_div64(s0 - g.in_len, g.down),
+                                                  -floor_div64(r - padded, g.down)}));
+    std::fill(ph, ph + i_lo, T(0));
+    if (i_lo < i_hi) {
+      const T* src = in + (s0 + i_lo * g.down);  // in[s0 + i * down] for i = i_lo
+      if (g.down == 1) {
+        std::copy(src, src + (i_hi - i_lo), ph + i_lo);
+      } else {
+        for (int64_t i = 0; i < i_hi - i_lo; ++i) ph[i_lo + i] = src[i * g.down];
+      }
+    }
+    std::fill(ph + i_hi, ph + len, T(0));
   }
 }
 
@@ -571,17 +580,39 @@ void act_row(T* __restrict__ v, uint8_t* __restrict__ codes, int64_t len, T slop
   }
 }
 
-inline void pack_codes(const uint8_t* codes, int64_t len, uint8_t* packed) {
-  for (int64_t k = 0; k < (len + 3) / 4; ++k) {
+inline void pack_codes(const uint8_t* __restrict__ codes, int64_t len, uint8_t* __restrict__ packed) {
+  const int64_t full = len / 4;
+  for (int64_t k = 0; k < full; ++k) {
+    const uint8_t* c = codes + 4 * k;
+    packed[k] = static_cast<uint8_t>(c[0] | (c[1] << 2) | (c[2] << 4) | (c[3] << 6));
+  }
+  if (full * 4 < len) {
     uint8_t byte = 0;
-    for (int64_t q = 0; q < 4 && 4 * k + q < len; ++q) byte |= static_cast<uint8_t>(codes[4 * k + q] << (2 * q));
-    packed[k] = byte;
+    for (int64_t q = 0; full * 4 + q < len; ++q) byte |= static_cast<uint8_t>(codes[full * 4 + q] << (2 * q));
+    packed[full] = byte;
   }
 }
 
+inline void unpack_codes(const uint8_t* __restrict__ packed, int64_t len, uint8_t* __restrict__ codes) {
+  const int64_t full = len / 4;
+  for (int64_t k = 0; k < full; ++k) {
+    const uint8_t byte = packed[k];
+    uint8_t* c = codes + 4 * k;
+    c[0] = byte & 3;
+    c[1] = (byte >> 2) & 3;
+    c[2] = (byte >> 4) & 3;
+    c[3] = (byte >> 6) & 3;
+  }
+  for (int64_t k = full * 4; k < len; ++k) codes[k] = mask_code(packed, k);
+}
+
+// v *= gain (code 0), gain * slope (code 1) or 0 (clamped).
 template <typename T>
-void mask_row(T* __restrict__ v, const uint8_t* __restrict__ packed, int64_t len, const T* factor) {
-  for (int64_t k = 0; k < len; ++k) v[k] *= factor[mask_code(packed, k)];
+void mask_row(T* __restrict__ v, const uint8_t* __restrict__ codes, int64_t len, T gain, T gain_slope) {
+  for (int64_t k = 0; k < len; ++k) {
+    const T f = codes[k] == 0 ? gain : (codes[k] == 1 ? gain_slope : T(0));
+    v[k] *= f;
+  }
 }
 
 struct FlreluStepParams {
@@ -600,7 +631,6 @@ void flrelu_plane(const T* xp, Strides xs, T bias, T* yp, Strides ys, uint8_t* m
   const bool separable_b = B.f2d == nullptr;
   const int64_t ring_w = separable_b ? out_w : B.ax.phases_size();
   const T gain = T(sp.gain), slope = T(sp.slope), clamp = T(sp.clamp);
-  const T factor[4] = {gain, gain * slope, T(0), T(0)};
 
   // Gather the input plane (any layout) into contiguous rows, bias added.
   for (int64_t i = 0; i < H; ++i) {
@@ -627,7 +657,8 @@ void flrelu_plane(const T* xp, Strides xs, T bias, T* yp, Strides ys, uint8_t* m
           act_row<T, false>(mid, w.codes.data(), mid_w, slope, gain, clamp);
         pack_codes(w.codes.data(), mid_w, mask + j * mask_w);
       } else {
-        mask_row(mid, mask + j * mask_w, mid_w, factor);
+        unpack_codes(mask + j * mask_w, mid_w, w.codes.data());
+        mask_row(mid, w.codes.data(), mid_w, gain, gain * slope);
       }
       T* slot = w.ring.data() + (j % B.fh) * ring_w;
       if (separable_b) {
