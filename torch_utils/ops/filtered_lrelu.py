@@ -231,6 +231,11 @@ class _Pass:
         fy, fx, f2d = upfirdn2d._kernel_taps(f.detach(), params, kind)
         return _Pass(fy, fx, f2d, scale, pad_x0, pad_y0)
 
+    def transposed(self, scale: int, pad_x0: int, pad_y0: int) -> "_Pass":
+        """The pass with flipped taps (a transposed FIR) and the given geometry."""
+        f2d = self.f2d.flip([0, 1]) if self.f2d.numel() else self.f2d
+        return _Pass(self.fy.flip([0]), self.fx.flip([0]), f2d, scale, pad_x0, pad_y0)
+
 
 @dataclass(frozen=True)
 class _Passes:
@@ -251,17 +256,18 @@ def _kernel_passes(fu: torch.Tensor | None, fd: torch.Tensor | None, p: Filtered
     ``y[o] = sum_t gd[t] * a[o * down + t]``; their transposes are ``da[j] = sum_t gd[t] *
     dy[(j - t) / down]`` (upsampling by ``down``, flipped taps, padding ``fd - 1``) and ``dx[i] =
     sum_t gu[t] * du[i * up + p0 - t]`` (downsampling by ``up``, flipped taps, padding
-    ``fu - 1 - p0``). Flipped correlation taps are the taps of the other ``flip_filter``.
+    ``fu - 1 - p0``).
     """
     px0, _, py0, _ = p.padding
     (fu_h, fu_w), (fd_h, fd_w) = g.fu_hw, g.fd_hw
-    flip = p.flip_filter
+    up = _Pass.make(fu, p.flip_filter, p.up**2, p.up, px0, py0, kind)
+    down = _Pass.make(fd, p.flip_filter, 1.0, p.down, 0, 0, kind)
     return _Passes(
         geometry=g,
-        up=_Pass.make(fu, flip, p.up**2, p.up, px0, py0, kind),
-        down=_Pass.make(fd, flip, 1.0, p.down, 0, 0, kind),
-        down_t=_Pass.make(fd, not flip, 1.0, p.down, fd_w - 1, fd_h - 1, kind),
-        up_t=_Pass.make(fu, not flip, p.up**2, p.up, fu_w - 1 - px0, fu_h - 1 - py0, kind),
+        up=up,
+        down=down,
+        down_t=down.transposed(p.down, fd_w - 1, fd_h - 1),
+        up_t=up.transposed(p.up, fu_w - 1 - px0, fu_h - 1 - py0),
     )
 
 
