@@ -143,8 +143,12 @@ def test_doctor_reports_active_paths(tmp_path):
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["devices"]["cpu"]["active"] == "cpp"
+    assert info["devices"]["cpu"]["ops"] == {"upfirdn2d": "cpp", "bias_act": "cpp", "filtered_lrelu": "cpp"}
+    assert info["reference_only_ops"] == []
+    assert "filtered_lrelu=cpp" in run("doctor").stdout
     forced = run_subprocess("doctor", "--json", env={**os.environ, "INSETGAN_OPS": "ref"})
     assert json.loads(forced.stdout)["devices"]["cpu"]["active"] == "ref"
+    assert json.loads(forced.stdout)["devices"]["cpu"]["ops"]["filtered_lrelu"] == "ref"
 
 
 def test_models_lists_the_builtin_models_as_a_process():

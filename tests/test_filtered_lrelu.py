@@ -53,7 +53,7 @@ def test_equals_the_composition_and_its_shape(index, flip_filter):
     fu, fd = _filter(fu_kind, fu_taps, gen), _filter(fd_kind, fd_taps, gen)
     kw = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter)
     expected = _composition(x, fu, fd, b, **kw)
-    for impl in ("ref", "auto"):
+    for impl in ("ref", "auto", "cpp"):
         y = filtered_lrelu(x, fu, fd, b, impl=impl, **kw)
         torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
     # Output size: (in*up + pads - (fu taps - 1) - (fd taps - 1) + down - 1) // down per axis.
@@ -90,13 +90,15 @@ def test_flipped_filter_equals_flip_filter():
     torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("impl", ["ref", "cpp"])
 @pytest.mark.parametrize("fd_kind", ["sep", "2d"])
-def test_gradcheck_float64(fd_kind):
+def test_gradcheck_float64(fd_kind, impl):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn([1, 2, 5, 6], generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn([2], generator=gen, dtype=torch.float64, requires_grad=True)
     fu, fd = _filter("sep", 4, gen, torch.float64), _filter(fd_kind, 4, gen, torch.float64)
-    fn = lambda x, b: filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=[2, 1, 1, 2], clamp=50.0)  # noqa: E731
+    fn = lambda x, b: filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=[2, 1, 1, 2], clamp=50.0,  # noqa: E731
+                                     impl=impl)
     assert torch.autograd.gradcheck(fn, (x, b))
     assert torch.autograd.gradgradcheck(fn, (x, b))
 
@@ -107,10 +109,16 @@ def test_float64_stays_float64():
     assert filtered_lrelu(x, fu, fu, up=2, down=2, padding=2).dtype == torch.float64
 
 
-def test_auto_resolves_to_the_reference():
+def test_auto_resolves_to_the_compiled_kernel(monkeypatch):
+    """A compiled kernel is registered: 'auto' uses it on CPU (the build is required here), INSETGAN_OPS=ref not."""
+    monkeypatch.delenv("INSETGAN_OPS", raising=False)
     x = torch.randn([1, 1, 4, 4])
+    assert dispatch.OP_KERNELS["filtered_lrelu"] == ("cpp", "cuda")
+    assert dispatch.resolve("auto", x, "filtered_lrelu") == "cpp"
+    assert "filtered_lrelu" not in dispatch.ops_report()["reference_only_ops"]
+    monkeypatch.setenv("INSETGAN_OPS", "ref")
     assert dispatch.resolve("auto", x, "filtered_lrelu") == "ref"
-    assert "filtered_lrelu" in dispatch.ops_report()["reference_only_ops"]
+    assert dispatch.resolve("cpp", x, "filtered_lrelu") == "ref"
 
 
 X = torch.zeros([1, 3, 8, 8])
@@ -133,7 +141,9 @@ F4 = torch.ones([4]) / 4
     (dict(clamp=-1.0), "clamp must be"),
     (dict(clamp=float("inf")), "clamp must be"),
     (dict(fu=torch.ones([12]), padding=-4), "empty output"),
-    (dict(impl="cpp"), "no compiled"),
+    (dict(impl="cuda"), "cannot run on a cpu tensor"),
+    (dict(x=torch.zeros([1, 3, 8, 8], dtype=torch.float16), impl="cpp"), "does not support"),
+    (dict(fu=torch.ones([65]), padding=40, impl="cpp"), "at most 64 taps"),
     (dict(impl="fast"), "impl must be"),
 ])
 def test_bad_arguments_raise_insetgan_error(kwargs, message):

@@ -54,7 +54,7 @@ PLUGINS = {
     "cpu": PluginSpec("insetgan_ops_cpu", ("ops_cpu.cpp",)),
     "cuda": PluginSpec(
         "insetgan_ops_cuda",
-        ("ops_cuda.cpp", "ops_cuda_kernels.cu", "ops_cuda.h"),
+        ("ops_cuda.cpp", "ops_cuda_kernels.cu", "filtered_lrelu_cuda.cu", "ops_cuda.h", "ops_cuda_common.cuh"),
         cflags=CPU_FLAGS,
         cuda_cflags=("-O3",),
         device="cuda",
@@ -140,7 +140,7 @@ def build_plugin(spec: PluginSpec) -> ModuleType:
                 with contextlib.redirect_stdout(out):
                     cpp_ext.load(
                         name=module_name,
-                        sources=[str(spec.source_dir / s) for s in spec.sources if not s.endswith(".h")],
+                        sources=[str(spec.source_dir / s) for s in spec.sources if not s.endswith((".h", ".cuh"))],
                         extra_cflags=list(spec.cflags),
                         extra_cuda_cflags=list(spec.cuda_cflags),
                         extra_ldflags=["-fopenmp"] if "-fopenmp" in spec.cflags else [],

@@ -215,6 +215,8 @@ def doctor(as_json: bool) -> None:
              f"kernel cache  {report['cache']}", f"allocator     {'tuned' if report['allocator_tuned'] else 'default'}"]
     for dev, info in report["devices"].items():
         lines.append(f"{dev:<13} {info['active']}: {info['reason']}")
+        if info.get("ops"):
+            lines.append(f"{'':<13} {', '.join(f'{op}={impl}' for op, impl in info['ops'].items())}")
     if report.get("reference_only_ops"):
         lines.append(f"ref only      {', '.join(report['reference_only_ops'])} (no compiled kernel yet)")
     click.echo("\n".join(lines))

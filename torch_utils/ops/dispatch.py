@@ -3,8 +3,8 @@
 ``impl='auto'`` uses the compiled kernel for the tensor's device when it builds (a warning is
 logged once otherwise) and the dtype is supported; ``'cpp'`` / ``'cuda'`` insist on it and
 raise when it cannot be had; ``'ref'`` is the plain-PyTorch reference. An op without a compiled
-kernel of its own (today ``filtered_lrelu``, see ``OP_KERNELS``) resolves ``'auto'`` to the
-reference and refuses ``'cpp'`` / ``'cuda'``. The environment
+kernel of its own (none today; see ``OP_KERNELS``) would resolve ``'auto'`` to the reference and
+refuse ``'cpp'`` / ``'cuda'``. The environment
 variable ``INSETGAN_OPS=ref`` forces the reference everywhere. ``INSETGAN_OPS_POISON=1`` makes
 the kernels fill their outputs with NaN before computing (tests use it to catch unwritten
 elements).
@@ -25,7 +25,7 @@ IMPLS = ("auto", "ref", "cpp", "cuda")
 OP_KERNELS: dict[str, tuple[str, ...]] = {
     "upfirdn2d": ("cpp", "cuda"),
     "bias_act": ("cpp", "cuda"),
-    "filtered_lrelu": (),
+    "filtered_lrelu": ("cpp", "cuda"),
 }
 KERNEL_DTYPES = {
     "cpp": (torch.float32, torch.float64),
@@ -92,6 +92,10 @@ def ops_report() -> dict[str, Any]:
             continue
         ok, reason = custom_ops.plugin_status(dev)
         report["devices"][dev] = {"active": ("cpp" if dev == "cpu" else "cuda") if ok else "ref", "reason": reason}
+    for dev, info in report["devices"].items():
+        kind = "cuda" if dev == "cuda" else "cpp"
+        info["ops"] = {op: info["active"] if info["active"] == kind and kind in kinds else "ref"
+                       for op, kinds in OP_KERNELS.items()}
     report["reference_only_ops"] = sorted(op for op, kinds in OP_KERNELS.items() if not kinds)
     if not torch.cuda.is_available():
         report["devices"]["cuda"] = {"active": "none", "reason": "no CUDA device (torch.cuda.is_available() is False)"}

@@ -1,4 +1,5 @@
 // CUDA kernels for upfirdn2d and bias_act (insetgan): float16, float32, float64.
+// filtered_lrelu's kernels are in filtered_lrelu_cuda.cu.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -6,19 +7,10 @@
 #include <cstdint>
 
 #include "ops_cuda.h"
+#include "ops_cuda_common.cuh"
 
 namespace insetgan_cuda {
 namespace {
-
-template <typename T> struct Acc { using type = T; };
-template <> struct Acc<__half> { using type = float; };
-
-template <typename T> __device__ __forceinline__ typename Acc<T>::type load(const T* p) { return *p; }
-template <> __device__ __forceinline__ float load<__half>(const __half* p) { return __half2float(*p); }
-template <typename T> __device__ __forceinline__ void store(T* p, typename Acc<T>::type v) { *p = v; }
-template <> __device__ __forceinline__ void store<__half>(__half* p, float v) { *p = __float2half_rn(v); }
-
-__device__ __forceinline__ int floor_div(int a, int b) { return (a >= 0) ? a / b : -((-a + b - 1) / b); }
 
 // Decompose a linear output index into (row b, oy, ox, channel c) for the two layouts.
 __device__ __forceinline__ void decompose(int64_t i, const UpFirDnArgs& a, int64_t* b, int* oy, int* ox, int64_t* c) {
@@ -93,11 +85,6 @@ __global__ void upfirdn2d_fixed(const T* __restrict__ x, T* __restrict__ y,
     }
     store(y + i, acc);
   }
-}
-
-inline int grid_for(int64_t total, int threads) {
-  int64_t blocks = (total + threads - 1) / threads;
-  return static_cast<int>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
 }
 
 template <typename T>
