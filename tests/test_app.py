@@ -183,6 +183,12 @@ def test_http_bad_upload_is_a_message_and_the_server_keeps_serving(server, tmp_p
     fake.write_text("this is not a picture\n")
     status = client.predict(*_compose_args(selfie=fake), api_name="/compose")[0]
     assert status.startswith("**Error:**") and "\n" not in status
+    huge = tmp_path / "huge.png"
+    from PIL import Image
+
+    Image.new("1", (20000, 20000)).save(huge)  # a small file, 400 MP when decoded
+    status = client.predict(*_compose_args(selfie=huge), api_name="/compose")[0]
+    assert status.startswith("**Error:**") and "too large" in status
     status = client.predict(*_compose_args(), api_name="/compose")[0]  # neither selfie nor seed
     assert status == "**Error:** upload your selfie, or give a face seed"
     broken = tmp_path / "broken.pkl"
