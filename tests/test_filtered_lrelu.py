@@ -9,18 +9,7 @@ import torch
 from insetgan.errors import InsetganError
 from insetgan.torch_utils.ops import bias_act, dispatch, upfirdn2d
 from insetgan.torch_utils.ops.filtered_lrelu import filtered_lrelu
-
-
-def _filter(kind: str, taps: int, gen: torch.Generator, dtype=torch.float32) -> torch.Tensor | None:
-    if kind == "none":
-        return None
-    if kind == "sep":
-        f = torch.rand([taps], generator=gen, dtype=torch.float64) + 0.1
-    elif kind == "2d":
-        f = torch.rand([taps, taps], generator=gen, dtype=torch.float64) + 0.1
-    else:  # anisotropic 2-D: different heights and widths
-        f = torch.rand([taps, taps + 1], generator=gen, dtype=torch.float64) + 0.1
-    return (f / f.sum()).to(dtype)
+from tests.filters import random_filter
 
 
 def _composition(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter=False):
@@ -50,7 +39,7 @@ def test_equals_the_composition_and_its_shape(index, flip_filter):
     gen = torch.Generator().manual_seed(index)
     x = torch.randn([2, 5, 13, 11], generator=gen) * 2
     b = torch.randn([5], generator=gen)
-    fu, fd = _filter(fu_kind, fu_taps, gen), _filter(fd_kind, fd_taps, gen)
+    fu, fd = random_filter(fu_kind, fu_taps, gen), random_filter(fd_kind, fd_taps, gen)
     kw = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter)
     expected = _composition(x, fu, fd, b, **kw)
     for impl in ("ref", "auto", "cpp"):
@@ -84,7 +73,8 @@ def test_defaults_are_a_plain_leaky_relu():
 
 def test_flipped_filter_equals_flip_filter():
     gen = torch.Generator().manual_seed(3)
-    x, fu, fd = torch.randn([1, 2, 9, 8], generator=gen), _filter("aniso", 4, gen), _filter("2d", 3, gen)
+    x = torch.randn([1, 2, 9, 8], generator=gen)
+    fu, fd = random_filter("aniso", 4, gen), random_filter("2d", 3, gen)
     a = filtered_lrelu(x, fu, fd, up=2, down=2, padding=3, flip_filter=True)
     b = filtered_lrelu(x, fu.flip([0, 1]), fd.flip([0, 1]), up=2, down=2, padding=3)
     torch.testing.assert_close(a, b)
@@ -96,7 +86,7 @@ def test_gradcheck_float64(fd_kind, impl):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn([1, 2, 5, 6], generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn([2], generator=gen, dtype=torch.float64, requires_grad=True)
-    fu, fd = _filter("sep", 4, gen, torch.float64), _filter(fd_kind, 4, gen, torch.float64)
+    fu, fd = random_filter("sep", 4, gen, torch.float64), random_filter(fd_kind, 4, gen, torch.float64)
     fn = lambda x, b: filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=[2, 1, 1, 2], clamp=50.0,  # noqa: E731
                                      impl=impl)
     assert torch.autograd.gradcheck(fn, (x, b))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.filters import random_filter
 from tests.conftest import REPO, fixture_path
 from insetgan.torch_utils import custom_ops
 from insetgan.errors import InsetganError
@@ -175,22 +176,6 @@ def test_generator_with_compiled_ops_matches_fixture(monkeypatch):
 
 
 # filtered_lrelu ---------------------------------------------------------------------------------
-def _flrelu_filter(kind: str, taps: int, gen: torch.Generator) -> torch.Tensor | None:
-    """None, a 1-D (separable) filter, a square 2-D one, a radial-like 2-D one or an anisotropic 2-D one."""
-    if kind == "none":
-        return None
-    if kind == "sep":
-        f = torch.rand([taps], generator=gen, dtype=torch.float64) + 0.1
-    elif kind == "2d":
-        f = torch.rand([taps, taps], generator=gen, dtype=torch.float64) + 0.1
-    elif kind == "radial":  # symmetric and not of rank 1, like StyleGAN3-R's down filters
-        r = torch.linspace(-1, 1, taps, dtype=torch.float64)
-        f = torch.cos(1.3 * torch.sqrt(r[:, None] ** 2 + r[None, :] ** 2)) + 0.3
-    else:  # "aniso": a 2-D filter with different heights and widths
-        f = torch.rand([taps, taps + 2], generator=gen, dtype=torch.float64) - 0.2
-    return (f / f.sum()).float()
-
-
 def _flrelu_cases() -> list[dict]:
     """StyleGAN3-like layers, then random odd-sized cases (up/down 1, 2, 4, paddings that also crop)."""
     cases = [
@@ -212,7 +197,7 @@ def _flrelu_cases() -> list[dict]:
         padding = [int(v) for v in rng.randint(-3, 2 * fu[1] + 1, 4)]
         case = dict(shape=shape, fu=fu, fd=fd, up=up, down=down, padding=padding)
         probe = torch.zeros(shape)
-        ffu, ffd = _flrelu_filter(*fu, gen), _flrelu_filter(*fd, gen)
+        ffu, ffd = random_filter(*fu, gen), random_filter(*fd, gen)
         try:
             flrelu_mod.check_args(probe, ffu, ffd, None, up, down, padding, 1.0, 0.2, None, False)
         except InsetganError:
@@ -237,7 +222,7 @@ def test_filtered_lrelu_random_against_reference(impl, layout, dtype):
     device = "cuda" if impl == "cuda" else "cpu"
     tol = dict(rtol=1e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     for index, case in enumerate(FLRELU_CASES):
-        fu, fd = _flrelu_filter(*case["fu"], gen), _flrelu_filter(*case["fd"], gen)
+        fu, fd = random_filter(*case["fu"], gen), random_filter(*case["fd"], gen)
         fu, fd = (None if f is None else f.to(device) for f in (fu, fd))
         gain, slope, clamp, flip = FLRELU_SETTINGS[index % len(FLRELU_SETTINGS)]
         gain, slope = case.get("gain", gain), case.get("slope", slope)
@@ -271,8 +256,8 @@ def test_filtered_lrelu_random_against_reference(impl, layout, dtype):
 def test_filtered_lrelu_gradcheck_and_gradgradcheck(fu, fd, up, down, padding, clamp, flip):
     """Float64 gradients through the kernel (dx, db, and the double-backward product of the kernel)."""
     gen = torch.Generator().manual_seed(8)
-    ffu = _flrelu_filter(*fu, gen)
-    ffd = _flrelu_filter(*fd, gen)
+    ffu = random_filter(*fu, gen)
+    ffd = random_filter(*fd, gen)
     ffu, ffd = (None if f is None else f.double() for f in (ffu, ffd))
     x = torch.randn([1, 2, 5, 7], generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn([2], generator=gen, dtype=torch.float64, requires_grad=True)
@@ -287,8 +272,8 @@ def test_filtered_lrelu_gradcheck_and_gradgradcheck(fu, fd, up, down, padding, c
 
 def test_filtered_lrelu_second_order_matches_the_reference():
     gen = torch.Generator().manual_seed(9)
-    fu = _flrelu_filter("sep", 8, gen).double()
-    fd = _flrelu_filter("radial", 6, gen).double()
+    fu = random_filter("sep", 8, gen).double()
+    fd = random_filter("radial", 6, gen).double()
     x = torch.randn([2, 3, 9, 8], generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn([3], generator=gen, dtype=torch.float64, requires_grad=True)
     kw = dict(up=2, down=2, padding=[3, 2, 4, 1], clamp=0.6)
@@ -472,7 +457,7 @@ def test_cuda_second_order_gradients():
 def test_cuda_filtered_lrelu_float16_and_second_order():
     gen = torch.Generator().manual_seed(6)
     fu = upfirdn2d.setup_filter([1.0] * 12, separable=True, device="cuda")
-    fd = _flrelu_filter("radial", 12, gen).cuda()
+    fd = random_filter("radial", 12, gen).cuda()
     x = torch.randn(2, 8, 21, 19, generator=gen).cuda()
     b = torch.randn(8, generator=gen).cuda()
     kw = dict(up=2, down=2, padding=[11, 10, 11, 10], clamp=1.5)
@@ -492,7 +477,7 @@ def test_cuda_filtered_lrelu_float16_and_second_order():
 def test_cuda_filtered_lrelu_matches_the_cpu_kernel_on_a_stylegan3_layer():
     gen = torch.Generator().manual_seed(10)
     fu = upfirdn2d.setup_filter(torch.rand(24, generator=gen).tolist(), separable=True)
-    fd = _flrelu_filter("sep", 12, gen)
+    fd = random_filter("sep", 12, gen)
     x = torch.randn(4, 16, 52, 52, generator=gen, requires_grad=True)
     b = torch.randn(16, generator=gen, requires_grad=True)
     kw = dict(up=4, down=2, padding=[-6, -9, -6, -9], clamp=256.0)
