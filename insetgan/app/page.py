@@ -25,6 +25,7 @@ from typing import Any, Callable, Generator
 
 from PIL import Image
 
+from insetgan import io as iio
 from insetgan import jobs
 from insetgan.app.runner import JobCancelled, Step, job_folder, run_job, take_upload
 from insetgan.embedding import EmbedConfig
@@ -144,8 +145,8 @@ def _seed(value: float | str | None, what: str) -> int | None:
         number = float(value)
     except ValueError:
         raise InsetganError(f"{what} must be a whole number, got {value!r}") from None
-    if number != int(number) or not 0 <= number < 2**31:
-        raise InsetganError(f"{what} must be a whole number in 0..{2**31 - 1}")
+    if number != int(number) or not 0 <= number <= iio.MAX_SEED:
+        raise InsetganError(f"{what} must be a whole number in 0..{iio.MAX_SEED}")
     return int(number)
 
 
@@ -229,7 +230,7 @@ def build_page(cfg: AppConfig, root: Path) -> Any:
             mask_img = take_upload(mask, folder, "mask")
             if mask_img is not None and outfit_photo is None:
                 raise InsetganError("the outfit mask needs an outfit photo")
-            bseed = random.randrange(2**31) if random_body else _seed(body_seed, "the body seed") or 0
+            bseed = random.randrange(iio.MAX_SEED + 1) if random_body else _seed(body_seed, "the body seed") or 0
             req = ComposeRequest(
                 command="compose", body=body or "default", face_net=face_net or "default", shoes_net=shoes_net or None,
                 body_sources=(jobs.LatentSource(seed=bseed),),
@@ -287,7 +288,8 @@ def build_page(cfg: AppConfig, root: Path) -> Any:
                    m_grid: _image(files["result.png"]), m_gallery: each,
                    m_files: _zip(out, folder, "insetgan-bodies.zip")}
 
-        m_event = m_run.click(guarded(root, m_status, many), [m_selfie, m_face_seed, m_count, m_first, m_steps, *m_nets],
+        m_inputs = [m_selfie, m_face_seed, m_count, m_first, m_steps, *m_nets]
+        m_event = m_run.click(guarded(root, m_status, many), m_inputs,
                               [m_status, m_grid, m_gallery, m_files], api_name="many", **worker)
         m_cancel.click(None, None, None, cancels=[m_event])
 
