@@ -250,7 +250,7 @@ def test_browser_compose_shows_the_report_numbers(server, browser, tmp_path):
     page.goto(url)
     page.wait_for_selector("#c-run", timeout=60000)
     page.set_input_files("#c-selfie input[type=file]", str(SELFIE))
-    page.wait_for_selector("#c-selfie >> text=selfie.jpg", timeout=30000)
+    page.wait_for_selector("#c-selfie >> text=selfie.jpg", timeout=120000)
     page.fill("#c-steps input[type=number]", "3")
     page.keyboard.press("Enter")
     page.click("#c-run")
@@ -287,7 +287,7 @@ def test_browser_not_an_image_then_a_good_job(server, browser, tmp_path):
     fake = tmp_path / "holiday.jpg"
     fake.write_text("just text, renamed\n")
     page.set_input_files("#c-selfie input[type=file]", str(fake))
-    page.wait_for_selector("#c-selfie >> text=holiday.jpg", timeout=30000)
+    page.wait_for_selector("#c-selfie >> text=holiday.jpg", timeout=120000)
     page.click("#c-run")
     page.wait_for_function("document.querySelector('#c-status').innerText.startsWith('Error:')", timeout=120000)
     assert "\n" not in page.inner_text("#c-status").strip()
