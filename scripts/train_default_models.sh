@@ -18,6 +18,9 @@
 # face and 0.13 for the shoes (10x the rule 0.0002*H^2/batch), 0.8 for the body (the rule).
 # KIMG_* set the length of each run (a run resumes its latest state, so a longer KIMG continues
 # it); watch a run with scripts/eval_run.py (quality-KKKKKK.json per snapshot, curve.md).
+# INIT=shipped starts a run that has no state yet from the shipped model of its role (`insetgan
+# train --init`, a new discriminator trained alone for D_WARMUP_KIMG first, default 2): a run
+# folder lost with its machine continues from the last shipped snapshot instead of from zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/insetgan}
@@ -34,11 +37,17 @@ COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --cha
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
-train_one() {  # name data kimg gamma aug lr (a packed $data.zip is used when present)
+train_one() {  # name data kimg gamma aug lr role (a packed $data.zip is used when present)
   local run="$RUNS/$1" resume=() data="$2"
   [ -f "$data.zip" ] && data="$data.zip"
   local state; state=$(latest_state "$run" || true)
-  [ -n "$state" ] && resume=(--resume "$state")
+  if [ -n "$state" ]; then
+    resume=(--resume "$state")
+  elif [ "${INIT:-}" = shipped ]; then
+    resume=(--init "default-$7" --d-warmup-kimg "${D_WARMUP_KIMG:-2}")
+  elif [ -n "${INIT:-}" ]; then
+    resume=(--init "$INIT" --d-warmup-kimg "${D_WARMUP_KIMG:-2}")
+  fi
   $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" --lr "$6" $COMMON "${resume[@]}"
 }
 
@@ -56,9 +65,9 @@ case "${1:-}" in
     ;;
   train)
     case "${2:-}" in
-      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "" 0.002 ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.8 "" 0.002 ;;
-      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "" 0.002 ;;
+      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "" 0.002 face ;;
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.8 "" 0.002 body ;;
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "" 0.002 shoes ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac
     ;;

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -15,7 +16,8 @@ import torch
 from PIL import Image
 
 from insetgan.train.augment import augment, draw_params, parse_policy
-from insetgan.train.loop import ImageSet, TrainConfig, build_state, load_dataset, load_state, save_state, train_step
+from insetgan.train.loop import (ImageSet, TrainConfig, build_state, load_dataset, load_state, save_state, train_step,
+                                 warm_start)
 from insetgan.networks.checkpoints import load_generator
 from insetgan.networks.discriminator import Discriminator, DiscriminatorConfig, minibatch_std
 from insetgan.networks.native import read_metadata
@@ -248,6 +250,64 @@ def test_resume_is_bit_identical(tmp_path):
     assert slower.opt_G.state_dict()["state"].keys() == st.opt_G.state_dict()["state"].keys()
     with pytest.raises(ValueError, match="different noise"):
         load_state(tmp_path / "s.pt", TrainConfig(batch=4, r1_interval=2, noise=False, **TINY), data, dev)
+
+
+def test_warm_start_continues_a_snapshot_with_a_discriminator_warm_up(tmp_path):
+    from insetgan.networks import native
+
+    data, dev = _data(), torch.device("cpu")
+    cfg = TrainConfig(batch=4, r1_interval=2, **TINY)
+    src = build_state(cfg, data, dev)
+    for _ in range(3):
+        train_step(src, data, cfg, dev)
+    extra = {"training": {"kimg": src.nimg / 1000, "step": src.step}}
+    native.save(src.G_ema, tmp_path / "net.safetensors", extra=extra, dtype=torch.float16)  # as shipped
+    warm_cfg = TrainConfig(batch=4, r1_interval=2, d_warmup_kimg=0.008, seed=1, **TINY)
+    st = build_state(warm_cfg, data, dev)
+    d_before = [p.clone() for p in st.D.parameters()]
+    warm_start(st, tmp_path / "net.safetensors", dev)
+    assert (st.nimg, st.step, st.start_nimg) == (12, 3, 12)  # continues at the snapshot's progress
+    shipped = load_generator(tmp_path / "net.safetensors").state_dict()
+    for G in (st.G, st.G_ema):
+        for k, v in G.state_dict().items():
+            assert v.dtype == torch.float32 and torch.equal(v, shipped[k]), k
+    g_start = {k: v.clone() for k, v in st.G.state_dict().items()}
+    for _ in range(2):  # 8 images of D warm-up: G and G_ema stay put, D learns
+        assert st.g_frozen(warm_cfg)
+        losses = train_step(st, data, warm_cfg, dev)
+        assert "loss_G" not in losses and math.isfinite(losses["loss_D"])
+    assert not st.g_frozen(warm_cfg) and st.nimg == 20
+    for G in (st.G, st.G_ema):
+        assert all(torch.equal(v, g_start[k]) for k, v in G.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, st.D.parameters()))
+    assert "loss_G" in train_step(st, data, warm_cfg, dev)  # then both train
+    assert any(not torch.equal(v, g_start[k]) for k, v in st.G.state_dict().items())
+    save_state(st, warm_cfg, tmp_path / "s.pt")
+    assert load_state(tmp_path / "s.pt", warm_cfg, data, dev).start_nimg == 12  # a resume keeps the warm-up point
+    wide = build_state(TrainConfig(batch=4, **{**TINY, "channel_max": 64}), data, dev)
+    with pytest.raises(ValueError, match="different channel_max 32 \\(this run: 64\\)"):
+        warm_start(wide, tmp_path / "net.safetensors", dev)
+
+
+def test_train_cli_init_from_a_snapshot(tmp_path):
+    data = _folder(tmp_path / "ds")
+    first, second = tmp_path / "a", tmp_path / "b"
+    common = ["--data", data, "--batch", "4", "--snapshot-kimg", "0.004", *TINY_ARGS]
+    assert run("--quiet", "train", "--outdir", first, "--kimg", "0.008", *common).returncode == 0
+    r = run("--quiet", "train", "--outdir", second, "--kimg", "0.02", "--init", first / "network-000000.safetensors",
+            "--d-warmup-kimg", "0.004", *common)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((second / "report.json").read_text())
+    assert rep["steps"] == 5 and rep["kimg"] == 0.02 and rep["initialised_from"].endswith("network-000000.safetensors")
+    assert rep["config"]["d_warmup_kimg"] == 0.004
+    base = ["train", "--outdir", tmp_path / "c", *common]
+    net = first / "network-latest.safetensors"
+    assert_one_line_error(run(*base, "--kimg", "0.008", "--init", net), "already at 0.008 kimg")
+    assert_one_line_error(run(*base, "--init", tmp_path / "none.st"), "network not found")
+    assert_one_line_error(run(*base, "--init", net, "--resume", sorted(first.glob("state-*.pt"))[-1]), "exclude")
+    assert_one_line_error(run(*base, "--d-warmup-kimg", "1"), "needs --init")
+    assert_one_line_error(run(*base, "--init", "default-face"), "different")
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("network-*"))
 
 
 def test_load_dataset_folder_zip_and_errors(tmp_path):

@@ -42,13 +42,18 @@ _NON_NEGATIVE = finite(0)
 @click.option("--snapshot-kimg", type=finite(0.001), default=TrainConfig.snapshot_kimg, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--resume", default=None, metavar="STATE.pt", help="Continue a run from a saved training state.")
+@click.option("--init", default=None, metavar="NETWORK",
+              help="Warm start: G and G_ema from a generator file (a snapshot, a shipped model, a .pkl/.pt); "
+                   "a new discriminator. Our snapshots continue at their kimg.")
+@click.option("--d-warmup-kimg", type=_NON_NEGATIVE, default=TrainConfig.d_warmup_kimg, show_default=True,
+              help="With --init: train only the new discriminator for this many kimg first.")
 @device_option
 @progress_option
 @handle_errors
 def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
           lr: float, lr_d: float | None, channel_base: int, channel_max: int, mbstd_channels: int, map_layers: int,
           z_dim: int, aug: str, xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None,
-          device: str, progress_mode: str) -> None:
+          init: str | None, d_warmup_kimg: float, device: str, progress_mode: str) -> None:
     """Train a StyleGAN2 generator (canvas or inset) on a prepared dataset.
 
     Runs single-process, or data-parallel under torchrun (NCCL on GPUs, gloo on CPU) with the
@@ -60,7 +65,9 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
       insetgan train --data data/faces64 --outdir runs/face64 --kimg 500 --batch 32
       torchrun --nproc_per_node=2 -m insetgan train --data data/bodies --outdir runs/body --batch 32
       insetgan train --data data/faces64 --outdir runs/face64 --resume runs/face64/state-000100.pt
+      insetgan train --data data/faces64 --outdir runs/face64b --init default-face --d-warmup-kimg 2 --kimg 300
     """
+    from insetgan.models import resolve_network
     from insetgan.train.distributed import torchrun_world
     from insetgan.train.loop import load_dataset
     from insetgan.train.loop import train as run_training
@@ -68,16 +75,24 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
                       channel_base=channel_base, channel_max=channel_max, mbstd_channels=mbstd_channels,
                       map_layers=map_layers, z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
-                      snapshot_kimg=snapshot_kimg, seed=seed)
+                      snapshot_kimg=snapshot_kimg, seed=seed, d_warmup_kimg=d_warmup_kimg)
     if resume is not None and not Path(resume).is_file():
         raise InsetganError(f"--resume: state not found: {resume}")
+    if init is not None:
+        if resume is not None:
+            raise InsetganError("--init and --resume exclude each other (a state already holds its networks)")
+        init = resolve_network(init)
+        if not Path(init).is_file():
+            raise InsetganError(f"--init: network not found: {init}")
+    elif d_warmup_kimg > 0 and resume is None:
+        raise InsetganError("--d-warmup-kimg needs --init (a new run has nothing to warm the discriminator up for)")
     with torchrun_world(torch_device(device), batch) as world:
         dataset = load_dataset(data)
         out = prepare_outdir(outdir) if world.rank == 0 else Path(outdir)
         t0 = time.perf_counter()
         bar = progress_bar("train", progress_mode, unit="img") if world.rank == 0 else None
         try:
-            state = run_training(dataset, cfg, out, world.device, resume, bar)
+            state = run_training(dataset, cfg, out, world.device, resume, bar, init=init)
         finally:
             if bar is not None:
                 bar.close()
@@ -88,7 +103,7 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
             report = {"command": "train", "data": str(data), "dataset": {k: v for k, v in dataset.meta.items()
                                                                        if k not in ("records",)},
                       "images": list(dataset.images.shape), "config": cfg.to_dict(), "processes": world.size,
-                      "device": str(world.device), "resumed_from": resume, "steps": state.step,
+                      "device": str(world.device), "resumed_from": resume, "initialised_from": init, "steps": state.step,
                       "kimg": state.nimg / 1000, "seconds": round(seconds, 2), "last_losses": last,
                       "versions": versions()}
             iio.atomic_write_bytes(out / "report.json", iio.json_bytes(report))

@@ -71,10 +71,14 @@ class TrainConfig:
     seed: int = 0
     snapshot_kimg: float = 10.0
     grid: int = 16
+    d_warmup_kimg: float = 0.0  # a warm-started run trains only D for this many kimg first
+
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.kimg <= 0 or self.lr <= 0 or self.gamma < 0 or self.r1_interval < 1:
             raise InsetganError("need batch >= 1, kimg > 0, lr > 0, gamma >= 0 and r1_interval >= 1")
+        if not self.d_warmup_kimg >= 0:
+            raise InsetganError(f"the discriminator warm-up must be >= 0 kimg, got {self.d_warmup_kimg}")
         if self.lr_d is not None and self.lr_d <= 0:
             raise InsetganError(f"the discriminator's lr must be > 0, got {self.lr_d}")
         if self.batch_gpu is not None and (self.batch_gpu < 1 or self.batch % self.batch_gpu):
@@ -152,6 +156,11 @@ class TrainState:
     opt_D: torch.optim.Adam
     step: int = 0
     nimg: int = 0
+    start_nimg: int = 0  # where a warm-started run began (its D warm-up counts from here)
+
+    def g_frozen(self, cfg: TrainConfig) -> bool:
+        """True while the discriminator warm-up of a warm-started run lasts (G and G_ema stay put)."""
+        return self.nimg < self.start_nimg + cfg.d_warmup_kimg * 1000
 
 
 def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> TrainState:
@@ -175,6 +184,44 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
     opt_D = torch.optim.Adam(D.parameters(), lr=lr_d * ratio, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio),
                              eps=1e-8)
     return TrainState(G, D, G_ema, opt_G, opt_D)
+
+
+# Generator fields that fix the shapes of the weights: a warm start needs them equal.
+_SHAPE_FIELDS = ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "square", "mapping_layers",
+                 "channel_base", "channel_max", "architecture", "kernel_size", "layer_features", "embed_features")
+
+
+def warm_start(state: TrainState, path: str | Path, device: torch.device) -> None:
+    """Start a fresh state's G and G_ema from a generator file (any format ``insetgan`` loads).
+
+    The discriminator and the optimisers stay new. Our own snapshots carry their training
+    progress (``training.kimg``/``step`` in the metadata): the run continues from there, so the
+    EMA ramp-up and the random draws do not start over, and the D warm-up
+    (``cfg.d_warmup_kimg``) counts from that point.
+    """
+    from insetgan.networks.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(path, device)
+    src = ckpt.generator
+    if not isinstance(src, Generator):
+        raise InsetganError(f"--init: {path} holds a {src.cfg.family} generator; training needs a StyleGAN2 one")
+    ours, theirs = state.G.cfg, src.cfg
+    differ = [f"{k} {getattr(theirs, k)} (this run: {getattr(ours, k)})" for k in _SHAPE_FIELDS
+              if getattr(theirs, k) != getattr(ours, k)]
+    if differ:
+        raise InsetganError(f"--init: {path} was built with a different " + ", ".join(differ))
+    weights = {k: v.to(torch.float32) for k, v in src.state_dict().items()}
+    try:
+        for G in (state.G, state.G_ema):
+            G.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise InsetganError(f"--init: {path} does not fit this run's generator: {str(exc).splitlines()[0]}") from None
+    try:
+        training = json.loads(ckpt.metadata.get("training", "{}"))
+        nimg, step = int(round(float(training.get("kimg", 0)) * 1000)), int(training.get("step", 0))
+    except (TypeError, ValueError):
+        nimg = step = 0
+    state.nimg, state.step, state.start_nimg = max(nimg, 0), max(step, 0), max(nimg, 0)
 
 
 def _world() -> tuple[int, int]:
@@ -251,6 +298,35 @@ def _reals(data: ImageSet, idx: torch.Tensor, flip: torch.Tensor, device: torch.
     return torch.where(flip.to(device).view(-1, 1, 1, 1), img.flip(-1), img)
 
 
+def _generator_step(state: TrainState, data: ImageSet, cfg: TrainConfig, r: _Draws, parts: list[slice],
+                    policy: tuple[str, ...], device: torch.device) -> torch.Tensor:
+    """The G phase of a step (non-saturating logistic loss) and the w_avg update; returns G's loss."""
+    _, world = _world()
+    G, D, B = state.G, state.D, cfg.batch
+    G.requires_grad_(True)
+    D.requires_grad_(False)
+    total = torch.zeros((), device=device)
+    w_sum = torch.zeros(G.w_dim, device=device)
+    for sl in parts:
+        _seed_noise(cfg, state.step, 0, sl.start)
+        img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl], cfg.noise)
+        logits = D(augment(img, r.aug["G"][sl], policy))
+        loss = F.softplus(-logits).sum() / B
+        loss.backward()
+        total += loss.detach()
+        w_sum += w.detach().sum(0)
+    _sum_grads(G)
+    state.opt_G.step()
+    state.opt_G.zero_grad(set_to_none=True)
+    if world > 1:
+        dist.all_reduce(w_sum)
+    with torch.no_grad():  # track w_avg from the whole global batch, once per step
+        beta = G.mapping.w_avg_beta
+        if beta is not None:
+            G.mapping.w_avg.copy_((w_sum / B).lerp(G.mapping.w_avg, beta))
+    return total
+
+
 def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
     """One G step, one D step (and R1 every ``r1_interval`` steps) and the EMA update; returns losses."""
     rank, world = _world()
@@ -267,27 +343,9 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     parts = [slice(rank * local + i, rank * local + i + chunk) for i in range(0, local, chunk)]
     stats = torch.zeros(3, device=device)  # G loss, D loss (fakes + reals), R1 penalty
 
-    # Generator: non-saturating logistic loss.
-    G.requires_grad_(True)
-    D.requires_grad_(False)
-    w_sum = torch.zeros(G.w_dim, device=device)
-    for sl in parts:
-        _seed_noise(cfg, state.step, 0, sl.start)
-        img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl], cfg.noise)
-        logits = D(augment(img, r.aug["G"][sl], policy))
-        loss = F.softplus(-logits).sum() / B
-        loss.backward()
-        stats[0] += loss.detach()
-        w_sum += w.detach().sum(0)
-    _sum_grads(G)
-    state.opt_G.step()
-    state.opt_G.zero_grad(set_to_none=True)
-    if world > 1:
-        dist.all_reduce(w_sum)
-    with torch.no_grad():  # track w_avg from the whole global batch, once per step
-        beta = G.mapping.w_avg_beta
-        if beta is not None:
-            G.mapping.w_avg.copy_((w_sum / B).lerp(G.mapping.w_avg, beta))
+    frozen = state.g_frozen(cfg)
+    if not frozen:
+        stats[0] = _generator_step(state, data, cfg, r, parts, policy, device)
 
     # Discriminator: logistic loss on fakes and reals, lazy R1 on reals.
     G.requires_grad_(False)
@@ -325,14 +383,14 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     ema_nimg = cfg.ema_kimg * 1000
     if cfg.ema_rampup is not None:
         ema_nimg = min(ema_nimg, state.nimg * cfg.ema_rampup)
-    ema_beta = 0.5 ** (B / max(ema_nimg, 1e-8))
+    ema_beta = 1.0 if frozen else 0.5 ** (B / max(ema_nimg, 1e-8))
     with torch.no_grad():
         for p_ema, p in zip(state.G_ema.parameters(), G.parameters()):
             p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
         for b_ema, b in zip(state.G_ema.buffers(), G.buffers()):
             b_ema.copy_(b)
     state.step += 1
-    out = {"loss_G": float(stats[0]), "loss_D": float(stats[1])}
+    out = {"loss_D": float(stats[1])} if frozen else {"loss_G": float(stats[0]), "loss_D": float(stats[1])}
     if cfg.gamma > 0 and (state.step - 1) % cfg.r1_interval == 0:
         out["r1"] = float(stats[2])
     return out
@@ -342,7 +400,7 @@ def state_dict(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
     """The whole training state as tensors, numbers and strings (loads with ``weights_only=True``)."""
     return {"version": STATE_VERSION, "G": state.G.state_dict(), "D": state.D.state_dict(),
             "G_ema": state.G_ema.state_dict(), "opt_G": state.opt_G.state_dict(), "opt_D": state.opt_D.state_dict(),
-            "step": state.step, "nimg": state.nimg, "config": json.dumps(cfg.to_dict()),
+            "step": state.step, "nimg": state.nimg, "start_nimg": state.start_nimg, "config": json.dumps(cfg.to_dict()),
             "G_config": state.G.cfg.to_json(), "D_config": json.dumps(state.D.cfg.to_dict()),
             "rng_torch": torch.get_rng_state()}
 
@@ -382,6 +440,7 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
     except (RuntimeError, KeyError, ValueError) as exc:
         raise InsetganError(f"--resume: {path} does not match this dataset/config: {str(exc).splitlines()[0]}") from None
     state.step, state.nimg = int(sd["step"]), int(sd["nimg"])
+    state.start_nimg = int(sd.get("start_nimg", 0))  # older states: not warm-started
     torch.set_rng_state(sd["rng_torch"].cpu())
     return state
 
@@ -398,11 +457,13 @@ def sample_grid(G: Generator, seeds: int, device: torch.device) -> np.ndarray:
 
 
 def train(data: ImageSet, cfg: TrainConfig, outdir: Path, device: torch.device, resume: str | None = None,
-          progress: Progress | None = None) -> TrainState:
+          progress: Progress | None = None, init: str | None = None) -> TrainState:
     """Train until ``cfg.kimg`` thousand images; snapshots (state, sample grid, safetensors G_ema) on rank 0.
 
     ``progress(images shown, images in all, losses with kimg and img/s)`` is called after
-    every step on rank 0.
+    every step on rank 0. ``init`` (a generator file, ignored with ``resume``) warm-starts G
+    and G_ema (:func:`warm_start`); with ``cfg.d_warmup_kimg`` the new discriminator first
+    trains alone against it.
 
     Every ``snapshot_kimg`` and at the end, rank 0 writes ``state-KKKKKK.pt`` (resumable),
     ``samples-KKKKKK.png`` and ``network-KKKKKK.safetensors`` (G_ema in our format, with the
@@ -412,7 +473,15 @@ def train(data: ImageSet, cfg: TrainConfig, outdir: Path, device: torch.device, 
     from insetgan.networks import native
 
     rank, world = _world()
-    state = load_state(resume, cfg, data, device) if resume else build_state(cfg, data, device)
+    if resume:
+        state = load_state(resume, cfg, data, device)
+    else:
+        state = build_state(cfg, data, device)
+        if init:
+            warm_start(state, init, device)
+            if state.nimg >= cfg.kimg * 1000:
+                raise InsetganError(f"--init: {init} is already at {state.nimg / 1000:g} kimg; "
+                                    f"--kimg {cfg.kimg:g} must be more")
     total = int(cfg.kimg * 1000)
     snap_every = max(int(cfg.snapshot_kimg * 1000), cfg.batch)
     next_snap = (state.nimg // snap_every + 1) * snap_every
