@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from insetgan import models
+from insetgan import models, quality
 from insetgan.jobs import region_priors
 from insetgan.networks.checkpoints import load_checkpoint
 from tests.conftest import REPO
@@ -52,13 +52,43 @@ def test_body_carries_region_priors_in_the_head_and_feet(builtin):
 def test_face_model_learned_the_aligned_face_layout(builtin):
     """The face inset's mean sample has the FFHQ layout: skin in the centre brighter than the hair/top.
 
-    (dlib does not yet find faces in its samples: MODEL_CARD.md; an untrained network gives ~0 here.)
+    (An untrained network gives ~0 here; the face-rate test below checks the faces themselves.)
     """
     G = builtin["face"].generator.float()
     z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         mean = G(z, None, truncation_psi=0.7, noise_mode="const").mean(dim=(0, 1))
     assert mean[24:44, 20:44].mean() - mean[:10].mean() > 0.15
+
+
+class _TilesShuffled(torch.nn.Module):
+    """A generator's samples cut into 4×4 tiles put back in a fixed shuffled order: the same pixels, no face layout."""
+
+    def __init__(self, G: torch.nn.Module) -> None:
+        super().__init__()
+        self.G, self.z_dim = G, G.z_dim
+        self.order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, z, c, **kwargs):
+        img = self.G(z, c, **kwargs)
+        n, ch, h, w = img.shape
+        tiles = img.reshape(n, ch, 4, h // 4, 4, w // 4).permute(0, 1, 2, 4, 3, 5).reshape(n, ch, 16, h // 4, w // 4)
+        tiles = tiles[:, :, self.order].reshape(n, ch, 4, 4, h // 4, w // 4)
+        return tiles.permute(0, 1, 2, 4, 3, 5).reshape(n, ch, h, w)
+
+
+def test_face_model_passes_the_face_rate_bar(builtin):
+    """Issue 14's bar on the shipped face model: dlib finds a face in >= 95 % of 64 samples (ψ 0.7, 4× upscaled).
+
+    The same samples with their tiles shuffled (a negative control: the same pixels, no face layout)
+    must mostly fail, so the rate measures faces and not the detector's leniency.
+    """
+    from insetgan.align import LandmarkDetector
+
+    G = builtin["face"].generator.float()
+    detector = LandmarkDetector()
+    assert quality.face_rate(G, 64, 0.7, detector) >= 0.95
+    assert quality.face_rate(_TilesShuffled(G), 64, 0.7, detector) <= 0.1
 
 
 def test_demo_compose_on_the_default_models(tmp_path):
