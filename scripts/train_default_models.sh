@@ -13,9 +13,12 @@
 # channel_base 2048, channel_max 128 (about 1.1M parameters, ~2.3 MB in fp16 each), batch 16,
 # lr 0.002, noise inputs on and no augmentation. This is the recipe that keeps improving
 # (measured: ../shared/experiments and MODEL_CARD.md): the earlier one (--no-noise, DiffAugment,
-# R1 at 10x StyleGAN2-ADA's rule for the body too, an lr drop) collapsed in every run; the
+# R1 at 10x StyleGAN2-ADA's rule for the body too, an lr drop at 10-12 kimg) collapsed in every run; the
 # dark speckle that --no-noise fought is a stage of training that passes. R1 gamma: 0.5 for the
 # face and 0.13 for the shoes (10x the rule 0.0002*H^2/batch), 0.8 for the body (the rule).
+# The face's lr is halved from 88 kimg on (LR_DROP_FACE; its curve had flattened at FDD 0.125
+# and fell to 0.088 by 136 kimg after the drop); LR_DROP_BODY / LR_DROP_SHOES (unset: never) do
+# the same for the others.
 # KIMG_* set the length of each run (a run resumes its latest state, so a longer KIMG continues
 # it); watch a run with scripts/eval_run.py (quality-KKKKKK.json per snapshot, curve.md).
 # INIT=shipped starts a run that has no state yet from the shipped model of its role (`insetgan
@@ -31,14 +34,16 @@ DEVICE=${DEVICE:-auto}
 KIMG_FACE=${KIMG_FACE:-600}
 KIMG_BODY=${KIMG_BODY:-600}
 KIMG_SHOES=${KIMG_SHOES:-300}
+LR_DROP_FACE=${LR_DROP_FACE:-88}
 CHANNEL_BASE=${CHANNEL_BASE:-2048}
 CHANNEL_MAX=${CHANNEL_MAX:-128}
 COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max $CHANNEL_MAX --snapshot-kimg ${SNAPSHOT_KIMG:-4} --device $DEVICE"
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
-train_one() {  # name data kimg gamma aug lr role (a packed $data.zip is used when present)
-  local run="$RUNS/$1" resume=() data="$2"
+train_one() {  # name data kimg gamma aug lr role [lr-drop-kimg] (a packed $data.zip is used when present)
+  local run="$RUNS/$1" resume=() data="$2" drop=()
+  [ -n "${8:-}" ] && drop=(--lr-drop-kimg "$8")
   [ -f "$data.zip" ] && data="$data.zip"
   local state; state=$(latest_state "$run" || true)
   if [ -n "$state" ]; then
@@ -48,7 +53,7 @@ train_one() {  # name data kimg gamma aug lr role (a packed $data.zip is used wh
   elif [ -n "${INIT:-}" ]; then
     resume=(--init "$INIT" --d-warmup-kimg "${D_WARMUP_KIMG:-2}")
   fi
-  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" --lr "$6" $COMMON "${resume[@]}"
+  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" --lr "$6" "${drop[@]}" $COMMON "${resume[@]}"
 }
 
 case "${1:-}" in
@@ -65,9 +70,9 @@ case "${1:-}" in
     ;;
   train)
     case "${2:-}" in
-      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "" 0.002 face ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.8 "" 0.002 body ;;
-      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "" 0.002 shoes ;;
+      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "" 0.002 face "$LR_DROP_FACE" ;;
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.8 "" 0.002 body "${LR_DROP_BODY:-}" ;;
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "" 0.002 shoes "${LR_DROP_SHOES:-}" ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac
     ;;

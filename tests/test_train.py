@@ -252,6 +252,25 @@ def test_resume_is_bit_identical(tmp_path):
         load_state(tmp_path / "s.pt", TrainConfig(batch=4, r1_interval=2, noise=False, **TINY), data, dev)
 
 
+def test_lr_drop_halves_both_learning_rates_from_its_kimg_on(tmp_path):
+    data, dev = _data(), torch.device("cpu")
+    cfg = TrainConfig(batch=4, r1_interval=2, lr=0.002, lr_d=0.003, lr_drop_kimg=0.008, **TINY)
+    st = build_state(cfg, data, dev)
+    seen = []
+    for _ in range(3):
+        train_step(st, data, cfg, dev)  # sets the lrs for the images shown before the step (0, 4, 8)
+        seen.append((st.opt_G.param_groups[0]["lr"], st.opt_D.param_groups[0]["lr"]))
+    assert seen[:2] == [(0.002, pytest.approx(0.003 * 2 / 3))] * 2
+    assert seen[2] == (0.001, pytest.approx(0.0015 * 2 / 3))
+    save_state(st, cfg, tmp_path / "s.pt")  # at 12 images: a resumed run is past the drop at once
+    resumed = load_state(tmp_path / "s.pt", cfg, data, dev)
+    assert resumed.opt_G.param_groups[0]["lr"] == 0.001
+    never = load_state(tmp_path / "s.pt", TrainConfig(batch=4, r1_interval=2, lr=0.002, **TINY), data, dev)
+    assert never.opt_G.param_groups[0]["lr"] == 0.002
+    with pytest.raises(ValueError, match="lr drop"):
+        TrainConfig(lr_drop_kimg=-1.0, **TINY)
+
+
 def test_warm_start_continues_a_snapshot_with_a_discriminator_warm_up(tmp_path):
     from insetgan.networks import native
 

@@ -29,6 +29,8 @@ _NON_NEGATIVE = finite(0)
 @click.option("--ema-kimg", type=_NON_NEGATIVE, default=TrainConfig.ema_kimg, show_default=True)
 @click.option("--lr", type=_POSITIVE, default=TrainConfig.lr, show_default=True)
 @click.option("--lr-d", type=_POSITIVE, default=None, help="Discriminator lr (two time-scale updates)  [default: --lr]")
+@click.option("--lr-drop-kimg", type=_NON_NEGATIVE, default=None, metavar="K",
+              help="Halve both lrs from K kimg on (a run that has flattened out continues finer)  [default: never]")
 @click.option("--channel-base", type=click.IntRange(1), default=TrainConfig.channel_base, show_default=True)
 @click.option("--channel-max", type=click.IntRange(1), default=TrainConfig.channel_max, show_default=True)
 @click.option("--mbstd-channels", type=click.IntRange(1), default=TrainConfig.mbstd_channels, show_default=True,
@@ -51,7 +53,8 @@ _NON_NEGATIVE = finite(0)
 @progress_option
 @handle_errors
 def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
-          lr: float, lr_d: float | None, channel_base: int, channel_max: int, mbstd_channels: int, map_layers: int,
+          lr: float, lr_d: float | None, lr_drop_kimg: float | None, channel_base: int, channel_max: int,
+          mbstd_channels: int, map_layers: int,
           z_dim: int, aug: str, xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None,
           init: str | None, d_warmup_kimg: float, device: str, progress_mode: str) -> None:
     """Train a StyleGAN2 generator (canvas or inset) on a prepared dataset.
@@ -73,6 +76,7 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
     from insetgan.train.loop import train as run_training
 
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
+                      lr_drop_kimg=lr_drop_kimg,
                       channel_base=channel_base, channel_max=channel_max, mbstd_channels=mbstd_channels,
                       map_layers=map_layers, z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
                       snapshot_kimg=snapshot_kimg, seed=seed, d_warmup_kimg=d_warmup_kimg)

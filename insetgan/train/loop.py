@@ -52,6 +52,7 @@ class TrainConfig:
     ema_rampup: float | None = 0.05
     lr: float = 0.0025
     lr_d: float | None = None  # the discriminator's lr (two time-scale updates); None: the same as lr
+    lr_drop_kimg: float | None = None  # from this many kimg on, both lrs are halved (None: never)
     beta1: float = 0.0
     beta2: float = 0.99
     r1_interval: int = 16
@@ -81,6 +82,8 @@ class TrainConfig:
             raise InsetganError(f"the discriminator warm-up must be >= 0 kimg, got {self.d_warmup_kimg}")
         if self.lr_d is not None and self.lr_d <= 0:
             raise InsetganError(f"the discriminator's lr must be > 0, got {self.lr_d}")
+        if self.lr_drop_kimg is not None and not self.lr_drop_kimg >= 0:
+            raise InsetganError(f"the lr drop must be at >= 0 kimg, got {self.lr_drop_kimg}")
         if self.batch_gpu is not None and (self.batch_gpu < 1 or self.batch % self.batch_gpu):
             raise InsetganError(f"--batch {self.batch} must be a multiple of --batch-gpu {self.batch_gpu}")
         if self.map_layers < 1 or self.channel_base < 1 or self.channel_max < 1:
@@ -179,11 +182,26 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
     G_ema = Generator(gcfg).to(device).eval().requires_grad_(False)
     G_ema.load_state_dict(G.state_dict())
     ratio = cfg.r1_interval / (cfg.r1_interval + 1)  # lazy R1: D's Adam sees 1 extra step per interval
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-    lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
-    opt_D = torch.optim.Adam(D.parameters(), lr=lr_d * ratio, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio),
-                             eps=1e-8)
+    lr_g, lr_d = learning_rates(cfg, 0)
+    opt_G = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    opt_D = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio), eps=1e-8)
     return TrainState(G, D, G_ema, opt_G, opt_D)
+
+
+def learning_rates(cfg: TrainConfig, nimg: int) -> tuple[float, float]:
+    """Adam lrs of G and D after ``nimg`` images: ``lr`` / ``lr_d``, both halved from ``lr_drop_kimg`` on.
+
+    D's includes the lazy-R1 ratio ``r1_interval / (r1_interval + 1)`` (StyleGAN2's rule).
+    """
+    scale = 0.5 if cfg.lr_drop_kimg is not None and nimg >= cfg.lr_drop_kimg * 1000 else 1.0
+    lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
+    return cfg.lr * scale, lr_d * scale * cfg.r1_interval / (cfg.r1_interval + 1)
+
+
+def _set_learning_rates(state: TrainState, cfg: TrainConfig) -> None:
+    for opt, lr in zip((state.opt_G, state.opt_D), learning_rates(cfg, state.nimg)):
+        for group in opt.param_groups:
+            group["lr"] = lr
 
 
 # Generator fields that fix the shapes of the weights: a warm start needs them equal.
@@ -338,6 +356,7 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     if local % chunk:
         raise InsetganError(f"the per-process batch {local} must be a multiple of --batch-gpu {chunk}")
     G, D = state.G, state.D
+    _set_learning_rates(state, cfg)
     r = _draw(cfg, state.step, data.images.shape[0], G.num_ws)
     policy = parse_policy(cfg.aug)
     parts = [slice(rank * local + i, rank * local + i + chunk) for i in range(0, local, chunk)]
@@ -441,6 +460,7 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
         raise InsetganError(f"--resume: {path} does not match this dataset/config: {str(exc).splitlines()[0]}") from None
     state.step, state.nimg = int(sd["step"]), int(sd["nimg"])
     state.start_nimg = int(sd.get("start_nimg", 0))  # older states: not warm-started
+    _set_learning_rates(state, cfg)
     torch.set_rng_state(sd["rng_torch"].cpu())
     return state
 
