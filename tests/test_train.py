@@ -380,6 +380,7 @@ def test_train_cli_bad_inputs(tmp_path):
     assert_one_line_error(run(*base, "--data", data, "--aug", "blur"), "unknown augmentation")
     assert_one_line_error(run(*base, "--data", data, "--mbstd-channels", "3"), "must divide the discriminator's 32")
     assert_one_line_error(run(*base, "--data", data, "--resume", tmp_path / "none.pt"), "state not found")
+    assert_one_line_error(run(*base, "--data", data, "--lr-drop-kimg", "-1"), "--lr-drop-kimg")
     junk = tmp_path / "junk.pt"
     junk.write_text("nope")
     assert_one_line_error(run(*base, "--data", data, "--resume", junk), "cannot read training state")

@@ -181,11 +181,15 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
     D = Discriminator(dcfg).to(device).train()
     G_ema = Generator(gcfg).to(device).eval().requires_grad_(False)
     G_ema.load_state_dict(G.state_dict())
-    ratio = cfg.r1_interval / (cfg.r1_interval + 1)  # lazy R1: D's Adam sees 1 extra step per interval
+    ratio = _lazy_r1_ratio(cfg)
     lr_g, lr_d = learning_rates(cfg, 0)
     opt_G = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     opt_D = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio), eps=1e-8)
     return TrainState(G, D, G_ema, opt_G, opt_D)
+
+
+def _lazy_r1_ratio(cfg: TrainConfig) -> float:
+    return cfg.r1_interval / (cfg.r1_interval + 1)  # lazy R1: D's Adam sees 1 extra step per interval
 
 
 def learning_rates(cfg: TrainConfig, nimg: int) -> tuple[float, float]:
@@ -195,7 +199,7 @@ def learning_rates(cfg: TrainConfig, nimg: int) -> tuple[float, float]:
     """
     scale = 0.5 if cfg.lr_drop_kimg is not None and nimg >= cfg.lr_drop_kimg * 1000 else 1.0
     lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
-    return cfg.lr * scale, lr_d * scale * cfg.r1_interval / (cfg.r1_interval + 1)
+    return cfg.lr * scale, lr_d * scale * _lazy_r1_ratio(cfg)
 
 
 def _set_learning_rates(state: TrainState, cfg: TrainConfig) -> None:
@@ -452,15 +456,15 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
         for name in ("G", "D", "G_ema"):
             getattr(state, name).load_state_dict(sd[name])
         for opt, saved_opt in ((state.opt_G, sd["opt_G"]), (state.opt_D, sd["opt_D"])):
-            fresh = [(g["lr"], g["betas"]) for g in opt.param_groups]
+            betas = [g["betas"] for g in opt.param_groups]
             opt.load_state_dict(saved_opt)
-            for g, (lr, betas) in zip(opt.param_groups, fresh):  # this run's --lr: a resumed run may lower it
-                g.update(lr=lr, betas=betas)
+            for g, b in zip(opt.param_groups, betas):  # this run's betas; its lrs are set below
+                g["betas"] = b
     except (RuntimeError, KeyError, ValueError) as exc:
         raise InsetganError(f"--resume: {path} does not match this dataset/config: {str(exc).splitlines()[0]}") from None
     state.step, state.nimg = int(sd["step"]), int(sd["nimg"])
     state.start_nimg = int(sd.get("start_nimg", 0))  # older states: not warm-started
-    _set_learning_rates(state, cfg)
+    _set_learning_rates(state, cfg)  # this run's --lr (a resumed run may lower it) and its drop
     torch.set_rng_state(sd["rng_torch"].cpu())
     return state
 
