@@ -22,7 +22,7 @@
 # KIMG_* set the length of each run (a run resumes its latest state, so a longer KIMG continues
 # it); watch a run with scripts/eval_run.py (quality-KKKKKK.json per snapshot, curve.md).
 # INIT=shipped starts a run that has no state yet from the shipped model of its role (`insetgan
-# train --init`, a new discriminator trained alone for D_WARMUP_KIMG first, default 2): a run
+# train --init`, a new discriminator trained alone, without R1, for D_WARMUP_KIMG first, default 12): a run
 # folder lost with its machine continues from the last shipped snapshot instead of from zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,9 +49,9 @@ train_one() {  # name data kimg gamma aug lr role [lr-drop-kimg] (a packed $data
   if [ -n "$state" ]; then
     resume=(--resume "$state")
   elif [ "${INIT:-}" = shipped ]; then
-    resume=(--init "default-$7" --d-warmup-kimg "${D_WARMUP_KIMG:-2}")
+    resume=(--init "default-$7" --d-warmup-kimg "${D_WARMUP_KIMG:-12}")
   elif [ -n "${INIT:-}" ]; then
-    resume=(--init "$INIT" --d-warmup-kimg "${D_WARMUP_KIMG:-2}")
+    resume=(--init "$INIT" --d-warmup-kimg "${D_WARMUP_KIMG:-12}")
   fi
   $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" --lr "$6" "${drop[@]}" $COMMON "${resume[@]}"
 }

@@ -295,11 +295,13 @@ def test_warm_start_continues_a_snapshot_with_a_discriminator_warm_up(tmp_path):
         assert st.g_frozen(warm_cfg)
         losses = train_step(st, data, warm_cfg, dev)
         assert "loss_G" not in losses and math.isfinite(losses["loss_D"])
+        assert "r1" not in losses  # no R1 while G is frozen (step 4 is an R1 step otherwise)
     assert not st.g_frozen(warm_cfg) and st.nimg == 20
     for G in (st.G, st.G_ema):
         assert all(torch.equal(v, g_start[k]) for k, v in G.state_dict().items())
     assert any(not torch.equal(a, b) for a, b in zip(d_before, st.D.parameters()))
     assert "loss_G" in train_step(st, data, warm_cfg, dev)  # then both train
+    assert "r1" in train_step(st, data, warm_cfg, dev)  # and R1 is back at step 6
     assert any(not torch.equal(v, g_start[k]) for k, v in st.G.state_dict().items())
     save_state(st, warm_cfg, tmp_path / "s.pt")
     assert load_state(tmp_path / "s.pt", warm_cfg, data, dev).start_nimg == 12  # a resume keeps the warm-up point

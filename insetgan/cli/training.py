@@ -68,7 +68,7 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
       insetgan train --data data/faces64 --outdir runs/face64 --kimg 500 --batch 32
       torchrun --nproc_per_node=2 -m insetgan train --data data/bodies --outdir runs/body --batch 32
       insetgan train --data data/faces64 --outdir runs/face64 --resume runs/face64/state-000100.pt
-      insetgan train --data data/faces64 --outdir runs/face64b --init default-face --d-warmup-kimg 2 --kimg 300
+      insetgan train --data data/faces64 --outdir runs/face64b --init default-face --d-warmup-kimg 12 --kimg 300
     """
     from insetgan.models import resolve_network
     from insetgan.train.distributed import torchrun_world

@@ -385,7 +385,10 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     _sum_grads(D)
     state.opt_D.step()
     state.opt_D.zero_grad(set_to_none=True)
-    if cfg.gamma > 0 and state.step % cfg.r1_interval == 0:
+    # R1 is off while G is frozen: a new discriminator must first learn to tell the fixed generator's samples
+    # from reals, and the penalty at the recipe's gamma flattens it to chance instead (MODEL_CARD.md, issue 14).
+    r1_now = cfg.gamma > 0 and not frozen and state.step % cfg.r1_interval == 0
+    if r1_now:
         for sl in parts:
             real = _reals(data, r.real_idx[sl], r.flip[sl], device).requires_grad_(True)
             logits = D(augment(real, r.aug["real"][sl], policy))
@@ -414,7 +417,7 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
             b_ema.copy_(b)
     state.step += 1
     out = {"loss_D": float(stats[1])} if frozen else {"loss_G": float(stats[0]), "loss_D": float(stats[1])}
-    if cfg.gamma > 0 and (state.step - 1) % cfg.r1_interval == 0:
+    if r1_now:
         out["r1"] = float(stats[2])
     return out
 
