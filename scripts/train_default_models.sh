@@ -19,6 +19,7 @@
 # The face's lr is halved from 88 kimg on (LR_DROP_FACE; its curve had flattened at FDD 0.125
 # and fell to 0.088 by 136 kimg after the drop); LR_DROP_BODY / LR_DROP_SHOES (unset: never) do
 # the same for the others.
+# GAMMA_FACE / GAMMA_BODY / GAMMA_SHOES override the R1 weights; D_CHANNEL_BASE widens the discriminators only.
 # KIMG_* set the length of each run (a run resumes its latest state, so a longer KIMG continues
 # it); watch a run with scripts/eval_run.py (quality-KKKKKK.json per snapshot, curve.md).
 # INIT=shipped starts a run that has no state yet from the shipped model of its role (`insetgan
@@ -38,6 +39,7 @@ LR_DROP_FACE=${LR_DROP_FACE:-88}
 CHANNEL_BASE=${CHANNEL_BASE:-2048}
 CHANNEL_MAX=${CHANNEL_MAX:-128}
 COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max $CHANNEL_MAX --snapshot-kimg ${SNAPSHOT_KIMG:-4} --device $DEVICE"
+[ -n "${D_CHANNEL_BASE:-}" ] && COMMON="$COMMON --d-channel-base $D_CHANNEL_BASE"  # a wider discriminator only
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
@@ -70,9 +72,9 @@ case "${1:-}" in
     ;;
   train)
     case "${2:-}" in
-      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" 0.5 "" 0.002 face "$LR_DROP_FACE" ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" 0.8 "" 0.002 body "${LR_DROP_BODY:-}" ;;
-      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" 0.13 "" 0.002 shoes "${LR_DROP_SHOES:-}" ;;
+      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" "${GAMMA_FACE:-0.5}" "" 0.002 face "$LR_DROP_FACE" ;;
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" "${GAMMA_BODY:-0.8}" "" 0.002 body "${LR_DROP_BODY:-}" ;;
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" "${GAMMA_SHOES:-0.13}" "" 0.002 shoes "${LR_DROP_SHOES:-}" ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac
     ;;

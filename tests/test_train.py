@@ -252,6 +252,25 @@ def test_resume_is_bit_identical(tmp_path):
         load_state(tmp_path / "s.pt", TrainConfig(batch=4, r1_interval=2, noise=False, **TINY), data, dev)
 
 
+def test_discriminator_width_is_its_own_and_a_resume_keeps_it(tmp_path):
+    data, dev = _data(), torch.device("cpu")
+    narrow = build_state(TrainConfig(batch=4, **TINY), data, dev)
+    cfg = TrainConfig(batch=4, r1_interval=2, d_channel_base=512, d_channel_max=64, **TINY)
+    wide = build_state(cfg, data, dev)
+    assert [wide.D.cfg.channels(r) for r in (4, 8, 16)] == [64, 64, 32]  # 512 / res, at most 64
+    assert [narrow.D.cfg.channels(r) for r in (4, 8, 16)] == [32, 32, 16]
+    assert all(torch.equal(a, b) for a, b in zip(wide.G.state_dict().values(), narrow.G.state_dict().values()))
+    losses = [train_step(wide, data, cfg, dev) for _ in range(2)]
+    assert all(math.isfinite(v) for step in losses for v in step.values())
+    save_state(wide, cfg, tmp_path / "s.pt")
+    resumed = load_state(tmp_path / "s.pt", cfg, data, dev)
+    assert all(torch.equal(a, b) for a, b in zip(wide.D.state_dict().values(), resumed.D.state_dict().values()))
+    with pytest.raises(ValueError, match="different d_channel_base, d_channel_max"):
+        load_state(tmp_path / "s.pt", TrainConfig(batch=4, r1_interval=2, **TINY), data, dev)
+    with pytest.raises(ValueError, match="must divide the discriminator's 64 channels"):
+        TrainConfig(batch=4, mbstd_channels=3, d_channel_base=512, d_channel_max=64, **TINY)
+
+
 def test_lr_drop_halves_both_learning_rates_from_its_kimg_on(tmp_path):
     data, dev = _data(), torch.device("cpu")
     cfg = TrainConfig(batch=4, r1_interval=2, lr=0.002, lr_d=0.003, lr_drop_kimg=0.008, **TINY)
@@ -316,9 +335,10 @@ def test_train_cli_init_from_a_snapshot(tmp_path):
     common = ["--data", data, "--batch", "4", "--snapshot-kimg", "0.004", *TINY_ARGS]
     assert run("--quiet", "train", "--outdir", first, "--kimg", "0.008", *common).returncode == 0
     r = run("--quiet", "train", "--outdir", second, "--kimg", "0.02", "--init", first / "network-000000.safetensors",
-            "--d-warmup-kimg", "0.004", *common)
+            "--d-warmup-kimg", "0.004", "--d-channel-base", "512", *common)  # a wider new discriminator
     assert r.returncode == 0, r.stderr
     rep = json.loads((second / "report.json").read_text())
+    assert rep["config"]["d_channel_base"] == 512 and rep["config"]["d_channel_max"] is None
     assert rep["steps"] == 5 and rep["kimg"] == 0.02 and rep["initialised_from"].endswith("network-000000.safetensors")
     assert rep["config"]["d_warmup_kimg"] == 0.004
     base = ["train", "--outdir", tmp_path / "c", *common]

@@ -33,6 +33,10 @@ _NON_NEGATIVE = finite(0)
               help="Halve both lrs from K kimg on (a run that has flattened out continues finer)  [default: never]")
 @click.option("--channel-base", type=click.IntRange(1), default=TrainConfig.channel_base, show_default=True)
 @click.option("--channel-max", type=click.IntRange(1), default=TrainConfig.channel_max, show_default=True)
+@click.option("--d-channel-base", type=click.IntRange(1), default=None,
+              help="Discriminator channel base (a wider teacher for a small generator)  [default: --channel-base]")
+@click.option("--d-channel-max", type=click.IntRange(1), default=None,
+              help="Discriminator channel maximum  [default: --channel-max]")
 @click.option("--mbstd-channels", type=click.IntRange(1), default=TrainConfig.mbstd_channels, show_default=True,
               help="Discriminator minibatch-std features (channel groups, each its own statistic).")
 @click.option("--map-layers", type=click.IntRange(1), default=TrainConfig.map_layers, show_default=True)
@@ -54,6 +58,7 @@ _NON_NEGATIVE = finite(0)
 @handle_errors
 def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
           lr: float, lr_d: float | None, lr_drop_kimg: float | None, channel_base: int, channel_max: int,
+          d_channel_base: int | None, d_channel_max: int | None,
           mbstd_channels: int, map_layers: int,
           z_dim: int, aug: str, xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None,
           init: str | None, d_warmup_kimg: float, device: str, progress_mode: str) -> None:
@@ -77,8 +82,9 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
 
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
                       lr_drop_kimg=lr_drop_kimg,
-                      channel_base=channel_base, channel_max=channel_max, mbstd_channels=mbstd_channels,
-                      map_layers=map_layers, z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
+                      channel_base=channel_base, channel_max=channel_max, d_channel_base=d_channel_base,
+                      d_channel_max=d_channel_max, mbstd_channels=mbstd_channels, map_layers=map_layers,
+                      z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
                       snapshot_kimg=snapshot_kimg, seed=seed, d_warmup_kimg=d_warmup_kimg)
     if resume is not None and not Path(resume).is_file():
         raise InsetganError(f"--resume: state not found: {resume}")

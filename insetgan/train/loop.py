@@ -65,6 +65,8 @@ class TrainConfig:
     map_layers: int = 8
     channel_base: int = 16384
     channel_max: int = 512
+    d_channel_base: int | None = None  # the discriminator's widths (None: the generator's); a warm start keeps G's
+    d_channel_max: int | None = None
     num_fp16_res: int = 4
     conv_clamp: float | None = 256.0
     mbstd_group: int = 4
@@ -86,13 +88,19 @@ class TrainConfig:
             raise InsetganError(f"the lr drop must be at >= 0 kimg, got {self.lr_drop_kimg}")
         if self.batch_gpu is not None and (self.batch_gpu < 1 or self.batch % self.batch_gpu):
             raise InsetganError(f"--batch {self.batch} must be a multiple of --batch-gpu {self.batch_gpu}")
-        if self.map_layers < 1 or self.channel_base < 1 or self.channel_max < 1:
-            raise InsetganError("map_layers, channel_base and channel_max must be >= 1")
-        c4 = min(self.channel_base // 4, self.channel_max)
+        if self.map_layers < 1 or min(self.channel_base, self.channel_max, *self.d_channels) < 1:
+            raise InsetganError("map_layers and the channel bases and maxima must be >= 1")
+        c4 = min(self.d_channels[0] // 4, self.d_channels[1])
         if self.mbstd_channels < 1 or c4 % self.mbstd_channels:
             raise InsetganError(f"--mbstd-channels {self.mbstd_channels} must divide the discriminator's "
                              f"{c4} channels at 4x4")
         parse_policy(self.aug)
+
+    @property
+    def d_channels(self) -> tuple[int, int]:
+        """The discriminator's (channel_base, channel_max)."""
+        return (self.channel_base if self.d_channel_base is None else self.d_channel_base,
+                self.channel_max if self.d_channel_max is None else self.d_channel_max)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -173,8 +181,9 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
     gcfg = GeneratorConfig(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=H, img_channels=C, square=W == H,
                            mapping_layers=cfg.map_layers, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
                            num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp)
-    dcfg = DiscriminatorConfig(img_resolution=H, img_channels=C, square=W == H, channel_base=cfg.channel_base,
-                               channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
+    d_base, d_max = cfg.d_channels
+    dcfg = DiscriminatorConfig(img_resolution=H, img_channels=C, square=W == H, channel_base=d_base,
+                               channel_max=d_max, mbstd_group=cfg.mbstd_group,
                                mbstd_channels=cfg.mbstd_channels,
                                num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp)
     G = Generator(gcfg).to(device).train()
@@ -447,7 +456,8 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
     if not isinstance(sd, dict) or sd.get("version") != STATE_VERSION:
         raise InsetganError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
-    arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "mbstd_channels", "batch", "seed", "aug",
+    arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "d_channel_base", "d_channel_max",
+            "mbstd_channels", "batch", "seed", "aug",
             "noise")
     before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
     changed = [k for k in arch if before[k] != getattr(cfg, k)]
