@@ -457,8 +457,7 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
         raise InsetganError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
     arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "d_channel_base", "d_channel_max",
-            "mbstd_channels", "batch", "seed", "aug",
-            "noise")
+            "mbstd_channels", "batch", "seed", "aug", "noise")
     before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
     changed = [k for k in arch if before[k] != getattr(cfg, k)]
     if changed:
