@@ -242,6 +242,26 @@ def browser():
         b.close()
 
 
+def _upload(page, path: Path, timeout_s: float = 240) -> None:
+    """Put ``path`` into the Compose tab's selfie box and wait until the page shows its name.
+
+    Waits for the page's scripts to finish loading first; on a loaded machine a file given before
+    the upload box is wired up is dropped by the page, so it is given again until it shows.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.wait_for_load_state("networkidle", timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page.set_input_files("#c-selfie input[type=file]", str(path))
+        try:
+            page.wait_for_selector(f"#c-selfie >> text={path.name}", timeout=30000)
+            return
+        except PlaywrightTimeout:  # not shown yet: give it again until the deadline
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_browser_compose_shows_the_report_numbers(server, browser, tmp_path):
     url, root = server
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
@@ -249,8 +269,7 @@ def test_browser_compose_shows_the_report_numbers(server, browser, tmp_path):
     page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
     page.goto(url)
     page.wait_for_selector("#c-run", timeout=60000)
-    page.set_input_files("#c-selfie input[type=file]", str(SELFIE))
-    page.wait_for_selector("#c-selfie >> text=selfie.jpg", timeout=120000)
+    _upload(page, SELFIE)
     page.fill("#c-steps input[type=number]", "3")
     page.keyboard.press("Enter")
     page.click("#c-run")
@@ -286,8 +305,7 @@ def test_browser_not_an_image_then_a_good_job(server, browser, tmp_path):
     page.wait_for_selector("#c-run", timeout=60000)
     fake = tmp_path / "holiday.jpg"
     fake.write_text("just text, renamed\n")
-    page.set_input_files("#c-selfie input[type=file]", str(fake))
-    page.wait_for_selector("#c-selfie >> text=holiday.jpg", timeout=120000)
+    _upload(page, fake)
     page.click("#c-run")
     page.wait_for_function("document.querySelector('#c-status').innerText.startsWith('Error:')", timeout=120000)
     assert "\n" not in page.inner_text("#c-status").strip()
