@@ -1,9 +1,15 @@
-"""StyleGAN2 discriminator (residual architecture, minibatch standard deviation), square or 2:1 portrait.
+"""Discriminators for training, square or 2:1 portrait: StyleGAN2's and a plain strided one.
 
-Layer layout and names follow the official stylegan2-ada-pytorch discriminator (``b{res}.fromrgb``,
-``conv0``, ``conv1``, ``skip``; ``b4.mbstd``, ``b4.conv``, ``b4.fc``, ``b4.out``), with
-equalised learning rates, [1, 3, 3, 1] resampling filters and an optional activation clamp.
-Blocks at the top ``num_fp16_res`` resolutions run in float16 on CUDA.
+:class:`Discriminator` (``architecture="resnet"``) is the official stylegan2-ada-pytorch one: layer
+layout and names ``b{res}.fromrgb``, ``conv0``, ``conv1``, ``skip``; ``b4.conv``, ``b4.fc``,
+``b4.out``, with equalised learning rates, [1, 3, 3, 1] resampling filters and an optional
+activation clamp; blocks at the top ``num_fp16_res`` resolutions run in float16 on CUDA.
+
+:class:`ConvDiscriminator` (``architecture="conv"``) keeps the widths, the minibatch-std
+statistic and the ``b4`` epilogue but each block is one plain 3×3 stride-2 convolution with
+PyTorch's default initialisation (no equalised lr, no resampling filter). At the small widths of
+the built-in models it tells generated from real images far sooner than the residual one and
+runs an order of magnitude faster on a CPU (MODEL_CARD.md, issue 14).
 """
 from __future__ import annotations
 
@@ -13,10 +19,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from insetgan.networks.generator import FullyConnectedLayer, float_dtype
 from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 from insetgan.errors import InsetganError
+
+
+ARCHITECTURES = ("resnet", "conv")
 
 
 @dataclass(frozen=True)
@@ -32,11 +42,15 @@ class DiscriminatorConfig:
     mbstd_channels: int = 1
     num_fp16_res: int = 0
     conv_clamp: float | None = None
+    architecture: str = "resnet"  # "resnet" (StyleGAN2's) or "conv" (plain strided convolutions)
 
     def __post_init__(self) -> None:
         res = self.img_resolution
         if res < 8 or res & (res - 1):
             raise InsetganError(f"discriminator resolution must be a power of two >= 8, got {res}")
+        if self.architecture not in ARCHITECTURES:
+            raise InsetganError(f"unknown discriminator architecture {self.architecture!r} "
+                                f"(one of {', '.join(ARCHITECTURES)})")
 
     def channels(self, res: int) -> int:
         """Feature channels at resolution ``res``."""
@@ -106,8 +120,15 @@ def minibatch_std(x: torch.Tensor, group: int, channels: int) -> torch.Tensor:
     return torch.cat([x, y.to(x.dtype)], dim=1)
 
 
+def _check_input(cfg: DiscriminatorConfig, img: torch.Tensor) -> None:
+    want = (cfg.img_channels, cfg.img_resolution, cfg.img_resolution if cfg.square else cfg.img_resolution // 2)
+    if img.ndim != 4 or tuple(img.shape[1:]) != want:
+        raise InsetganError(f"the discriminator takes [N, {want[0]}, {want[1]}, {want[2]}] images, "
+                            f"got {list(img.shape)}")
+
+
 class Discriminator(nn.Module):
-    """Image [N, C, H, W] in [-1, 1] → realness logit [N, 1]."""
+    """StyleGAN2's residual discriminator: image [N, C, H, W] in [-1, 1] → realness logit [N, 1]."""
 
     def __init__(self, cfg: DiscriminatorConfig) -> None:
         super().__init__()
@@ -127,11 +148,7 @@ class Discriminator(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Realness logits [N, 1] (float32; float64 for a ``.double()`` discriminator, as gradient checks need)."""
-        want = (self.cfg.img_channels, self.cfg.img_resolution,
-                self.cfg.img_resolution if self.cfg.square else self.cfg.img_resolution // 2)
-        if img.ndim != 4 or tuple(img.shape[1:]) != want:
-            raise InsetganError(f"the discriminator takes [N, {want[0]}, {want[1]}, {want[2]}] images, "
-                             f"got {list(img.shape)}")
+        _check_input(self.cfg, img)
         x = None
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x, img)
@@ -139,3 +156,44 @@ class Discriminator(nn.Module):
         x = self.b4.conv(x)
         x = self.b4.fc(x.flatten(1))
         return self.b4.out(x)
+
+
+class ConvDiscriminator(nn.Module):
+    """Plain strided discriminator: image [N, C, H, W] in [-1, 1] → realness logit [N, 1].
+
+    Block ``b{res}`` is a 3×3 convolution with stride 2 from ``res`` to ``res // 2`` (LeakyReLU
+    0.2) with ``cfg.channels(res // 2)`` outputs; then the minibatch-std statistic and the
+    ``b4`` epilogue (3×3 convolution, fully connected, logit), all ``nn.Conv2d``/``nn.Linear``.
+    """
+
+    def __init__(self, cfg: DiscriminatorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        log2 = int(math.log2(cfg.img_resolution))
+        self.block_resolutions = [2 ** i for i in range(log2, 2, -1)]
+        cin = cfg.img_channels
+        for res in self.block_resolutions:
+            cout = cfg.channels(res // 2)
+            setattr(self, f"b{res}", nn.Conv2d(cin, cout, 3, stride=2, padding=1))
+            cin = cout
+        width4 = 4 if cfg.square else 2
+        self.b4 = nn.Module()
+        self.b4.conv = nn.Conv2d(cin + cfg.mbstd_channels, cin, 3, padding=1)
+        self.b4.fc = nn.Linear(cin * 4 * width4, cin)
+        self.b4.out = nn.Linear(cin, 1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """Realness logits [N, 1] in the network's dtype (float32, or float64 for gradient checks)."""
+        _check_input(self.cfg, img)
+        x = img.to(float_dtype(self))
+        for res in self.block_resolutions:
+            x = F.leaky_relu(getattr(self, f"b{res}")(x), 0.2)
+        x = minibatch_std(x, self.cfg.mbstd_group, self.cfg.mbstd_channels)
+        x = F.leaky_relu(self.b4.conv(x), 0.2)
+        x = F.leaky_relu(self.b4.fc(x.flatten(1)), 0.2)
+        return self.b4.out(x)
+
+
+def build_discriminator(cfg: DiscriminatorConfig) -> Discriminator | ConvDiscriminator:
+    """The discriminator of ``cfg.architecture``."""
+    return ConvDiscriminator(cfg) if cfg.architecture == "conv" else Discriminator(cfg)

@@ -19,7 +19,8 @@
 # The face's lr is halved from 88 kimg on (LR_DROP_FACE; its curve had flattened at FDD 0.125
 # and fell to 0.088 by 136 kimg after the drop); LR_DROP_BODY / LR_DROP_SHOES (unset: never) do
 # the same for the others.
-# GAMMA_FACE / GAMMA_BODY / GAMMA_SHOES override the R1 weights; D_CHANNEL_BASE widens the discriminators only.
+# GAMMA_FACE / GAMMA_BODY / GAMMA_SHOES override the R1 weights; D_CHANNEL_BASE widens the discriminators only;
+# D_ARCH=conv trains against the plain strided discriminator (with LR_D, its own lr).
 # KIMG_* set the length of each run (a run resumes its latest state, so a longer KIMG continues
 # it); watch a run with scripts/eval_run.py (quality-KKKKKK.json per snapshot, curve.md).
 # INIT=shipped starts a run that has no state yet from the shipped model of its role (`insetgan
@@ -40,6 +41,8 @@ CHANNEL_BASE=${CHANNEL_BASE:-2048}
 CHANNEL_MAX=${CHANNEL_MAX:-128}
 COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max $CHANNEL_MAX --snapshot-kimg ${SNAPSHOT_KIMG:-4} --device $DEVICE"
 [ -n "${D_CHANNEL_BASE:-}" ] && COMMON="$COMMON --d-channel-base $D_CHANNEL_BASE"  # a wider discriminator only
+[ -n "${D_ARCH:-}" ] && COMMON="$COMMON --d-arch $D_ARCH"  # conv: the plain strided discriminator
+[ -n "${LR_D:-}" ] && COMMON="$COMMON --lr-d $LR_D"
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from insetgan.networks.discriminator import Discriminator
+from insetgan.networks.discriminator import ConvDiscriminator, Discriminator
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
 
@@ -36,7 +36,7 @@ def style_spread(G: Generator, n: int = 256, seed: int = 0) -> dict[str, float]:
 
 
 @torch.no_grad()
-def minibatch_std_stats(D: Discriminator, images: torch.Tensor) -> tuple[float, float]:
+def minibatch_std_stats(D: Discriminator | ConvDiscriminator, images: torch.Tensor) -> tuple[float, float]:
     """The discriminator's minibatch-std statistic and mean logit on ``images`` [N, C, H, W] in [-1, 1]."""
     seen: list[torch.Tensor] = []
     handle = D.b4.conv.register_forward_pre_hook(lambda _m, args: seen.append(args[0][:, -D.cfg.mbstd_channels:]))

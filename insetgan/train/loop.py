@@ -31,7 +31,8 @@ from PIL import Image
 
 from insetgan.train.augment import augment, draw_params, parse_policy
 from insetgan.networks.config import GeneratorConfig
-from insetgan.networks.discriminator import Discriminator, DiscriminatorConfig
+from insetgan.networks.discriminator import (ARCHITECTURES, ConvDiscriminator, Discriminator, DiscriminatorConfig,
+                                            build_discriminator)
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
 from insetgan.progress import Progress
@@ -67,6 +68,7 @@ class TrainConfig:
     channel_max: int = 512
     d_channel_base: int | None = None  # the discriminator's widths (None: the generator's); a warm start keeps G's
     d_channel_max: int | None = None
+    d_arch: str = "resnet"  # the discriminator: "resnet" (StyleGAN2's) or "conv" (plain strided, fast on a CPU)
     num_fp16_res: int = 4
     conv_clamp: float | None = 256.0
     mbstd_group: int = 4
@@ -94,6 +96,8 @@ class TrainConfig:
         if self.mbstd_channels < 1 or c4 % self.mbstd_channels:
             raise InsetganError(f"--mbstd-channels {self.mbstd_channels} must divide the discriminator's "
                              f"{c4} channels at 4x4")
+        if self.d_arch not in ARCHITECTURES:
+            raise InsetganError(f"unknown discriminator architecture {self.d_arch!r} (one of {', '.join(ARCHITECTURES)})")
         parse_policy(self.aug)
 
     @property
@@ -161,7 +165,7 @@ class TrainState:
     """Networks, optimisers and progress of a run."""
 
     G: Generator
-    D: Discriminator
+    D: Discriminator | ConvDiscriminator
     G_ema: Generator
     opt_G: torch.optim.Adam
     opt_D: torch.optim.Adam
@@ -185,9 +189,10 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
     dcfg = DiscriminatorConfig(img_resolution=H, img_channels=C, square=W == H, channel_base=d_base,
                                channel_max=d_max, mbstd_group=cfg.mbstd_group,
                                mbstd_channels=cfg.mbstd_channels,
-                               num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp)
+                               num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp,
+                               architecture=cfg.d_arch)
     G = Generator(gcfg).to(device).train()
-    D = Discriminator(dcfg).to(device).train()
+    D = build_discriminator(dcfg).to(device).train()
     G_ema = Generator(gcfg).to(device).eval().requires_grad_(False)
     G_ema.load_state_dict(G.state_dict())
     ratio = _lazy_r1_ratio(cfg)
@@ -457,7 +462,7 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
         raise InsetganError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
     arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "d_channel_base", "d_channel_max",
-            "mbstd_channels", "batch", "seed", "aug", "noise")
+            "d_arch", "mbstd_channels", "batch", "seed", "aug", "noise")
     before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
     changed = [k for k in arch if before[k] != getattr(cfg, k)]
     if changed:
