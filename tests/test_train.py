@@ -215,6 +215,28 @@ def test_collapse_diagnostics(tmp_path):
     assert r.returncode == 2 and r.stdout == "" and r.stderr.strip().count("\n") == 0 and "not a training" in r.stderr
 
 
+@pytest.mark.parametrize("arch", ["resnet", "conv"])
+def test_probe_discriminator_script(tmp_path, arch):
+    """scripts/probe_discriminator.py: a held-out accuracy row every 25 steps; a mismatched dataset is refused."""
+    from insetgan.networks import native
+
+    folder = _folder(tmp_path / "ds", n=100)
+    st = build_state(TrainConfig(batch=4, **TINY), load_dataset(folder), torch.device("cpu"))
+    native.save(st.G_ema, tmp_path / "g.safetensors")
+    script = [sys.executable, str(REPO / "scripts" / "probe_discriminator.py"), str(tmp_path / "g.safetensors"),
+              "--channel-base", "256", "--channel-max", "32", "--arch", arch]
+    r = subprocess.run([*script, "--data", str(folder), "--samples", "90", "--steps", "50"], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["0", "25", "50"] and rows[2][1] == "0.80"
+    assert all(0 <= float(row[2]) <= 1 for row in rows)
+    wrong = _folder(tmp_path / "square", n=100, h=16, w=16)
+    r = subprocess.run([*script, "--data", str(wrong), "--samples", "90", "--steps", "5"], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "the dataset holds [3, 16, 16]" in r.stderr
+
+
 def test_minibatch_std_groups():
     x = torch.randn(8, 4, 2, 2)
     y = minibatch_std(x, 4, 1)
