@@ -19,12 +19,15 @@
 # The face's lr is halved from 88 kimg on (LR_DROP_FACE; its curve had flattened at FDD 0.125
 # and fell to 0.088 by 136 kimg after the drop); LR_DROP_BODY / LR_DROP_SHOES (unset: never) do
 # the same for the others.
-# GAMMA_FACE / GAMMA_BODY / GAMMA_SHOES override the R1 weights; D_CHANNEL_BASE widens the discriminators only;
-# D_ARCH=conv trains against the plain strided discriminator (with LR_D, its own lr).
+# GAMMA_FACE / GAMMA_BODY / GAMMA_SHOES override the R1 weights; D_CHANNEL_BASE widens the discriminators only.
+# The body trains against the plain strided discriminator (`--d-arch conv --lr-d 0.001`; StyleGAN2's
+# residual one sat at chance against it, MODEL_CARD.md); D_ARCH_FACE / D_ARCH_BODY / D_ARCH_SHOES
+# (resnet | conv) and LR_D_FACE / LR_D_BODY / LR_D_SHOES pick each model's discriminator and its lr.
 # KIMG_* set the length of each run (a run resumes its latest state, so a longer KIMG continues
 # it); watch a run with scripts/eval_run.py (quality-KKKKKK.json per snapshot, curve.md).
 # INIT=shipped starts a run that has no state yet from the shipped model of its role (`insetgan
-# train --init`, a new discriminator trained alone, without R1, for D_WARMUP_KIMG first, default 12): a run
+# train --init`, a new discriminator trained alone, without R1, for D_WARMUP_KIMG first, default 12; the
+# body's plain one needs 4): a run
 # folder lost with its machine continues from the last shipped snapshot instead of from zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,24 +44,24 @@ CHANNEL_BASE=${CHANNEL_BASE:-2048}
 CHANNEL_MAX=${CHANNEL_MAX:-128}
 COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --channel-max $CHANNEL_MAX --snapshot-kimg ${SNAPSHOT_KIMG:-4} --device $DEVICE"
 [ -n "${D_CHANNEL_BASE:-}" ] && COMMON="$COMMON --d-channel-base $D_CHANNEL_BASE"  # a wider discriminator only
-[ -n "${D_ARCH:-}" ] && COMMON="$COMMON --d-arch $D_ARCH"  # conv: the plain strided discriminator
-[ -n "${LR_D:-}" ] && COMMON="$COMMON --lr-d $LR_D"
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
-train_one() {  # name data kimg gamma aug lr role [lr-drop-kimg] (a packed $data.zip is used when present)
-  local run="$RUNS/$1" resume=() data="$2" drop=()
+train_one() {  # name data kimg gamma aug lr role lr-drop-kimg|"" d-arch [lr-d] (a packed $data.zip is used when present)
+  local run="$RUNS/$1" resume=() data="$2" drop=() disc=(--d-arch "$9")
   [ -n "${8:-}" ] && drop=(--lr-drop-kimg "$8")
+  [ -n "${10:-}" ] && disc+=(--lr-d "${10}")
   [ -f "$data.zip" ] && data="$data.zip"
   local state; state=$(latest_state "$run" || true)
   if [ -n "$state" ]; then
     resume=(--resume "$state")
   elif [ "${INIT:-}" = shipped ]; then
-    resume=(--init "default-$7" --d-warmup-kimg "${D_WARMUP_KIMG:-12}")
+    resume=(--init "default-$7" --d-warmup-kimg "${D_WARMUP_KIMG:-$([ "$9" = conv ] && echo 4 || echo 12)}")
   elif [ -n "${INIT:-}" ]; then
-    resume=(--init "$INIT" --d-warmup-kimg "${D_WARMUP_KIMG:-12}")
+    resume=(--init "$INIT" --d-warmup-kimg "${D_WARMUP_KIMG:-$([ "$9" = conv ] && echo 4 || echo 12)}")
   fi
-  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" --lr "$6" "${drop[@]}" $COMMON "${resume[@]}"
+  $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" --lr "$6" "${drop[@]}" "${disc[@]}" \
+      $COMMON "${resume[@]}"
 }
 
 case "${1:-}" in
@@ -75,9 +78,12 @@ case "${1:-}" in
     ;;
   train)
     case "${2:-}" in
-      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" "${GAMMA_FACE:-0.5}" "" 0.002 face "$LR_DROP_FACE" ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" "${GAMMA_BODY:-0.8}" "" 0.002 body "${LR_DROP_BODY:-}" ;;
-      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" "${GAMMA_SHOES:-0.13}" "" 0.002 shoes "${LR_DROP_SHOES:-}" ;;
+      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" "${GAMMA_FACE:-0.5}" "" 0.002 face "$LR_DROP_FACE" \
+                 "${D_ARCH_FACE:-resnet}" "${LR_D_FACE:-}" ;;
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" "${GAMMA_BODY:-0.8}" "" 0.002 body "${LR_DROP_BODY:-}" \
+                 "${D_ARCH_BODY:-conv}" "${LR_D_BODY:-0.001}" ;;
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" "${GAMMA_SHOES:-0.13}" "" 0.002 shoes "${LR_DROP_SHOES:-}" \
+                 "${D_ARCH_SHOES:-resnet}" "${LR_D_SHOES:-}" ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac
     ;;

@@ -566,3 +566,32 @@ def test_states_networks_and_zips_get_the_plain_file_mode(tmp_path):
     for f in (tmp_path / "s.pt", tmp_path / "g.safetensors", tmp_path / "faces" / "images.zip"):
         assert f.stat().st_mode & 0o777 == 0o666 & ~_umask(), f
     assert load_state(tmp_path / "s.pt", cfg, data, dev).step == 0
+
+
+def test_default_models_recipe_picks_each_models_discriminator(tmp_path):
+    """scripts/train_default_models.sh: the body trains against the plain discriminator (lr 0.001, 4 kimg warm-up
+    from the shipped file), the face and shoes against StyleGAN2's (12 kimg); a state already there is resumed."""
+    env = {**os.environ, "BIN": "echo", "RUNS": str(tmp_path / "runs"), "DATA": str(tmp_path), "INIT": "shipped"}
+    script = str(REPO / "scripts" / "train_default_models.sh")
+
+    def command(model: str, **extra: str) -> list[str]:
+        r = subprocess.run(["bash", script, "train", model], capture_output=True, text=True, timeout=60,
+                           env={**env, **extra})
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    def value(args: list[str], flag: str) -> str:
+        return args[args.index(flag) + 1]
+
+    body = command("body")
+    assert (value(body, "--d-arch"), value(body, "--lr-d"), value(body, "--d-warmup-kimg")) == ("conv", "0.001", "4")
+    assert value(body, "--init") == "default-body" and value(body, "--lr") == "0.002"
+    for model in ("face", "shoes"):
+        args = command(model)
+        assert value(args, "--d-arch") == "resnet" and "--lr-d" not in args and value(args, "--d-warmup-kimg") == "12"
+    assert value(command("face", D_ARCH_FACE="conv", LR_D_FACE="0.0005"), "--lr-d") == "0.0005"
+    run_dir = tmp_path / "runs" / "body256"
+    run_dir.mkdir(parents=True)
+    (run_dir / "state-000160.pt").write_bytes(b"")
+    resumed = command("body")
+    assert value(resumed, "--resume").endswith("state-000160.pt") and "--init" not in resumed
