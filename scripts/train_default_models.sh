@@ -19,7 +19,8 @@
 # The face's lr is halved from 88 kimg on (LR_DROP_FACE; its curve had flattened at FDD 0.125
 # and fell to 0.088 by 136 kimg after the drop); LR_DROP_BODY / LR_DROP_SHOES (unset: never) do
 # the same for the others.
-# GAMMA_FACE / GAMMA_BODY / GAMMA_SHOES override the R1 weights; D_CHANNEL_BASE widens the discriminators only.
+# GAMMA_FACE / GAMMA_BODY / GAMMA_SHOES override the R1 weights, AUG_FACE / AUG_BODY / AUG_SHOES the DiffAugment
+# policies (default none); D_CHANNEL_BASE widens the discriminators only.
 # The body trains against the plain strided discriminator (`--d-arch conv --lr-d 0.001`; StyleGAN2's
 # residual one sat at chance against it, MODEL_CARD.md); D_ARCH_FACE / D_ARCH_BODY / D_ARCH_SHOES
 # (resnet | conv) and LR_D_FACE / LR_D_BODY / LR_D_SHOES pick each model's discriminator and its lr.
@@ -78,11 +79,11 @@ case "${1:-}" in
     ;;
   train)
     case "${2:-}" in
-      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" "${GAMMA_FACE:-0.5}" "" 0.002 face "$LR_DROP_FACE" \
+      face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" "${GAMMA_FACE:-0.5}" "${AUG_FACE:-}" 0.002 face "$LR_DROP_FACE" \
                  "${D_ARCH_FACE:-resnet}" "${LR_D_FACE:-}" ;;
-      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" "${GAMMA_BODY:-0.8}" "" 0.002 body "${LR_DROP_BODY:-}" \
+      body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" "${GAMMA_BODY:-0.8}" "${AUG_BODY:-}" 0.002 body "${LR_DROP_BODY:-}" \
                  "${D_ARCH_BODY:-conv}" "${LR_D_BODY:-0.001}" ;;
-      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" "${GAMMA_SHOES:-0.13}" "" 0.002 shoes "${LR_DROP_SHOES:-}" \
+      shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" "${GAMMA_SHOES:-0.13}" "${AUG_SHOES:-}" 0.002 shoes "${LR_DROP_SHOES:-}" \
                  "${D_ARCH_SHOES:-resnet}" "${LR_D_SHOES:-}" ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;
     esac

@@ -590,6 +590,7 @@ def test_default_models_recipe_picks_each_models_discriminator(tmp_path):
         args = command(model)
         assert value(args, "--d-arch") == "resnet" and "--lr-d" not in args and value(args, "--d-warmup-kimg") == "12"
     assert value(command("face", D_ARCH_FACE="conv", LR_D_FACE="0.0005"), "--lr-d") == "0.0005"
+    assert value(command("body", AUG_BODY="color,translation"), "--aug") == "color,translation"
     run_dir = tmp_path / "runs" / "body256"
     run_dir.mkdir(parents=True)
     (run_dir / "state-000160.pt").write_bytes(b"")
