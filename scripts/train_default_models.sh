@@ -7,7 +7,7 @@
 #   scripts/train_default_models.sh pack               # JPEG zips (< 64 MiB each) to carry to the GPU machine
 #   DEVICE=cuda scripts/train_default_models.sh train face   # one model; resumes its latest state
 #   scripts/train_default_models.sh package            # fp16 copies into insetgan/assets/models/
-#   SNAP_FACE=000136 SNAP_BODY=000152 SNAP_SHOES=000064 scripts/train_default_models.sh package   # as shipped
+#   SNAP_FACE=000136 SNAP_BODY=000180 SNAP_SHOES=000064 scripts/train_default_models.sh package   # as shipped
 #
 # Settings (sized for a 2-core CPU; MODEL_CARD.md has the runs): 128-D latents, 2 mapping layers,
 # channel_base 2048, channel_max 128 (about 1.1M parameters, ~2.3 MB in fp16 each), batch 16,
