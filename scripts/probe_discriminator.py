@@ -3,7 +3,7 @@
 
 Draws N samples of a fixed generator (ψ 1, random noise) and N real images of its dataset,
 keeps the last 64 of each aside, and trains a new discriminator alone on the rest (batch 16 +
-16, Adam β = (0, 0.99), no R1, no augmentation). Every 25 steps it prints the held-out
+16, Adam β = (0, 0.99), no R1; ``--aug`` applies DiffAugment policies to both sides in training). Every 25 steps it prints the held-out
 accuracy (real called real, generated called generated) and the mean held-out logits. A
 discriminator that needs many kimg to beat 60% here cannot keep up with a generator that
 trains beside it (MODEL_CARD.md, issue 14).
@@ -30,6 +30,7 @@ def main() -> None:
     from insetgan.models import resolve_network
     from insetgan.networks.checkpoints import load_generator
     from insetgan.networks.discriminator import DiscriminatorConfig, build_discriminator
+    from insetgan.train.augment import augment, draw_params, parse_policy
     from insetgan.train.loop import load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +43,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=640, help="generated and real images each (64 held out)")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aug", default="", help="DiffAugment policies in training, e.g. color,translation")
     args = ap.parse_args()
+    policy = parse_policy(args.aug)
     if args.samples <= HELD_OUT + 16 or args.steps < 1 or args.lr <= 0:
         raise ValueError(f"need --samples > {HELD_OUT + 16}, --steps >= 1 and --lr > 0")
 
@@ -77,7 +80,8 @@ def main() -> None:
         if step == args.steps:
             break
         i, j = torch.randint(n, (16,), generator=gen), torch.randint(n, (16,), generator=gen)
-        loss = F.softplus(D(fakes[i])).mean() + F.softplus(-D(reals[j])).mean()
+        fake, real = (augment(x, draw_params(gen, 16), policy) for x in (fakes[i], reals[j]))
+        loss = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

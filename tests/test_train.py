@@ -225,8 +225,8 @@ def test_probe_discriminator_script(tmp_path, arch):
     native.save(st.G_ema, tmp_path / "g.safetensors")
     script = [sys.executable, str(REPO / "scripts" / "probe_discriminator.py"), str(tmp_path / "g.safetensors"),
               "--channel-base", "256", "--channel-max", "32", "--arch", arch]
-    r = subprocess.run([*script, "--data", str(folder), "--samples", "90", "--steps", "50"], capture_output=True,
-                       text=True, cwd=REPO, timeout=300)
+    r = subprocess.run([*script, "--data", str(folder), "--samples", "90", "--steps", "50", "--aug", "color"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [line.split() for line in r.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == ["0", "25", "50"] and rows[2][1] == "0.80"
@@ -235,6 +235,9 @@ def test_probe_discriminator_script(tmp_path, arch):
     r = subprocess.run([*script, "--data", str(wrong), "--samples", "90", "--steps", "5"], capture_output=True,
                        text=True, cwd=REPO, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "the dataset holds [3, 16, 16]" in r.stderr
+    r = subprocess.run([*script, "--data", str(folder), "--aug", "blur"], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
+    assert r.returncode == 2 and "unknown augmentation blur" in r.stderr
 
 
 def test_minibatch_std_groups():
