@@ -9,7 +9,8 @@ activation clamp; blocks at the top ``num_fp16_res`` resolutions run in float16 
 statistic and the ``b4`` epilogue but each block is one plain 3×3 stride-2 convolution with
 PyTorch's default initialisation (no equalised lr, no resampling filter). At the small widths of
 the built-in models it tells generated from real images far sooner than the residual one and
-runs an order of magnitude faster on a CPU (MODEL_CARD.md, issue 14).
+runs several times faster on a CPU, but it does so by the exact pixel grid, which a generator
+trained against it for long learns to exploit (MODEL_CARD.md, issue 14).
 """
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ from insetgan.errors import InsetganError
 
 
 ARCHITECTURES = ("resnet", "conv")
+
+
+def check_architecture(name: str) -> None:
+    """Raise a one-line error unless ``name`` is one of :data:`ARCHITECTURES`."""
+    if name not in ARCHITECTURES:
+        raise InsetganError(f"unknown discriminator architecture {name!r} (one of {', '.join(ARCHITECTURES)})")
 
 
 @dataclass(frozen=True)
@@ -48,9 +55,7 @@ class DiscriminatorConfig:
         res = self.img_resolution
         if res < 8 or res & (res - 1):
             raise InsetganError(f"discriminator resolution must be a power of two >= 8, got {res}")
-        if self.architecture not in ARCHITECTURES:
-            raise InsetganError(f"unknown discriminator architecture {self.architecture!r} "
-                                f"(one of {', '.join(ARCHITECTURES)})")
+        check_architecture(self.architecture)
 
     def channels(self, res: int) -> int:
         """Feature channels at resolution ``res``."""

@@ -29,14 +29,14 @@ def main() -> None:
     """Train the probe and print one row per 25 steps."""
     from insetgan.models import resolve_network
     from insetgan.networks.checkpoints import load_generator
-    from insetgan.networks.discriminator import DiscriminatorConfig, build_discriminator
+    from insetgan.networks.discriminator import ARCHITECTURES, DiscriminatorConfig, build_discriminator
     from insetgan.train.augment import augment, draw_params, parse_policy
     from insetgan.train.loop import load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("network", help="the generator (a file or a built-in name such as default-body)")
     ap.add_argument("--data", required=True, help="its prepared dataset (folder or zip)")
-    ap.add_argument("--arch", choices=["resnet", "conv"], default="resnet")
+    ap.add_argument("--arch", choices=ARCHITECTURES, default="resnet", help="resnet (StyleGAN2's) or conv (plain)")
     ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--channel-base", type=int, default=2048)
     ap.add_argument("--channel-max", type=int, default=128)

@@ -53,13 +53,13 @@ train_one() {  # name data kimg gamma aug lr role lr-drop-kimg|"" d-arch [lr-d] 
   [ -n "${8:-}" ] && drop=(--lr-drop-kimg "$8")
   [ -n "${10:-}" ] && disc+=(--lr-d "${10}")
   [ -f "$data.zip" ] && data="$data.zip"
+  local warmup=12; [ "$9" = conv ] && warmup=4  # the plain discriminator learns within 4 kimg
+  local init="${INIT:-}"; [ "$init" = shipped ] && init="default-$7"
   local state; state=$(latest_state "$run" || true)
   if [ -n "$state" ]; then
     resume=(--resume "$state")
-  elif [ "${INIT:-}" = shipped ]; then
-    resume=(--init "default-$7" --d-warmup-kimg "${D_WARMUP_KIMG:-$([ "$9" = conv ] && echo 4 || echo 12)}")
-  elif [ -n "${INIT:-}" ]; then
-    resume=(--init "$INIT" --d-warmup-kimg "${D_WARMUP_KIMG:-$([ "$9" = conv ] && echo 4 || echo 12)}")
+  elif [ -n "$init" ]; then
+    resume=(--init "$init" --d-warmup-kimg "${D_WARMUP_KIMG:-$warmup}")
   fi
   $BIN train --data "$data" --outdir "$run" --kimg "$3" --gamma "$4" --aug "$5" --lr "$6" "${drop[@]}" "${disc[@]}" \
       $COMMON "${resume[@]}"

@@ -12,6 +12,7 @@ from insetgan.cli.common import (FINITE, device_option, finite, handle_errors, l
                                  progress_option, torch_device)
 from insetgan.io import versions
 from insetgan.errors import InsetganError
+from insetgan.networks.discriminator import ARCHITECTURES
 from insetgan.train.loop import TrainConfig
 
 _POSITIVE = finite(0, min_open=True)
@@ -37,7 +38,7 @@ _NON_NEGATIVE = finite(0)
               help="Discriminator channel base (a wider teacher for a small generator)  [default: --channel-base]")
 @click.option("--d-channel-max", type=click.IntRange(1), default=None,
               help="Discriminator channel maximum  [default: --channel-max]")
-@click.option("--d-arch", type=click.Choice(["resnet", "conv"]), default=TrainConfig.d_arch, show_default=True,
+@click.option("--d-arch", type=click.Choice(ARCHITECTURES), default=TrainConfig.d_arch, show_default=True,
               help="Discriminator: StyleGAN2's residual one, or plain strided convolutions (learns sooner and "
                    "runs faster at small widths on a CPU; use --lr-d 0.001).")
 @click.option("--mbstd-channels", type=click.IntRange(1), default=TrainConfig.mbstd_channels, show_default=True,

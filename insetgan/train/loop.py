@@ -31,8 +31,8 @@ from PIL import Image
 
 from insetgan.train.augment import augment, draw_params, parse_policy
 from insetgan.networks.config import GeneratorConfig
-from insetgan.networks.discriminator import (ARCHITECTURES, ConvDiscriminator, Discriminator, DiscriminatorConfig,
-                                            build_discriminator)
+from insetgan.networks.discriminator import (ConvDiscriminator, Discriminator, DiscriminatorConfig,
+                                            build_discriminator, check_architecture)
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
 from insetgan.progress import Progress
@@ -96,8 +96,7 @@ class TrainConfig:
         if self.mbstd_channels < 1 or c4 % self.mbstd_channels:
             raise InsetganError(f"--mbstd-channels {self.mbstd_channels} must divide the discriminator's "
                              f"{c4} channels at 4x4")
-        if self.d_arch not in ARCHITECTURES:
-            raise InsetganError(f"unknown discriminator architecture {self.d_arch!r} (one of {', '.join(ARCHITECTURES)})")
+        check_architecture(self.d_arch)
         parse_policy(self.aug)
 
     @property
