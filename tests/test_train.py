@@ -1,6 +1,7 @@
 """Training: discriminator, augmentation, the training step, resume, export and data parallelism."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from insetgan.train.augment import augment, draw_params, parse_policy
+from insetgan.train.face_window import FaceWindow, dataset_face_window, face_window, window_gamma
 from insetgan.train.loop import (ImageSet, TrainConfig, build_state, load_dataset, load_state, save_state, train_step,
                                  warm_start)
 from insetgan.networks.checkpoints import load_generator
@@ -488,6 +490,88 @@ def test_train_cli_bad_inputs(tmp_path):
     assert_one_line_error(run(*base, "--data", data, "--resume", junk), "cannot read training state")
 
 
+BODY_PRIOR = [0.3709, 0.0411, 0.2687, 0.1343]  # the face prior of the prepared 256x128 training set
+
+
+def test_face_window_of_the_body_canvas():
+    assert face_window(BODY_PRIOR, 256, 128) == FaceWindow(33, 0, 64)  # head and shoulders, top edge kept
+    assert face_window(BODY_PRIOR, 1024, 512) == FaceWindow(131, 0, 256)  # StyleGAN-Human's canvas size
+    corner = face_window([0.9, 0.9, 0.1, 0.1], 64, 32)
+    assert corner == FaceWindow(16, 48, 16)  # moved inside the canvas
+    img = torch.arange(2 * 3 * 64 * 32, dtype=torch.float32).view(2, 3, 64, 32).requires_grad_(True)
+    crop = corner.crop(img)
+    assert torch.equal(crop, img[:, :, 48:, 16:])
+    crop.sum().backward()
+    assert img.grad[:, :, 48:, 16:].eq(1).all() and img.grad.sum() == crop.numel()
+    assert window_gamma(0.8, FaceWindow(33, 0, 64), 256) == pytest.approx(0.05)  # R1 scales with side squared
+    with pytest.raises(ValueError, match="needs a body dataset with a face prior"):
+        dataset_face_window({"kind": "faces"}, 256, 128)
+    with pytest.raises(ValueError, match="does not lie on the canvas"):
+        face_window([0.5, 0.5, 0.0, 0.1], 256, 128)
+    with pytest.raises(ValueError, match="relative units"):
+        face_window([0.5, 0.5, 0.1], 256, 128)
+    with pytest.raises(ValueError, match="too small"):
+        face_window(BODY_PRIOR, 8, 4)
+
+
+def _body_data() -> ImageSet:
+    data = _data(h=32, w=16)
+    data.meta = {"kind": "bodies", "priors": {"face": [0.3, 0.05, 0.4, 0.2]}}
+    return data
+
+
+def test_face_discriminator_adds_its_weighted_loss_to_the_generators():
+    data, dev = _body_data(), torch.device("cpu")
+    first = {}
+    for weight in (0.0, 1.0, 2.0, 3.0):
+        cfg = TrainConfig(batch=4, face_d=weight, d_arch="conv", **TINY)
+        first[weight] = train_step(build_state(cfg, data, dev), data, cfg, dev)["loss_G"]
+    face_term = first[2.0] - first[1.0]
+    assert face_term > 0.1 and first[3.0] - first[2.0] == pytest.approx(face_term, rel=1e-4)
+    assert first[1.0] - face_term == pytest.approx(first[0.0], rel=1e-4)  # the whole-image term is unchanged
+
+
+def test_face_discriminator_trains_on_its_window_and_resumes(tmp_path):
+    data, dev = _body_data(), torch.device("cpu")
+    cfg = TrainConfig(batch=4, r1_interval=2, face_d=1.0, d_arch="conv", **TINY)
+    st = build_state(cfg, data, dev)
+    assert st.face_window == FaceWindow(0, 0, 16)
+    assert st.D_face is not None and (st.D_face.cfg.img_resolution, st.D_face.cfg.square) == (16, True)
+    start = [p.detach().clone() for p in st.D_face.parameters()]
+    logs = [train_step(st, data, cfg, dev) for _ in range(2)]
+    assert logs[0]["r1_face"] > 0 and "r1_face" not in logs[1] and math.isfinite(logs[1]["loss_D_face"])
+    assert any(not torch.equal(a, b) for a, b in zip(start, st.D_face.parameters()))
+    save_state(st, cfg, tmp_path / "s.pt")
+    straight = [train_step(st, data, cfg, dev) for _ in range(2)]
+    resumed = load_state(tmp_path / "s.pt", cfg, data, dev)
+    assert [train_step(resumed, data, cfg, dev) for _ in range(2)] == straight
+    assert all(torch.equal(a, b) for a, b in zip(st.D_face.state_dict().values(), resumed.D_face.state_dict().values()))
+    lighter = load_state(tmp_path / "s.pt", dataclasses.replace(cfg, face_d=0.5), data, dev)  # its weight may change
+    assert lighter.D_face is not None
+    with pytest.raises(ValueError, match="different face_d"):
+        load_state(tmp_path / "s.pt", dataclasses.replace(cfg, face_d=0.0), data, dev)
+    with pytest.raises(ValueError, match="different face_d"):
+        plain = dataclasses.replace(cfg, face_d=0.0)
+        save_state(build_state(plain, data, dev), plain, tmp_path / "plain.pt")
+        load_state(tmp_path / "plain.pt", cfg, data, dev)
+
+
+def test_train_cli_face_discriminator(tmp_path):
+    data = _folder(tmp_path / "ds", h=32, w=16)
+    out = tmp_path / "o"
+    r = run("train", "--data", data, "--outdir", out, "--kimg", "0.008", "--batch", "4", "--face-d", "1",
+            "--d-arch", "conv", "--snapshot-kimg", "0.008", *TINY_ARGS)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["face_d"] == 1.0 and "loss_D_face" in report["last_losses"]
+    assert "D_face" in torch.load(out / "state-000000.pt", weights_only=True)
+    (data / "dataset.json").unlink()
+    base = ["train", "--data", data, "--outdir", tmp_path / "o2", "--kimg", "0.004", *TINY_ARGS]
+    assert_one_line_error(run(*base, "--face-d", "1"), "needs a body dataset with a face prior")
+    assert not (tmp_path / "o2" / "report.json").exists()
+    assert run(*base, "--face-d", "-1").returncode != 0
+
+
 @pytest.mark.skipif(not shutil.which("torchrun", path=os.path.dirname(sys.executable)), reason="torchrun missing")
 def test_two_process_gloo_equals_one_process(tmp_path):
     data = _folder(tmp_path / "ds")
@@ -594,6 +678,7 @@ def test_default_models_recipe_picks_each_models_discriminator(tmp_path):
         assert value(args, "--d-arch") == "resnet" and "--lr-d" not in args and value(args, "--d-warmup-kimg") == "12"
     assert value(command("face", D_ARCH_FACE="conv", LR_D_FACE="0.0005"), "--lr-d") == "0.0005"
     assert value(command("body", AUG_BODY="color,translation"), "--aug") == "color,translation"
+    assert "--face-d" not in body and value(command("body", FACE_D_BODY="1"), "--face-d") == "1"
     run_dir = tmp_path / "runs" / "body256"
     run_dir.mkdir(parents=True)
     (run_dir / "state-000160.pt").write_bytes(b"")

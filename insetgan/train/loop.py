@@ -21,7 +21,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from insetgan.train.augment import augment, draw_params, parse_policy
+from insetgan.train.face_window import FaceWindow, dataset_face_window, window_gamma
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.discriminator import (ConvDiscriminator, Discriminator, DiscriminatorConfig,
                                             build_discriminator, check_architecture)
@@ -77,11 +78,14 @@ class TrainConfig:
     snapshot_kimg: float = 10.0
     grid: int = 16
     d_warmup_kimg: float = 0.0  # a warm-started run trains only D for this many kimg first
+    face_d: float = 0.0  # body datasets: G-loss weight of a second discriminator on the face window (0: off)
 
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.kimg <= 0 or self.lr <= 0 or self.gamma < 0 or self.r1_interval < 1:
             raise InsetganError("need batch >= 1, kimg > 0, lr > 0, gamma >= 0 and r1_interval >= 1")
+        if not self.face_d >= 0:
+            raise InsetganError(f"the face discriminator's weight must be >= 0, got {self.face_d}")
         if not self.d_warmup_kimg >= 0:
             raise InsetganError(f"the discriminator warm-up must be >= 0 kimg, got {self.d_warmup_kimg}")
         if self.lr_d is not None and self.lr_d <= 0:
@@ -171,6 +175,16 @@ class TrainState:
     step: int = 0
     nimg: int = 0
     start_nimg: int = 0  # where a warm-started run began (its D warm-up counts from here)
+    D_face: Discriminator | ConvDiscriminator | None = None  # --face-d: the critic of the face window
+    opt_D_face: torch.optim.Adam | None = None
+    face_window: FaceWindow | None = None
+
+    def discriminators(self) -> list[tuple[Discriminator | ConvDiscriminator, torch.optim.Adam]]:
+        """(network, optimiser) of the whole-image discriminator and, with --face-d, the face one."""
+        pairs = [(self.D, self.opt_D)]
+        if self.D_face is not None and self.opt_D_face is not None:
+            pairs.append((self.D_face, self.opt_D_face))
+        return pairs
 
     def g_frozen(self, cfg: TrainConfig) -> bool:
         """True while the discriminator warm-up of a warm-started run lasts (G and G_ema stay put)."""
@@ -196,9 +210,16 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
     G_ema.load_state_dict(G.state_dict())
     ratio = _lazy_r1_ratio(cfg)
     lr_g, lr_d = learning_rates(cfg, 0)
+    d_betas = (cfg.beta1 ** ratio, cfg.beta2 ** ratio)
     opt_G = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-    opt_D = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio), eps=1e-8)
-    return TrainState(G, D, G_ema, opt_G, opt_D)
+    opt_D = torch.optim.Adam(D.parameters(), lr=lr_d, betas=d_betas, eps=1e-8)
+    state = TrainState(G, D, G_ema, opt_G, opt_D)
+    if cfg.face_d > 0:  # a second discriminator of the same kind and widths on the face window
+        window = dataset_face_window(data.meta, H, W)
+        D_face = build_discriminator(dataclasses.replace(dcfg, img_resolution=window.side, square=True))
+        state.D_face, state.face_window = D_face.to(device).train(), window
+        state.opt_D_face = torch.optim.Adam(D_face.parameters(), lr=lr_d, betas=d_betas, eps=1e-8)
+    return state
 
 
 def _lazy_r1_ratio(cfg: TrainConfig) -> float:
@@ -216,7 +237,8 @@ def learning_rates(cfg: TrainConfig, nimg: int) -> tuple[float, float]:
 
 
 def _set_learning_rates(state: TrainState, cfg: TrainConfig) -> None:
-    for opt, lr in zip((state.opt_G, state.opt_D), learning_rates(cfg, state.nimg)):
+    lr_g, lr_d = learning_rates(cfg, state.nimg)
+    for opt, lr in [(state.opt_G, lr_g)] + [(opt, lr_d) for _, opt in state.discriminators()]:
         for group in opt.param_groups:
             group["lr"] = lr
 
@@ -339,14 +361,17 @@ def _generator_step(state: TrainState, data: ImageSet, cfg: TrainConfig, r: _Dra
     _, world = _world()
     G, D, B = state.G, state.D, cfg.batch
     G.requires_grad_(True)
-    D.requires_grad_(False)
+    for net, _ in state.discriminators():
+        net.requires_grad_(False)
     total = torch.zeros((), device=device)
     w_sum = torch.zeros(G.w_dim, device=device)
     for sl in parts:
         _seed_noise(cfg, state.step, 0, sl.start)
         img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl], cfg.noise)
-        logits = D(augment(img, r.aug["G"][sl], policy))
-        loss = F.softplus(-logits).sum() / B
+        img = augment(img, r.aug["G"][sl], policy)
+        loss = F.softplus(-D(img)).sum() / B
+        if state.D_face is not None and state.face_window is not None:
+            loss = loss + cfg.face_d * F.softplus(-state.D_face(state.face_window.crop(img))).sum() / B
         loss.backward()
         total += loss.detach()
         w_sum += w.detach().sum(0)
@@ -362,6 +387,34 @@ def _generator_step(state: TrainState, data: ImageSet, cfg: TrainConfig, r: _Dra
     return total
 
 
+@dataclass(frozen=True)
+class _Critic:
+    """A discriminator with its optimiser, the part of the image it sees and its R1 weight."""
+
+    name: str
+    net: torch.nn.Module
+    opt: torch.optim.Adam
+    view: Callable[[torch.Tensor], torch.Tensor]
+    gamma: float
+
+
+def _critics(state: TrainState, cfg: TrainConfig, height: int) -> list[_Critic]:
+    """The whole-image discriminator and, with --face-d, the face-window one (R1 scaled to its side)."""
+    critics = [_Critic("D", state.D, state.opt_D, lambda x: x, cfg.gamma)]
+    if state.D_face is not None and state.opt_D_face is not None and state.face_window is not None:
+        window = state.face_window
+        critics.append(_Critic("D_face", state.D_face, state.opt_D_face, window.crop,
+                               window_gamma(cfg.gamma, window, height)))
+    return critics
+
+
+def _step_critics(critics: list[_Critic]) -> None:
+    for c in critics:
+        _sum_grads(c.net)
+        c.opt.step()
+        c.opt.zero_grad(set_to_none=True)
+
+
 def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
     """One G step, one D step (and R1 every ``r1_interval`` steps) and the EMA update; returns losses."""
     rank, world = _world()
@@ -372,48 +425,51 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     chunk = cfg.batch_gpu or local
     if local % chunk:
         raise InsetganError(f"the per-process batch {local} must be a multiple of --batch-gpu {chunk}")
-    G, D = state.G, state.D
+    G = state.G
     _set_learning_rates(state, cfg)
     r = _draw(cfg, state.step, data.images.shape[0], G.num_ws)
     policy = parse_policy(cfg.aug)
     parts = [slice(rank * local + i, rank * local + i + chunk) for i in range(0, local, chunk)]
-    stats = torch.zeros(3, device=device)  # G loss, D loss (fakes + reals), R1 penalty
+    critics = _critics(state, cfg, data.images.shape[-2])
+    stats = torch.zeros(1 + 2 * len(critics), device=device)  # G loss; per critic: its loss, its R1 penalty
 
     frozen = state.g_frozen(cfg)
     if not frozen:
         stats[0] = _generator_step(state, data, cfg, r, parts, policy, device)
 
-    # Discriminator: logistic loss on fakes and reals, lazy R1 on reals.
+    # Discriminators: logistic loss on fakes and reals, lazy R1 on reals.
     G.requires_grad_(False)
-    D.requires_grad_(True)
+    for c in critics:
+        c.net.requires_grad_(True)
     for sl in parts:
         _seed_noise(cfg, state.step, 1, sl.start)
         with torch.no_grad():
             fake, _ = _generate(G, r.z["D"][sl].to(device), r.z2["D"][sl].to(device), r.mix["D"][sl], cfg.noise)
-        real = _reals(data, r.real_idx[sl], r.flip[sl], device)
-        loss = (F.softplus(D(augment(fake, r.aug["D"][sl], policy))).sum()
-                + F.softplus(-D(augment(real, r.aug["real"][sl], policy))).sum()) / B
-        loss.backward()
-        stats[1] += loss.detach()
-    _sum_grads(D)
-    state.opt_D.step()
-    state.opt_D.zero_grad(set_to_none=True)
+        fake = augment(fake, r.aug["D"][sl], policy)
+        real = augment(_reals(data, r.real_idx[sl], r.flip[sl], device), r.aug["real"][sl], policy)
+        losses = [(F.softplus(c.net(c.view(fake))).sum() + F.softplus(-c.net(c.view(real))).sum()) / B
+                  for c in critics]
+        sum(losses).backward()
+        for i, loss in enumerate(losses):
+            stats[1 + 2 * i] += loss.detach()
+    _step_critics(critics)
     # R1 is off while G is frozen: a new discriminator must first learn to tell the fixed generator's samples
     # from reals, and the penalty at the recipe's gamma flattens it to chance instead (MODEL_CARD.md, issue 14).
     r1_now = cfg.gamma > 0 and not frozen and state.step % cfg.r1_interval == 0
     if r1_now:
         for sl in parts:
             real = _reals(data, r.real_idx[sl], r.flip[sl], device).requires_grad_(True)
-            logits = D(augment(real, r.aug["real"][sl], policy))
-            (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-            penalty = grad.square().sum(dim=(1, 2, 3))
-            loss = (penalty * (cfg.gamma / 2) * cfg.r1_interval).sum() / B
-            loss.backward()
-            stats[2] += penalty.detach().sum() / B
-        _sum_grads(D)
-        state.opt_D.step()
-        state.opt_D.zero_grad(set_to_none=True)
-    D.requires_grad_(False)
+            seen = augment(real, r.aug["real"][sl], policy)
+            total = torch.zeros((), device=device)
+            for i, c in enumerate(critics):
+                (grad,) = torch.autograd.grad(c.net(c.view(seen)).sum(), real, create_graph=True)
+                penalty = grad.square().sum(dim=(1, 2, 3))
+                total = total + (penalty * (c.gamma / 2) * cfg.r1_interval).sum() / B
+                stats[2 + 2 * i] += penalty.detach().sum() / B
+            total.backward()
+        _step_critics(critics)
+    for c in critics:
+        c.net.requires_grad_(False)
     if world > 1:
         dist.all_reduce(stats)
 
@@ -429,9 +485,11 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
         for b_ema, b in zip(state.G_ema.buffers(), G.buffers()):
             b_ema.copy_(b)
     state.step += 1
-    out = {"loss_D": float(stats[1])} if frozen else {"loss_G": float(stats[0]), "loss_D": float(stats[1])}
-    if r1_now:
-        out["r1"] = float(stats[2])
+    out = {} if frozen else {"loss_G": float(stats[0])}
+    for i, c in enumerate(critics):
+        out[f"loss_{c.name}"] = float(stats[1 + 2 * i])
+        if r1_now:
+            out["r1" if c.name == "D" else f"r1_{c.name[2:]}"] = float(stats[2 + 2 * i])
     return out
 
 
@@ -441,7 +499,13 @@ def state_dict(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
             "G_ema": state.G_ema.state_dict(), "opt_G": state.opt_G.state_dict(), "opt_D": state.opt_D.state_dict(),
             "step": state.step, "nimg": state.nimg, "start_nimg": state.start_nimg, "config": json.dumps(cfg.to_dict()),
             "G_config": state.G.cfg.to_json(), "D_config": json.dumps(state.D.cfg.to_dict()),
-            "rng_torch": torch.get_rng_state()}
+            "rng_torch": torch.get_rng_state()} | _face_state(state)
+
+
+def _face_state(state: TrainState) -> dict[str, Any]:
+    if state.D_face is None or state.opt_D_face is None:
+        return {}
+    return {"D_face": state.D_face.state_dict(), "opt_D_face": state.opt_D_face.state_dict()}
 
 
 def save_state(state: TrainState, cfg: TrainConfig, path: Path) -> None:
@@ -464,14 +528,20 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
             "d_arch", "mbstd_channels", "batch", "seed", "aug", "noise")
     before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
     changed = [k for k in arch if before[k] != getattr(cfg, k)]
+    if (saved.get("face_d", 0) > 0) != (cfg.face_d > 0):  # its weight may change, not whether it exists
+        before["face_d"] = saved.get("face_d", 0)
+        changed.append("face_d")
     if changed:
         raise InsetganError(f"--resume: the run was trained with different {', '.join(changed)} "
                          f"({', '.join(f'{k}={before[k]}' for k in changed)})")
     state = build_state(cfg, data, device)
     try:
-        for name in ("G", "D", "G_ema"):
+        for name in ("G", "D", "G_ema") + (("D_face",) if state.D_face is not None else ()):
             getattr(state, name).load_state_dict(sd[name])
-        for opt, saved_opt in ((state.opt_G, sd["opt_G"]), (state.opt_D, sd["opt_D"])):
+        optimisers = [(state.opt_G, sd["opt_G"]), (state.opt_D, sd["opt_D"])]
+        if state.opt_D_face is not None:
+            optimisers.append((state.opt_D_face, sd["opt_D_face"]))
+        for opt, saved_opt in optimisers:
             betas = [g["betas"] for g in opt.param_groups]
             opt.load_state_dict(saved_opt)
             for g, b in zip(opt.param_groups, betas):  # this run's betas; its lrs are set below
