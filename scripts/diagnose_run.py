@@ -4,7 +4,8 @@
 For each ``state-*.pt`` (or every one in a run folder) prints its kimg, the spread of the
 generator's styles across latents at the 4x4, 8x8 and 16x16 layers (std over mean: falling
 values mean the layout stops following the latent, the collapse seen in MODEL_CARD.md), and the
-discriminator's minibatch-std statistic and mean logit on generated and on real images.
+discriminator's minibatch-std statistic and mean logit on generated and on real images, and for
+a run with ``--face-d`` the face discriminator's mean logits on the face windows of both ("-" without).
 
     python scripts/diagnose_run.py runs/face64 --data data/faces64
     python scripts/diagnose_run.py runs/face64/state-000010.pt runs/face64/state-000014.pt --data data/faces64
@@ -51,7 +52,7 @@ def main() -> None:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cpu = torch.device("cpu")
     print(f"{'state':<18} {'kimg':>6} {'w':>6} {'4x4':>6} {'8x8':>6} {'16x16':>6} "
-          f"{'mbstd fake':>10} {'mbstd real':>10} {'logit fake':>10} {'logit real':>10}")
+          f"{'mbstd fake':>10} {'mbstd real':>10} {'logit fake':>10} {'logit real':>10} {'face fake':>10} {'face real':>10}")
     for path in states:
         saved = json.loads(torch.load(path, map_location=cpu, weights_only=True)["config"])
         cfg = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
@@ -67,8 +68,12 @@ def main() -> None:
         real = data.images[torch.randint(data.images.shape[0], (n,), generator=gen)].float() / 127.5 - 1
         mf, lf = minibatch_std_stats(st.D, fake)
         mr, lr = minibatch_std_stats(st.D, real)
+        face = ["-", "-"]
+        if st.D_face is not None and st.face_window is not None:
+            with torch.no_grad():
+                face = [f"{float(st.D_face(st.face_window.crop(x)).mean()):.2f}" for x in (fake, real)]
         print(f"{path.name:<18} {st.nimg / 1000:>6.1f} {spread['w']:>6.3f} {coarse[0]:>6.3f} {coarse[1]:>6.3f} "
-              f"{coarse[2]:>6.3f} {mf:>10.3f} {mr:>10.3f} {lf:>10.2f} {lr:>10.2f}")
+              f"{coarse[2]:>6.3f} {mf:>10.3f} {mr:>10.3f} {lf:>10.2f} {lr:>10.2f} {face[0]:>10} {face[1]:>10}")
 
 
 if __name__ == "__main__":

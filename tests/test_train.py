@@ -182,7 +182,7 @@ def test_discriminator_architecture_is_checked_and_kept_by_a_resume(tmp_path):
 
 
 def test_collapse_diagnostics(tmp_path):
-    """style_spread is 0 for a generator that ignores w; the script prints one row per state."""
+    """style_spread is 0 for a generator that ignores w; the script prints one row per state (face logits with --face-d)."""
     from insetgan.train.diagnose import minibatch_std_stats, style_spread
 
     st = build_state(TrainConfig(batch=4, **TINY), _data(), torch.device("cpu"))
@@ -200,8 +200,8 @@ def test_collapse_diagnostics(tmp_path):
     folder = _folder(tmp_path / "ds")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    cfg = TrainConfig(batch=4, **TINY)
     for step in (1, 2):
+        cfg = TrainConfig(batch=4, face_d=float(step - 1), **TINY)  # the second one with a face discriminator
         st = build_state(cfg, load_dataset(folder), torch.device("cpu"))
         st.nimg = step * 1000
         save_state(st, cfg, run_dir / f"state-{step:06d}.pt")
@@ -212,6 +212,7 @@ def test_collapse_diagnostics(tmp_path):
     rows = [line.split() for line in r.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == ["state-000001.pt", "state-000002.pt"] and rows[1][1] == "2.0"
     assert all(float(v) > 0 for v in rows[0][2:6])
+    assert rows[0][10:] == ["-", "-"] and all(math.isfinite(float(v)) for v in rows[1][10:12])
     r = subprocess.run([*script, str(tmp_path / "none"), "--data", str(folder)], capture_output=True, text=True,
                        cwd=REPO, timeout=300)
     assert r.returncode == 2 and r.stdout == "" and r.stderr.strip().count("\n") == 0 and "not a training" in r.stderr
