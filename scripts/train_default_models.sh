@@ -24,7 +24,8 @@
 # The body trains against the plain strided discriminator (`--d-arch conv --lr-d 0.001`; StyleGAN2's
 # residual one sat at chance against it, MODEL_CARD.md); D_ARCH_FACE / D_ARCH_BODY / D_ARCH_SHOES
 # (resnet | conv) and LR_D_FACE / LR_D_BODY / LR_D_SHOES pick each model's discriminator and its lr.
-# FACE_D_BODY gives the body a second discriminator on its face window (`--face-d`, its weight).
+# FACE_D_BODY gives the body a second discriminator on its face window (`--face-d`, its weight),
+# FACE_D_ARCH_BODY its architecture (`--face-d-arch`, default the body's).
 # KIMG_* set the length of each run (a run resumes its latest state, so a longer KIMG continues
 # it); watch a run with scripts/eval_run.py (quality-KKKKKK.json per snapshot, curve.md).
 # INIT=shipped starts a run that has no state yet from the shipped model of its role (`insetgan
@@ -49,11 +50,12 @@ COMMON="--batch 16 --z-dim 128 --map-layers 2 --channel-base $CHANNEL_BASE --cha
 
 latest_state() { ls "$1"/state-*.pt 2>/dev/null | sort | tail -1; }
 
-train_one() {  # name data kimg gamma aug lr role lr-drop-kimg|"" d-arch [lr-d] [face-d] (a packed $data.zip is used when present)
+train_one() {  # name data kimg gamma aug lr role lr-drop-kimg|"" d-arch [lr-d] [face-d] [face-d-arch] (a packed $data.zip is used when present)
   local run="$RUNS/$1" resume=() data="$2" drop=() disc=(--d-arch "$9")
   [ -n "${8:-}" ] && drop=(--lr-drop-kimg "$8")
   [ -n "${10:-}" ] && disc+=(--lr-d "${10}")
   [ -n "${11:-}" ] && disc+=(--face-d "${11}")
+  [ -n "${12:-}" ] && disc+=(--face-d-arch "${12}")
   [ -f "$data.zip" ] && data="$data.zip"
   local warmup=12; [ "$9" = conv ] && warmup=4  # the plain discriminator learns within 4 kimg
   local init="${INIT:-}"; [ "$init" = shipped ] && init="default-$7"
@@ -84,7 +86,7 @@ case "${1:-}" in
       face)  train_one face64 "$DATA/faces64" "$KIMG_FACE" "${GAMMA_FACE:-0.5}" "${AUG_FACE:-}" 0.002 face "$LR_DROP_FACE" \
                  "${D_ARCH_FACE:-resnet}" "${LR_D_FACE:-}" ;;
       body)  train_one body256 "$DATA/bodies256" "$KIMG_BODY" "${GAMMA_BODY:-0.8}" "${AUG_BODY:-}" 0.002 body "${LR_DROP_BODY:-}" \
-                 "${D_ARCH_BODY:-conv}" "${LR_D_BODY:-0.001}" "${FACE_D_BODY:-}" ;;
+                 "${D_ARCH_BODY:-conv}" "${LR_D_BODY:-0.001}" "${FACE_D_BODY:-}" "${FACE_D_ARCH_BODY:-}" ;;
       shoes) train_one shoes32 "$DATA/shoes32" "$KIMG_SHOES" "${GAMMA_SHOES:-0.13}" "${AUG_SHOES:-}" 0.002 shoes "${LR_DROP_SHOES:-}" \
                  "${D_ARCH_SHOES:-resnet}" "${LR_D_SHOES:-}" ;;
       *) echo "usage: $0 train face|body|shoes" >&2; exit 2 ;;

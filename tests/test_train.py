@@ -557,6 +557,22 @@ def test_face_discriminator_trains_on_its_window_and_resumes(tmp_path):
         load_state(tmp_path / "plain.pt", cfg, data, dev)
 
 
+def test_face_discriminator_architecture_is_its_own_and_kept_by_a_resume(tmp_path):
+    data, dev = _body_data(), torch.device("cpu")
+    cfg = TrainConfig(batch=4, face_d=1.0, d_arch="conv", face_d_arch="resnet", **TINY)
+    st = build_state(cfg, data, dev)
+    assert isinstance(st.D, ConvDiscriminator) and isinstance(st.D_face, Discriminator)
+    assert isinstance(build_state(dataclasses.replace(cfg, face_d_arch=None), data, dev).D_face, ConvDiscriminator)
+    assert math.isfinite(train_step(st, data, cfg, dev)["loss_D_face"])
+    save_state(st, cfg, tmp_path / "s.pt")
+    assert isinstance(load_state(tmp_path / "s.pt", cfg, data, dev).D_face, Discriminator)
+    for other in ("conv", None):  # None: the same as --d-arch, conv here
+        with pytest.raises(ValueError, match="different face_d_arch .face_d_arch=resnet"):
+            load_state(tmp_path / "s.pt", dataclasses.replace(cfg, face_d_arch=other), data, dev)
+    with pytest.raises(ValueError, match="unknown discriminator architecture"):
+        TrainConfig(face_d=1.0, face_d_arch="vit")
+
+
 def test_train_cli_face_discriminator(tmp_path):
     data = _folder(tmp_path / "ds", h=32, w=16)
     out = tmp_path / "o"
@@ -680,6 +696,7 @@ def test_default_models_recipe_picks_each_models_discriminator(tmp_path):
     assert value(command("face", D_ARCH_FACE="conv", LR_D_FACE="0.0005"), "--lr-d") == "0.0005"
     assert value(command("body", AUG_BODY="color,translation"), "--aug") == "color,translation"
     assert "--face-d" not in body and value(command("body", FACE_D_BODY="1"), "--face-d") == "1"
+    assert value(command("body", FACE_D_BODY="1", FACE_D_ARCH_BODY="resnet"), "--face-d-arch") == "resnet"
     run_dir = tmp_path / "runs" / "body256"
     run_dir.mkdir(parents=True)
     (run_dir / "state-000160.pt").write_bytes(b"")

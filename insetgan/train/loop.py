@@ -79,6 +79,7 @@ class TrainConfig:
     grid: int = 16
     d_warmup_kimg: float = 0.0  # a warm-started run trains only D for this many kimg first
     face_d: float = 0.0  # body datasets: G-loss weight of a second discriminator on the face window (0: off)
+    face_d_arch: str | None = None  # the face discriminator's architecture (None: d_arch)
 
 
     def __post_init__(self) -> None:
@@ -101,6 +102,8 @@ class TrainConfig:
             raise InsetganError(f"--mbstd-channels {self.mbstd_channels} must divide the discriminator's "
                              f"{c4} channels at 4x4")
         check_architecture(self.d_arch)
+        if self.face_d_arch is not None:
+            check_architecture(self.face_d_arch)
         parse_policy(self.aug)
 
     @property
@@ -214,9 +217,10 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
     opt_G = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     opt_D = torch.optim.Adam(D.parameters(), lr=lr_d, betas=d_betas, eps=1e-8)
     state = TrainState(G, D, G_ema, opt_G, opt_D)
-    if cfg.face_d > 0:  # a second discriminator of the same kind and widths on the face window
+    if cfg.face_d > 0:  # a second discriminator, the same widths, on the face window
         window = dataset_face_window(data.meta, H, W)
-        D_face = build_discriminator(dataclasses.replace(dcfg, img_resolution=window.side, square=True))
+        D_face = build_discriminator(dataclasses.replace(dcfg, img_resolution=window.side, square=True,
+                                                         architecture=cfg.face_d_arch or cfg.d_arch))
         state.D_face, state.face_window = D_face.to(device).train(), window
         state.opt_D_face = torch.optim.Adam(D_face.parameters(), lr=lr_d, betas=d_betas, eps=1e-8)
     return state
@@ -531,6 +535,9 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
     if (saved.get("face_d", 0) > 0) != (cfg.face_d > 0):  # its weight may change, not whether it exists
         before["face_d"] = saved.get("face_d", 0)
         changed.append("face_d")
+    elif cfg.face_d > 0 and (saved.get("face_d_arch") or before["d_arch"]) != (cfg.face_d_arch or cfg.d_arch):
+        before["face_d_arch"] = saved.get("face_d_arch") or before["d_arch"]
+        changed.append("face_d_arch")
     if changed:
         raise InsetganError(f"--resume: the run was trained with different {', '.join(changed)} "
                          f"({', '.join(f'{k}={before[k]}' for k in changed)})")
