@@ -92,7 +92,8 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
                       lr_drop_kimg=lr_drop_kimg,
                       channel_base=channel_base, channel_max=channel_max, d_channel_base=d_channel_base,
-                      d_channel_max=d_channel_max, d_arch=d_arch, face_d=face_d, face_d_arch=face_d_arch, mbstd_channels=mbstd_channels, map_layers=map_layers,
+                      d_channel_max=d_channel_max, d_arch=d_arch, face_d=face_d, face_d_arch=face_d_arch,
+                      mbstd_channels=mbstd_channels, map_layers=map_layers,
                       z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
                       snapshot_kimg=snapshot_kimg, seed=seed, d_warmup_kimg=d_warmup_kimg)
     if resume is not None and not Path(resume).is_file():

@@ -58,7 +58,8 @@ def face_window(prior: Sequence[float], height: int, width: int, margin: float =
 
 def dataset_face_window(meta: dict[str, Any], height: int, width: int) -> FaceWindow:
     """The face window of a prepared body dataset (its ``dataset.json`` face prior)."""
-    prior = (meta.get("priors") or {}).get("face") if isinstance(meta.get("priors"), dict) else None
+    priors = meta.get("priors")
+    prior = priors.get("face") if isinstance(priors, dict) else None
     if prior is None:
         raise InsetganError("--face-d needs a body dataset with a face prior in its dataset.json "
                             "(insetgan prepare bodies)")

@@ -182,13 +182,6 @@ class TrainState:
     opt_D_face: torch.optim.Adam | None = None
     face_window: FaceWindow | None = None
 
-    def discriminators(self) -> list[tuple[Discriminator | ConvDiscriminator, torch.optim.Adam]]:
-        """(network, optimiser) of the whole-image discriminator and, with --face-d, the face one."""
-        pairs = [(self.D, self.opt_D)]
-        if self.D_face is not None and self.opt_D_face is not None:
-            pairs.append((self.D_face, self.opt_D_face))
-        return pairs
-
     def g_frozen(self, cfg: TrainConfig) -> bool:
         """True while the discriminator warm-up of a warm-started run lasts (G and G_ema stay put)."""
         return self.nimg < self.start_nimg + cfg.d_warmup_kimg * 1000
@@ -242,7 +235,7 @@ def learning_rates(cfg: TrainConfig, nimg: int) -> tuple[float, float]:
 
 def _set_learning_rates(state: TrainState, cfg: TrainConfig) -> None:
     lr_g, lr_d = learning_rates(cfg, state.nimg)
-    for opt, lr in [(state.opt_G, lr_g)] + [(opt, lr_d) for _, opt in state.discriminators()]:
+    for opt, lr in [(state.opt_G, lr_g)] + [(c.opt, lr_d) for c in _critics(state, cfg)]:
         for group in opt.param_groups:
             group["lr"] = lr
 
@@ -359,23 +352,51 @@ def _reals(data: ImageSet, idx: torch.Tensor, flip: torch.Tensor, device: torch.
     return torch.where(flip.to(device).view(-1, 1, 1, 1), img.flip(-1), img)
 
 
-def _generator_step(state: TrainState, data: ImageSet, cfg: TrainConfig, r: _Draws, parts: list[slice],
+@dataclass(frozen=True)
+class _Critic:
+    """A discriminator with its optimiser, the part of the image it sees and its R1 weight."""
+
+    name: str
+    net: torch.nn.Module
+    opt: torch.optim.Adam
+    view: Callable[[torch.Tensor], torch.Tensor]
+    gamma: float
+    weight: float  # of its loss in the generator's
+
+
+def _critics(state: TrainState, cfg: TrainConfig) -> list[_Critic]:
+    """The whole-image discriminator and, with --face-d, the face-window one (R1 scaled to its side)."""
+    critics = [_Critic("D", state.D, state.opt_D, lambda x: x, cfg.gamma, 1.0)]
+    if state.D_face is not None and state.opt_D_face is not None and state.face_window is not None:
+        window = state.face_window
+        critics.append(_Critic("D_face", state.D_face, state.opt_D_face, window.crop,
+                               window_gamma(cfg.gamma, window, state.G.img_resolution), cfg.face_d))
+    return critics
+
+
+def _step_critics(critics: list[_Critic]) -> None:
+    for c in critics:
+        _sum_grads(c.net)
+        c.opt.step()
+        c.opt.zero_grad(set_to_none=True)
+
+
+def _generator_step(state: TrainState, critics: list[_Critic], cfg: TrainConfig, r: _Draws, parts: list[slice],
                     policy: tuple[str, ...], device: torch.device) -> torch.Tensor:
-    """The G phase of a step (non-saturating logistic loss) and the w_avg update; returns G's loss."""
+    """The G phase of a step (non-saturating logistic loss, weighted over the critics) and the w_avg update;
+    returns G's loss."""
     _, world = _world()
-    G, D, B = state.G, state.D, cfg.batch
+    G, B = state.G, cfg.batch
     G.requires_grad_(True)
-    for net, _ in state.discriminators():
-        net.requires_grad_(False)
+    for c in critics:
+        c.net.requires_grad_(False)
     total = torch.zeros((), device=device)
     w_sum = torch.zeros(G.w_dim, device=device)
     for sl in parts:
         _seed_noise(cfg, state.step, 0, sl.start)
         img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl], cfg.noise)
         img = augment(img, r.aug["G"][sl], policy)
-        loss = F.softplus(-D(img)).sum() / B
-        if state.D_face is not None and state.face_window is not None:
-            loss = loss + cfg.face_d * F.softplus(-state.D_face(state.face_window.crop(img))).sum() / B
+        loss = sum(c.weight * F.softplus(-c.net(c.view(img))).sum() for c in critics) / B
         loss.backward()
         total += loss.detach()
         w_sum += w.detach().sum(0)
@@ -389,34 +410,6 @@ def _generator_step(state: TrainState, data: ImageSet, cfg: TrainConfig, r: _Dra
         if beta is not None:
             G.mapping.w_avg.copy_((w_sum / B).lerp(G.mapping.w_avg, beta))
     return total
-
-
-@dataclass(frozen=True)
-class _Critic:
-    """A discriminator with its optimiser, the part of the image it sees and its R1 weight."""
-
-    name: str
-    net: torch.nn.Module
-    opt: torch.optim.Adam
-    view: Callable[[torch.Tensor], torch.Tensor]
-    gamma: float
-
-
-def _critics(state: TrainState, cfg: TrainConfig, height: int) -> list[_Critic]:
-    """The whole-image discriminator and, with --face-d, the face-window one (R1 scaled to its side)."""
-    critics = [_Critic("D", state.D, state.opt_D, lambda x: x, cfg.gamma)]
-    if state.D_face is not None and state.opt_D_face is not None and state.face_window is not None:
-        window = state.face_window
-        critics.append(_Critic("D_face", state.D_face, state.opt_D_face, window.crop,
-                               window_gamma(cfg.gamma, window, height)))
-    return critics
-
-
-def _step_critics(critics: list[_Critic]) -> None:
-    for c in critics:
-        _sum_grads(c.net)
-        c.opt.step()
-        c.opt.zero_grad(set_to_none=True)
 
 
 def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
@@ -434,12 +427,12 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     r = _draw(cfg, state.step, data.images.shape[0], G.num_ws)
     policy = parse_policy(cfg.aug)
     parts = [slice(rank * local + i, rank * local + i + chunk) for i in range(0, local, chunk)]
-    critics = _critics(state, cfg, data.images.shape[-2])
+    critics = _critics(state, cfg)
     stats = torch.zeros(1 + 2 * len(critics), device=device)  # G loss; per critic: its loss, its R1 penalty
 
     frozen = state.g_frozen(cfg)
     if not frozen:
-        stats[0] = _generator_step(state, data, cfg, r, parts, policy, device)
+        stats[0] = _generator_step(state, critics, cfg, r, parts, policy, device)
 
     # Discriminators: logistic loss on fakes and reals, lazy R1 on reals.
     G.requires_grad_(False)
