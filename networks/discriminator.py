@@ -1,4 +1,4 @@
-"""Discriminators for training, square or 2:1 portrait: StyleGAN2's and a plain strided one.
+"""Discriminators for training, square or 2:1 portrait: StyleGAN2's, a plain strided one and a projected one.
 
 :class:`Discriminator` (``architecture="resnet"``) is the official stylegan2-ada-pytorch one: layer
 layout and names ``b{res}.fromrgb``, ``conv0``, ``conv1``, ``skip``; ``b4.conv``, ``b4.fc``,
@@ -10,7 +10,11 @@ statistic and the ``b4`` epilogue but each block is one plain 3×3 stride-2 conv
 PyTorch's default initialisation (no equalised lr, no resampling filter). At the small widths of
 the built-in models it tells generated from real images far sooner than the residual one and
 runs several times faster on a CPU, but it does so by the exact pixel grid, which a generator
-trained against it for long learns to exploit (MODEL_CARD.md, issue 14).
+trained against it for long learns to exploit (MODEL_CARD.md).
+
+:class:`~insetgan.networks.projected.ProjectedDiscriminator` (``architecture="projected"``) looks
+at the image through a frozen ImageNet-pretrained network; it returns one logit per position of
+several scales and trains with the hinge loss and no R1 (:data:`HINGE_ARCHITECTURES`).
 """
 from __future__ import annotations
 
@@ -23,11 +27,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from insetgan.networks.generator import FullyConnectedLayer, float_dtype
+from insetgan.networks.projected import ProjectedDiscriminator
 from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 from insetgan.errors import InsetganError
 
 
-ARCHITECTURES = ("resnet", "conv")
+ARCHITECTURES = ("resnet", "conv", "projected")
+HINGE_ARCHITECTURES = ("projected",)  # trained with the hinge loss and no R1 (the others: logistic loss + R1)
 
 
 def check_architecture(name: str) -> None:
@@ -49,13 +55,21 @@ class DiscriminatorConfig:
     mbstd_channels: int = 1
     num_fp16_res: int = 0
     conv_clamp: float | None = None
-    architecture: str = "resnet"  # "resnet" (StyleGAN2's) or "conv" (plain strided convolutions)
+    architecture: str = "resnet"  # "resnet" (StyleGAN2's), "conv" (plain strided) or "projected"
+    feature_res: int | None = None  # projected: the feature network's input, long side (None: the image's)
+    head_width: float = 0.5  # projected: width multiplier of the fixed projections and the scale discriminators
+    proj_seed: int = 0  # projected: seed of the fixed random projections
 
     def __post_init__(self) -> None:
         res = self.img_resolution
         if res < 8 or res & (res - 1):
             raise InsetganError(f"discriminator resolution must be a power of two >= 8, got {res}")
         check_architecture(self.architecture)
+        fr = self.feature_res
+        if fr is not None and (not isinstance(fr, int) or fr < 64 or fr > 1024 or fr & (fr - 1)):
+            raise InsetganError(f"the feature network's input must be a power of two in [64, 1024], got {fr}")
+        if not 0.0625 <= self.head_width <= 4:
+            raise InsetganError(f"the projected discriminator's head width must be in [1/16, 4], got {self.head_width}")
 
     def channels(self, res: int) -> int:
         """Feature channels at resolution ``res``."""
@@ -199,6 +213,8 @@ class ConvDiscriminator(nn.Module):
         return self.b4.out(x)
 
 
-def build_discriminator(cfg: DiscriminatorConfig) -> Discriminator | ConvDiscriminator:
+def build_discriminator(cfg: DiscriminatorConfig) -> Discriminator | ConvDiscriminator | ProjectedDiscriminator:
     """The discriminator of ``cfg.architecture``."""
+    if cfg.architecture == "projected":
+        return ProjectedDiscriminator(cfg)
     return ConvDiscriminator(cfg) if cfg.architecture == "conv" else Discriminator(cfg)

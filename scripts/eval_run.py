@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 SNAPSHOT = re.compile(r"network-(\d{6})\.safetensors")
-COLUMNS = {"face": ("face_rate", "fdd"), "body": ("person_rate", "face_region_rate"), "shoes": ("hog_fd",)}
+COLUMNS = {"face": ("face_rate", "fdd"), "body": ("person_rate", "person_rate_flipped", "person_gain", "face_region_rate", "hog_fd"), "shoes": ("hog_fd",)}
 SPREAD = ("spread_w", "spread_4x4", "spread_8x8", "spread_16x16")
 
 
@@ -123,7 +123,7 @@ def main() -> int:
         raise ValueError("--every and --samples must be >= 1 and --fd-samples >= 2")
     model = descriptor_model() if args.kind == "face" else None
     detector = LandmarkDetector() if args.kind in ("face", "body") else None
-    reference = prepare_reference(args.kind, data, run, args.fd_samples, args.samples, model)
+    reference = prepare_reference(args.kind, data, run, args.fd_samples, args.samples, model, detector)
     while True:
         done, failed = evaluate_pending(run, args, reference, detector, model)
         rows = write_curve(run, args.kind, reference.floor) if done or not (run / "curve.json").exists() else None

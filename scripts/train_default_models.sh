@@ -26,6 +26,9 @@
 # (resnet | conv) and LR_D_FACE / LR_D_BODY / LR_D_SHOES pick each model's discriminator and its lr.
 # FACE_D_BODY gives the body a second discriminator on its face window (`--face-d`, its weight),
 # FACE_D_ARCH_BODY its architecture (`--face-d-arch`, default the body's).
+# D_ARCH_<MODEL>=projected trains against frozen ImageNet features (hinge loss, no R1; give it
+# AUG_<MODEL>=color,translation,cutout); PROJ_D_<MODEL> adds a projected discriminator beside a resnet/conv
+# one (`--proj-d`, its weight); D_FEATURE_RES_<MODEL> and D_HEAD_WIDTH_<MODEL> set its input size and width.
 # KIMG_* set the length of each run (a run resumes its latest state, so a longer KIMG continues
 # it); watch a run with scripts/eval_run.py (quality-KKKKKK.json per snapshot, curve.md).
 # INIT=shipped starts a run that has no state yet from the shipped model of its role (`insetgan
@@ -56,8 +59,13 @@ train_one() {  # name data kimg gamma aug lr role lr-drop-kimg|"" d-arch [lr-d] 
   [ -n "${10:-}" ] && disc+=(--lr-d "${10}")
   [ -n "${11:-}" ] && disc+=(--face-d "${11}")
   [ -n "${12:-}" ] && disc+=(--face-d-arch "${12}")
+  local role=${7^^} var
+  for var in D_FEATURE_RES:--d-feature-res D_HEAD_WIDTH:--d-head-width PROJ_D:--proj-d; do
+    local name="${var%%:*}_$role"
+    [ -n "${!name:-}" ] && disc+=("${var#*:}" "${!name}")
+  done
   [ -f "$data.zip" ] && data="$data.zip"
-  local warmup=12; [ "$9" = conv ] && warmup=4  # the plain discriminator learns within 4 kimg
+  local warmup=12; [ "$9" != resnet ] && warmup=4  # the plain and projected discriminators learn within 4 kimg
   local init="${INIT:-}"; [ "$init" = shipped ] && init="default-$7"
   local state; state=$(latest_state "$run" || true)
   if [ -n "$state" ]; then

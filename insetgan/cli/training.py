@@ -39,13 +39,22 @@ _NON_NEGATIVE = finite(0)
 @click.option("--d-channel-max", type=click.IntRange(1), default=None,
               help="Discriminator channel maximum  [default: --channel-max]")
 @click.option("--d-arch", type=click.Choice(ARCHITECTURES), default=TrainConfig.d_arch, show_default=True,
-              help="Discriminator: StyleGAN2's residual one, or plain strided convolutions (learns sooner and "
-                   "runs faster at small widths on a CPU; use --lr-d 0.001).")
+              help="Discriminator: StyleGAN2's residual one, plain strided convolutions (learns sooner and "
+                   "runs faster at small widths on a CPU; use --lr-d 0.001), or projected (frozen ImageNet "
+                   "features, hinge loss, no R1; use --aug color,translation,cutout).")
+@click.option("--d-feature-res", type=click.IntRange(64, 1024), default=None, metavar="PIXELS",
+              help="Projected discriminator: the feature network's input size, long side (a power of two; "
+                   "smaller is faster)  [default: the image's]")
+@click.option("--d-head-width", type=finite(0.0625, 4), default=TrainConfig.d_head_width, show_default=True,
+              help="Projected discriminator: width multiplier of its projections and per-scale discriminators.")
 @click.option("--face-d", type=_NON_NEGATIVE, default=TrainConfig.face_d, show_default=True, metavar="WEIGHT",
               help="Body datasets: a second discriminator (same kind) that sees only a square around the face "
                    "prior; WEIGHT scales its loss in G's (0: off).")
 @click.option("--face-d-arch", type=click.Choice(ARCHITECTURES), default=None,
               help="The face discriminator's architecture  [default: --d-arch]")
+@click.option("--proj-d", type=_NON_NEGATIVE, default=TrainConfig.proj_d, show_default=True, metavar="WEIGHT",
+              help="A projected discriminator beside the resnet/conv one (hinge loss, no R1, --d-feature-res, "
+                   "--d-head-width); WEIGHT scales its loss in G's (0: off).")
 @click.option("--mbstd-channels", type=click.IntRange(1), default=TrainConfig.mbstd_channels, show_default=True,
               help="Discriminator minibatch-std features (channel groups, each its own statistic).")
 @click.option("--map-layers", type=click.IntRange(1), default=TrainConfig.map_layers, show_default=True)
@@ -67,7 +76,8 @@ _NON_NEGATIVE = finite(0)
 @handle_errors
 def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
           lr: float, lr_d: float | None, lr_drop_kimg: float | None, channel_base: int, channel_max: int,
-          d_channel_base: int | None, d_channel_max: int | None, d_arch: str, face_d: float, face_d_arch: str | None,
+          d_channel_base: int | None, d_channel_max: int | None, d_arch: str, d_feature_res: int | None,
+          d_head_width: float, face_d: float, face_d_arch: str | None, proj_d: float,
           mbstd_channels: int, map_layers: int,
           z_dim: int, aug: str, xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None,
           init: str | None, d_warmup_kimg: float, device: str, progress_mode: str) -> None:
@@ -92,7 +102,8 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
                       lr_drop_kimg=lr_drop_kimg,
                       channel_base=channel_base, channel_max=channel_max, d_channel_base=d_channel_base,
-                      d_channel_max=d_channel_max, d_arch=d_arch, face_d=face_d, face_d_arch=face_d_arch,
+                      d_channel_max=d_channel_max, d_arch=d_arch, d_feature_res=d_feature_res,
+                      d_head_width=d_head_width, face_d=face_d, face_d_arch=face_d_arch, proj_d=proj_d,
                       mbstd_channels=mbstd_channels, map_layers=map_layers,
                       z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
                       snapshot_kimg=snapshot_kimg, seed=seed, d_warmup_kimg=d_warmup_kimg)

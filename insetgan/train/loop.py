@@ -32,8 +32,9 @@ from PIL import Image
 from insetgan.train.augment import augment, draw_params, parse_policy
 from insetgan.train.face_window import FaceWindow, dataset_face_window, window_gamma
 from insetgan.networks.config import GeneratorConfig
-from insetgan.networks.discriminator import (ConvDiscriminator, Discriminator, DiscriminatorConfig,
-                                            build_discriminator, check_architecture)
+from insetgan.networks.discriminator import (HINGE_ARCHITECTURES, ConvDiscriminator, Discriminator,
+                                            DiscriminatorConfig, build_discriminator, check_architecture)
+from insetgan.networks.projected import ProjectedDiscriminator
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
 from insetgan.progress import Progress
@@ -69,7 +70,9 @@ class TrainConfig:
     channel_max: int = 512
     d_channel_base: int | None = None  # the discriminator's widths (None: the generator's); a warm start keeps G's
     d_channel_max: int | None = None
-    d_arch: str = "resnet"  # the discriminator: "resnet" (StyleGAN2's) or "conv" (plain strided, fast on a CPU)
+    d_arch: str = "resnet"  # the discriminator: "resnet" (StyleGAN2's), "conv" (plain strided) or "projected"
+    d_feature_res: int | None = None  # projected: the feature network's input size, long side (None: the image's)
+    d_head_width: float = 0.5  # projected: width multiplier of its projections and scale discriminators
     num_fp16_res: int = 4
     conv_clamp: float | None = 256.0
     mbstd_group: int = 4
@@ -80,6 +83,7 @@ class TrainConfig:
     d_warmup_kimg: float = 0.0  # a warm-started run trains only D for this many kimg first
     face_d: float = 0.0  # body datasets: G-loss weight of a second discriminator on the face window (0: off)
     face_d_arch: str | None = None  # the face discriminator's architecture (None: d_arch)
+    proj_d: float = 0.0  # G-loss weight of a projected discriminator beside a resnet/conv one (0: off)
 
 
     def __post_init__(self) -> None:
@@ -87,6 +91,11 @@ class TrainConfig:
             raise InsetganError("need batch >= 1, kimg > 0, lr > 0, gamma >= 0 and r1_interval >= 1")
         if not self.face_d >= 0:
             raise InsetganError(f"the face discriminator's weight must be >= 0, got {self.face_d}")
+        if not self.proj_d >= 0:
+            raise InsetganError(f"the projected discriminator's weight must be >= 0, got {self.proj_d}")
+        if self.proj_d > 0 and self.d_arch == "projected":
+            raise InsetganError("--proj-d adds a projected discriminator beside a resnet or conv one: "
+                                "--d-arch projected already is one")
         if not self.d_warmup_kimg >= 0:
             raise InsetganError(f"the discriminator warm-up must be >= 0 kimg, got {self.d_warmup_kimg}")
         if self.lr_d is not None and self.lr_d <= 0:
@@ -171,7 +180,7 @@ class TrainState:
     """Networks, optimisers and progress of a run."""
 
     G: Generator
-    D: Discriminator | ConvDiscriminator
+    D: Discriminator | ConvDiscriminator | ProjectedDiscriminator
     G_ema: Generator
     opt_G: torch.optim.Adam
     opt_D: torch.optim.Adam
@@ -181,6 +190,8 @@ class TrainState:
     D_face: Discriminator | ConvDiscriminator | None = None  # --face-d: the critic of the face window
     opt_D_face: torch.optim.Adam | None = None
     face_window: FaceWindow | None = None
+    D_proj: ProjectedDiscriminator | None = None  # --proj-d: a projected critic beside D
+    opt_D_proj: torch.optim.Adam | None = None
 
     def g_frozen(self, cfg: TrainConfig) -> bool:
         """True while the discriminator warm-up of a warm-started run lasts (G and G_ema stay put)."""
@@ -199,7 +210,7 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
                                channel_max=d_max, mbstd_group=cfg.mbstd_group,
                                mbstd_channels=cfg.mbstd_channels,
                                num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp,
-                               architecture=cfg.d_arch)
+                               architecture=cfg.d_arch, feature_res=cfg.d_feature_res, head_width=cfg.d_head_width)
     G = Generator(gcfg).to(device).train()
     D = build_discriminator(dcfg).to(device).train()
     G_ema = Generator(gcfg).to(device).eval().requires_grad_(False)
@@ -216,10 +227,15 @@ def build_state(cfg: TrainConfig, data: ImageSet, device: torch.device) -> Train
                                                          architecture=cfg.face_d_arch or cfg.d_arch))
         state.D_face, state.face_window = D_face.to(device).train(), window
         state.opt_D_face = torch.optim.Adam(D_face.parameters(), lr=lr_d, betas=d_betas, eps=1e-8)
+    if cfg.proj_d > 0:
+        state.D_proj = build_discriminator(dataclasses.replace(dcfg, architecture="projected")).to(device).train()
+        state.opt_D_proj = torch.optim.Adam(state.D_proj.parameters(), lr=lr_d, betas=d_betas, eps=1e-8)
     return state
 
 
 def _lazy_r1_ratio(cfg: TrainConfig) -> float:
+    if cfg.d_arch in HINGE_ARCHITECTURES:  # no R1 steps: no adjustment
+        return 1.0
     return cfg.r1_interval / (cfg.r1_interval + 1)  # lazy R1: D's Adam sees 1 extra step per interval
 
 
@@ -354,23 +370,40 @@ def _reals(data: ImageSet, idx: torch.Tensor, flip: torch.Tensor, device: torch.
 
 @dataclass(frozen=True)
 class _Critic:
-    """A discriminator with its optimiser, the part of the image it sees and its R1 weight."""
+    """A discriminator with its optimiser, the part of the image it sees, its loss and its R1 weight."""
 
     name: str
     net: torch.nn.Module
     opt: torch.optim.Adam
     view: Callable[[torch.Tensor], torch.Tensor]
-    gamma: float
+    gamma: float  # 0 for hinge critics (no R1)
     weight: float  # of its loss in the generator's
+    hinge: bool = False  # hinge loss on logits [N, K] (else the logistic loss on [N, 1])
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        """The generator's loss, summed over the samples: hinge ``-logit``, logistic ``softplus(-logit)``."""
+        logits = self.net(self.view(fake))
+        return (-logits if self.hinge else F.softplus(-logits)).mean(dim=1).sum()
+
+    def d_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The discriminator's loss on a chunk of fakes and reals, summed over the samples."""
+        lf, lr = self.net(self.view(fake)), self.net(self.view(real))
+        if self.hinge:
+            return F.relu(1 + lf).mean(dim=1).sum() + F.relu(1 - lr).mean(dim=1).sum()
+        return F.softplus(lf).mean(dim=1).sum() + F.softplus(-lr).mean(dim=1).sum()
 
 
 def _critics(state: TrainState, cfg: TrainConfig) -> list[_Critic]:
     """The whole-image discriminator and, with --face-d, the face-window one (R1 scaled to its side)."""
-    critics = [_Critic("D", state.D, state.opt_D, lambda x: x, cfg.gamma, 1.0)]
+    hinge = cfg.d_arch in HINGE_ARCHITECTURES
+    critics = [_Critic("D", state.D, state.opt_D, lambda x: x, 0.0 if hinge else cfg.gamma, 1.0, hinge)]
     if state.D_face is not None and state.opt_D_face is not None and state.face_window is not None:
         window = state.face_window
-        critics.append(_Critic("D_face", state.D_face, state.opt_D_face, window.crop,
-                               window_gamma(cfg.gamma, window, state.G.img_resolution), cfg.face_d))
+        face_hinge = (cfg.face_d_arch or cfg.d_arch) in HINGE_ARCHITECTURES
+        gamma = 0.0 if face_hinge else window_gamma(cfg.gamma, window, state.G.img_resolution)
+        critics.append(_Critic("D_face", state.D_face, state.opt_D_face, window.crop, gamma, cfg.face_d, face_hinge))
+    if state.D_proj is not None and state.opt_D_proj is not None:
+        critics.append(_Critic("D_proj", state.D_proj, state.opt_D_proj, lambda x: x, 0.0, cfg.proj_d, True))
     return critics
 
 
@@ -396,7 +429,7 @@ def _generator_step(state: TrainState, critics: list[_Critic], cfg: TrainConfig,
         _seed_noise(cfg, state.step, 0, sl.start)
         img, w = _generate(G, r.z["G"][sl].to(device), r.z2["G"][sl].to(device), r.mix["G"][sl], cfg.noise)
         img = augment(img, r.aug["G"][sl], policy)
-        loss = sum(c.weight * F.softplus(-c.net(c.view(img))).sum() for c in critics) / B
+        loss = sum(c.weight * c.g_loss(img) for c in critics) / B
         loss.backward()
         total += loss.detach()
         w_sum += w.detach().sum(0)
@@ -444,27 +477,27 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
             fake, _ = _generate(G, r.z["D"][sl].to(device), r.z2["D"][sl].to(device), r.mix["D"][sl], cfg.noise)
         fake = augment(fake, r.aug["D"][sl], policy)
         real = augment(_reals(data, r.real_idx[sl], r.flip[sl], device), r.aug["real"][sl], policy)
-        losses = [(F.softplus(c.net(c.view(fake))).sum() + F.softplus(-c.net(c.view(real))).sum()) / B
-                  for c in critics]
+        losses = [c.d_loss(fake, real) / B for c in critics]
         sum(losses).backward()
         for i, loss in enumerate(losses):
             stats[1 + 2 * i] += loss.detach()
     _step_critics(critics)
     # R1 is off while G is frozen: a new discriminator must first learn to tell the fixed generator's samples
     # from reals, and the penalty at the recipe's gamma flattens it to chance instead (MODEL_CARD.md, issue 14).
-    r1_now = cfg.gamma > 0 and not frozen and state.step % cfg.r1_interval == 0
+    r1_critics = [(i, c) for i, c in enumerate(critics) if c.gamma > 0]
+    r1_now = bool(r1_critics) and not frozen and state.step % cfg.r1_interval == 0
     if r1_now:
         for sl in parts:
             real = _reals(data, r.real_idx[sl], r.flip[sl], device).requires_grad_(True)
             seen = augment(real, r.aug["real"][sl], policy)
             total = torch.zeros((), device=device)
-            for i, c in enumerate(critics):
+            for i, c in r1_critics:
                 (grad,) = torch.autograd.grad(c.net(c.view(seen)).sum(), real, create_graph=True)
                 penalty = grad.square().sum(dim=(1, 2, 3))
                 total = total + (penalty * (c.gamma / 2) * cfg.r1_interval).sum() / B
                 stats[2 + 2 * i] += penalty.detach().sum() / B
             total.backward()
-        _step_critics(critics)
+        _step_critics([c for _, c in r1_critics])
     for c in critics:
         c.net.requires_grad_(False)
     if world > 1:
@@ -485,7 +518,7 @@ def train_step(state: TrainState, data: ImageSet, cfg: TrainConfig, device: torc
     out = {} if frozen else {"loss_G": float(stats[0])}
     for i, c in enumerate(critics):
         out[f"loss_{c.name}"] = float(stats[1 + 2 * i])
-        if r1_now:
+        if r1_now and c.gamma > 0:
             out["r1" if c.name == "D" else f"r1_{c.name[2:]}"] = float(stats[2 + 2 * i])
     return out
 
@@ -496,13 +529,19 @@ def state_dict(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
             "G_ema": state.G_ema.state_dict(), "opt_G": state.opt_G.state_dict(), "opt_D": state.opt_D.state_dict(),
             "step": state.step, "nimg": state.nimg, "start_nimg": state.start_nimg, "config": json.dumps(cfg.to_dict()),
             "G_config": state.G.cfg.to_json(), "D_config": json.dumps(state.D.cfg.to_dict()),
-            "rng_torch": torch.get_rng_state()} | _face_state(state)
+            "rng_torch": torch.get_rng_state()} | _extra_critics_state(state)
 
 
-def _face_state(state: TrainState) -> dict[str, Any]:
-    if state.D_face is None or state.opt_D_face is None:
-        return {}
-    return {"D_face": state.D_face.state_dict(), "opt_D_face": state.opt_D_face.state_dict()}
+_EXTRA_CRITICS = ("D_face", "D_proj")  # optional critics: state attributes, each with its opt_<name>
+
+
+def _extra_critics_state(state: TrainState) -> dict[str, Any]:
+    out = {}
+    for name in _EXTRA_CRITICS:
+        net, opt = getattr(state, name), getattr(state, f"opt_{name}")
+        if net is not None and opt is not None:
+            out |= {name: net.state_dict(), f"opt_{name}": opt.state_dict()}
+    return out
 
 
 def save_state(state: TrainState, cfg: TrainConfig, path: Path) -> None:
@@ -522,7 +561,7 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
         raise InsetganError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
     arch = ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "d_channel_base", "d_channel_max",
-            "d_arch", "mbstd_channels", "batch", "seed", "aug", "noise")
+            "d_arch", "d_feature_res", "d_head_width", "mbstd_channels", "batch", "seed", "aug", "noise")
     before = {k: saved.get(k, getattr(TrainConfig, k)) for k in arch}  # older states lack newer keys
     changed = [k for k in arch if before[k] != getattr(cfg, k)]
     if (saved.get("face_d", 0) > 0) != (cfg.face_d > 0):  # its weight may change, not whether it exists
@@ -531,16 +570,19 @@ def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch
     elif cfg.face_d > 0 and (saved.get("face_d_arch") or before["d_arch"]) != (cfg.face_d_arch or cfg.d_arch):
         before["face_d_arch"] = saved.get("face_d_arch") or before["d_arch"]
         changed.append("face_d_arch")
+    if (saved.get("proj_d", 0) > 0) != (cfg.proj_d > 0):  # likewise the projected critic
+        before["proj_d"] = saved.get("proj_d", 0)
+        changed.append("proj_d")
     if changed:
         raise InsetganError(f"--resume: the run was trained with different {', '.join(changed)} "
                          f"({', '.join(f'{k}={before[k]}' for k in changed)})")
     state = build_state(cfg, data, device)
     try:
-        for name in ("G", "D", "G_ema") + (("D_face",) if state.D_face is not None else ()):
+        extra = [name for name in _EXTRA_CRITICS if getattr(state, name) is not None]
+        for name in ("G", "D", "G_ema", *extra):
             getattr(state, name).load_state_dict(sd[name])
         optimisers = [(state.opt_G, sd["opt_G"]), (state.opt_D, sd["opt_D"])]
-        if state.opt_D_face is not None:
-            optimisers.append((state.opt_D_face, sd["opt_D_face"]))
+        optimisers += [(getattr(state, f"opt_{name}"), sd[f"opt_{name}"]) for name in extra]
         for opt, saved_opt in optimisers:
             betas = [g["betas"] for g in opt.param_groups]
             opt.load_state_dict(saved_opt)
