@@ -8,6 +8,11 @@ its own fixed 1×1 convolution, to the next finer one (cross-scale mixing, CSM).
 discriminator of each scale trains: 4×4 stride-2 convolutions with spectral normalisation and
 LeakyReLU 0.2 down to a long side of 8, then a 3×3 convolution to one logit per position.
 
+Spectral normalisation divides each weight by its largest singular value, estimated by power
+iteration. The iteration steps once per optimiser step (:meth:`ProjectedDiscriminator.power_iteration`,
+called by the trainer), not once per forward pass: so the weights a sample sees do not depend on
+how a batch is split into chunks or over processes.
+
 The forward pass returns the logits of all positions of all scales, [N, K]; the trainer uses the
 hinge loss on them and no R1 penalty (the paper's choices). There is no batch normalisation, so a
 sample's logits do not depend on the other samples of its batch and a data-parallel run equals a
@@ -22,7 +27,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.parametrizations import spectral_norm
 
 from insetgan.errors import InsetganError
 from insetgan.networks.efficientnet_lite import FEATURE_CHANNELS, EfficientNetLite0, load_efficientnet_lite0
@@ -42,6 +46,30 @@ def freeze_as_buffers(module: nn.Module) -> nn.Module:
     return module
 
 
+class SNConv2d(nn.Conv2d):
+    """A convolution whose weight is divided by its spectral norm (power-iteration estimate, vector ``u``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> None:
+        super().__init__(cin, cout, kernel, stride=stride, padding=padding)
+        self.register_buffer("u", F.normalize(torch.randn(cout), dim=0))
+        for _ in range(50):  # start from a converged estimate
+            self.power_iteration()
+
+    @torch.no_grad()
+    def power_iteration(self) -> None:
+        """One step of the power iteration on the current weight (updates ``u``)."""
+        w = self.weight.flatten(1)
+        v = F.normalize(w.t() @ self.u, dim=0)
+        self.u.copy_(F.normalize(w @ v, dim=0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve with ``weight / σ``, σ = uᵀ W v (u and v held fixed, the gradient flows through W)."""
+        w = self.weight.flatten(1)
+        v = F.normalize(w.t() @ self.u, dim=0).detach()
+        sigma = self.u @ (w @ v)
+        return F.conv2d(x, self.weight / sigma, self.bias, self.stride, self.padding)
+
+
 def head_channels(size: int, width: float) -> int:
     """Channels of a scale discriminator's layer at a long side of ``size`` pixels."""
     return max(16, int(width * min(4096 // size, 512)))
@@ -52,13 +80,12 @@ class ScaleDiscriminator(nn.Module):
 
     def __init__(self, cin: int, size: int, width: float) -> None:
         super().__init__()
-        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(cin, head_channels(size, width), 3, padding=1)),
-                                   nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [SNConv2d(cin, head_channels(size, width), 3, padding=1), nn.LeakyReLU(0.2)]
         while size > 8:
-            layers += [spectral_norm(nn.Conv2d(head_channels(size, width), head_channels(size // 2, width), 4,
-                                               stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            layers += [SNConv2d(head_channels(size, width), head_channels(size // 2, width), 4, stride=2, padding=1),
+                       nn.LeakyReLU(0.2)]
             size //= 2
-        layers.append(spectral_norm(nn.Conv2d(head_channels(size, width), 1, 3, padding=1)))
+        layers.append(SNConv2d(head_channels(size, width), 1, 3, padding=1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +127,12 @@ class ProjectedDiscriminator(nn.Module):
             up = F.interpolate(proj[i + 1], size=proj[i].shape[-2:], mode="bilinear", align_corners=False)
             proj[i] = proj[i] + F.conv2d(up, getattr(self, f"csm{i}"))
         return proj
+
+    def power_iteration(self) -> None:
+        """Step every spectral norm estimate once (after each optimiser step)."""
+        for m in self.heads.modules():
+            if isinstance(m, SNConv2d):
+                m.power_iteration()
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Logits [N, K] of every position of every scale."""

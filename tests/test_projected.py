@@ -14,7 +14,7 @@ from PIL import Image
 from insetgan.networks import efficientnet_lite as enl
 from insetgan.networks.discriminator import DiscriminatorConfig, build_discriminator
 from insetgan.networks.errors import CheckpointError
-from insetgan.networks.projected import ProjectedDiscriminator
+from insetgan.networks.projected import ProjectedDiscriminator, SNConv2d
 from insetgan.train.loop import (ImageSet, TrainConfig, _critics, build_state, load_state, save_state, train_step)
 from tests.cli_run import assert_one_line_error, run
 from tests.conftest import REPO, SHARED
@@ -166,6 +166,26 @@ def test_projected_discriminator_shapes_frozen_parts_and_gradients(square, lite0
         D(torch.randn(2, 3, 16, 16))
 
 
+def test_spectral_norm_estimate_and_its_step():
+    torch.manual_seed(0)
+    conv = SNConv2d(8, 16, 3, padding=1)
+    sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+    w = conv.weight.detach().flatten(1)
+    v = F.normalize(w.t() @ conv.u, dim=0)
+    torch.testing.assert_close(conv.u @ (w @ v), sigma, rtol=0.01, atol=0)  # converged at construction
+    x = torch.randn(2, 8, 5, 5)
+    before = conv(x)
+    torch.testing.assert_close(conv(x), before, rtol=0, atol=0)  # forward passes do not step the estimate
+    with torch.no_grad():
+        conv.weight.mul_(3)
+    torch.testing.assert_close(conv(x), before, rtol=1e-5, atol=1e-6)  # W / σ(W) does not change with W's scale
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn_like(conv.weight))
+    u = conv.u.clone()
+    conv.power_iteration()
+    assert (conv.u - u).norm() > 0.01  # the trainer's step moves the estimate to the new weight
+
+
 def test_projected_discriminator_projections_are_fixed_by_their_seed(lite0):
     cfg = DiscriminatorConfig(img_resolution=32, architecture="projected")
     a, b = ProjectedDiscriminator(cfg, lite0), ProjectedDiscriminator(cfg, lite0)
@@ -202,7 +222,6 @@ def test_hinge_losses_of_a_projected_critic():
     (critic,) = _critics(st, cfg)
     assert critic.hinge and critic.gamma == 0
     fake, real = torch.rand(4, 3, 16, 8) * 2 - 1, torch.rand(4, 3, 16, 8) * 2 - 1
-    st.D.eval()  # spectral norm's power iteration steps on every forward in training mode
     with torch.no_grad():
         lf, lr = st.D(fake), st.D(real)
         want_d = F.relu(1 + lf).mean(1).sum() + F.relu(1 - lr).mean(1).sum()
@@ -259,8 +278,6 @@ def test_generator_loss_is_linear_in_the_projected_weight():
         cfg = TrainConfig(batch=4, d_arch="conv", proj_d=w, **TINY)
         st = build_state(cfg, data, dev)
         critics = _critics(st, cfg)
-        for c in critics:
-            c.net.eval()
         fake = torch.rand(4, 3, 16, 8) * 2 - 1
         with torch.no_grad():
             losses.append([c.weight * c.g_loss(fake) for c in critics])

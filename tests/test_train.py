@@ -590,9 +590,11 @@ def test_train_cli_face_discriminator(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("torchrun", path=os.path.dirname(sys.executable)), reason="torchrun missing")
-def test_two_process_gloo_equals_one_process(tmp_path):
+@pytest.mark.parametrize("disc", [[], ["--d-arch", "conv", "--proj-d", "1", "--d-head-width", "0.25"]],
+                         ids=["resnet", "conv+projected"])
+def test_two_process_gloo_equals_one_process(tmp_path, disc):
     data = _folder(tmp_path / "ds")
-    args = ["train", "--data", str(data), "--kimg", "0.012", "--batch", "4", "--snapshot-kimg", "1", *TINY_ARGS]
+    args = ["train", "--data", str(data), "--kimg", "0.012", "--batch", "4", "--snapshot-kimg", "1", *TINY_ARGS, *disc]
     one = subprocess.run([sys.executable, "-m", "insetgan", "--quiet", *args, "--batch-gpu", "2",
                           "--outdir", str(tmp_path / "one")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert one.returncode == 0, one.stderr
@@ -603,9 +605,12 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     a = torch.load(next((tmp_path / "one").glob("state-*.pt")), weights_only=True)
     b = torch.load(next((tmp_path / "two").glob("state-*.pt")), weights_only=True)
     assert a["step"] == b["step"] == 3
-    for net in ("G", "D", "G_ema"):
+    # Float rounding differs with the split; Adam's first steps turn a rounding-level difference in a near-zero
+    # gradient into part of a step (lr 0.0025), which the projected critic's many small gradients show.
+    atol = 1e-3 if disc else 1e-4
+    for net in ("G", "D", "G_ema") + (("D_proj",) if disc else ()):
         for k in a[net]:
-            torch.testing.assert_close(a[net][k], b[net][k], atol=1e-4, rtol=1e-4, msg=f"{net}.{k}")
+            torch.testing.assert_close(a[net][k], b[net][k], atol=atol, rtol=1e-4, msg=f"{net}.{k}")
     changed = any(not torch.equal(a["G"][k], v) for k, v in build_state(
         TrainConfig(batch=4, **TINY), _data(h=16, w=8), torch.device("cpu")).G.state_dict().items()
         if not k.endswith("noise_const"))

@@ -412,6 +412,8 @@ def _step_critics(critics: list[_Critic]) -> None:
         _sum_grads(c.net)
         c.opt.step()
         c.opt.zero_grad(set_to_none=True)
+        if isinstance(c.net, ProjectedDiscriminator):
+            c.net.power_iteration()
 
 
 def _generator_step(state: TrainState, critics: list[_Critic], cfg: TrainConfig, r: _Draws, parts: list[slice],
