@@ -28,7 +28,7 @@ GENERATE = ["generate", "--network", "default-face", "--seeds", "0-3", "--raw"]
 
 def leftovers(root: Path) -> list[str]:
     """Temporary files and staging folders anywhere under ``root``."""
-    return sorted(str(p) for p in root.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name)
+    return sorted(str(p) for p in root.rglob("*") if ".tmp" in p.name)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -146,6 +146,44 @@ def test_refused_resume_leaves_no_run_folder(tmp_path):
             "--map-layers", "2", "--channel-base", "256", "--channel-max", "32", "--device", "cpu")
     assert_one_line_error(r, "cannot read training state")
     assert not (tmp_path / "runs").exists()
+
+
+def test_prepare_writes_a_whole_dataset_or_none(tmp_path, monkeypatch):
+    """A prepared dataset fails as a whole; a new one replaces the numbered images of the last, not other files."""
+    import shutil
+
+    from insetgan import io as iio
+    from tests.conftest import SHARED
+
+    ccp = SHARED / "data" / "ccp"
+    if not (ccp / "labels").is_dir():
+        pytest.skip(f"{ccp} not found (set INSETGAN_SHARED to the shared folder)")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for stem in ("0001", "0002"):
+        shutil.copy(ccp / "photos" / f"{stem}.jpg", photos)
+    args = ["prepare", "shoes", photos, "--labels", ccp / "labels", "--size", "16", "--progress", "off"]
+    real, calls = iio.atomic_write_bytes, []
+
+    def full_disk(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(iio, "atomic_write_bytes", full_disk)
+    assert_one_line_error(run(*args, "--out", tmp_path / "new" / "shoes"), "No space left on device")
+    assert not (tmp_path / "new").exists() and len(calls) == 3
+    monkeypatch.setattr(iio, "atomic_write_bytes", real)
+    out = tmp_path / "shoes"
+    out.mkdir()
+    (out / "00099.png").write_bytes(b"an image of an earlier, larger run")
+    (out / "notes.txt").write_text("the user's own file")
+    assert run(*args, "--out", out).returncode == 0
+    written = json.loads((out / "dataset.json").read_text())["counts"]["written"]
+    assert sorted(p.name for p in out.iterdir()) == \
+        sorted([f"{i:05d}.png" for i in range(written)] + ["dataset.json", "notes.txt"])
+    assert_one_line_error(run(*args, "--out", photos), "is a source folder")
 
 
 # Compiled kernels: the build cache key, builds that die with their parent, the self-check.
