@@ -82,15 +82,15 @@ def test_a_set_in_an_existing_folder_keeps_other_files_and_ends_with_its_report(
 
 def test_interrupts_during_a_commit_wait_for_its_end():
     """SIGTERM inside a deferred block is raised (as Terminated, exit status 143) only when the block ends."""
-    reached_end = False
+    reached_end, before = False, signal.getsignal(signal.SIGTERM)
     with pytest.raises(outputs.Terminated) as info:
         with outputs.interrupts_as_exceptions():
             with outputs.interrupts_deferred():
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.05)
                 reached_end = True
-    assert reached_end and outputs.exit_status(info.value) == 143
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are restored
+    assert reached_end and outputs.exit_status(info.value) == 143 and outputs.exit_status(KeyboardInterrupt()) == 130
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are restored
 
 
 # A CLI run in a real process that signals itself while its output set is being written.
