@@ -35,6 +35,7 @@ from insetgan.perceptual import l1_ssim
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
 from insetgan.progress import Progress
+from insetgan.torch_utils.ops.dispatch import device_ops
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,7 @@ def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, percept
                       "per_step": round(res.seconds / max(res.steps, 1), 5),
                       "outputs": round(time.perf_counter() - t0, 3)},
         "outputs": sorted(files) + ["report.json"],
+        "ops": device_ops(final.device),
     })
     files["report.json"] = iio.json_bytes(report)
     return JobOutput(files, report)
@@ -560,7 +562,8 @@ def run_invert(G: Generator, target: torch.Tensor, cfg: InvertConfig, pti: PTICo
     history = proj.history[:: max(1, len(proj.history) // 50)] + proj.history[-1:]
     report = dict(report_head)
     report.update(config=cfg.to_dict(), pti=pti.to_dict() if pti else None, metrics=metrics,
-                  losses=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in history])
+                  losses=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in history],
+                  ops=device_ops(target.device))
     report["timings_s"] = {**report_head.get("timings_s", {}), "project": round(proj.seconds, 3),
                            "per_step": round(proj.seconds / cfg.steps, 5), "pti": round(pti_s, 3)}
     report["outputs"] = sorted(files) + (["tuned.safetensors"] if tuned is not None else []) + ["report.json"]

@@ -13,6 +13,7 @@ import sys
 import click
 
 import insetgan
+from insetgan import outputs
 from insetgan.cli import app, checkpoints, compose, photos, training
 
 
@@ -35,19 +36,23 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI with one-line user errors and proper exit codes.
 
     User errors (bad input) print one line and exit 1; usage errors exit 2; anything else is
-    a bug and shows its traceback.
+    a bug and shows its traceback. Ctrl-C, SIGTERM and SIGHUP raise inside the command (so
+    temporary files and unfinished output sets are removed on the way out) and exit with
+    128 + the signal number (130, 143, 129).
     """
     from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    tune_cpu_allocator()
-    try:
-        cli.main(args=argv, prog_name="insetgan", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+    with outputs.interrupts_as_exceptions():
+        try:
+            tune_cpu_allocator()
+            cli.main(args=argv, prog_name="insetgan", standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt) as exc:
+            cause = exc.__cause__ if isinstance(exc, click.Abort) else exc
+            click.echo("Terminated." if isinstance(cause, outputs.Terminated) else "Aborted.", err=True)
+            sys.exit(outputs.exit_status(cause))
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)

@@ -15,6 +15,7 @@ from insetgan.io import versions
 from insetgan.models import load_network
 from insetgan.errors import InsetganError
 from insetgan.networks.generator import NOISE_MODES
+from insetgan.torch_utils.ops.dispatch import device_ops
 
 NETWORK_HELP = "Generator checkpoint (.pkl, .pt, .safetensors) or a built-in model (default-body, default-face, " \
                "default-shoes)."
@@ -85,6 +86,7 @@ def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, n
         "timings_s": {"load": round(load_s, 4), "generate": round(gen_s, 4),
                       "per_seed": [round(s, 4) for s in per_seed]},
         "versions": versions(),
+        "ops": device_ops(dev),
     }
     files["report.json"] = iio.json_bytes(report)
     out = write_files(outdir, files)
@@ -198,7 +200,7 @@ def models(as_json: bool) -> None:
 @json_option
 @handle_errors
 def doctor(as_json: bool) -> None:
-    """Report which op implementations (compiled or reference) are active, and why.
+    """Report which op implementations (compiled or reference) are active, why, and each kernel's self-check.
 
     \b
     Example:
@@ -217,6 +219,8 @@ def doctor(as_json: bool) -> None:
         lines.append(f"{dev:<13} {info['active']}: {info['reason']}")
         if info.get("ops"):
             lines.append(f"{'':<13} {', '.join(f'{op}={impl}' for op, impl in info['ops'].items())}")
+        for op, verdict in info.get("self_check", {}).items():
+            lines.append(f"{'':<13} self-check {op}: {verdict}")
     if report.get("reference_only_ops"):
         lines.append(f"ref only      {', '.join(report['reference_only_ops'])} (no compiled kernel yet)")
     click.echo("\n".join(lines))

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import click
 import torch
 
-from insetgan import io as iio
+from insetgan import outputs
 from insetgan.errors import InsetganError
 from insetgan.progress import ProgressBar
 
@@ -104,23 +104,9 @@ def torch_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_outdir(outdir: str) -> Path:
-    """Create the output folder (an error when the path is a file)."""
-    path = Path(outdir)
-    if path.exists() and not path.is_dir():
-        raise InsetganError(f"--outdir {outdir} exists and is not a directory")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def write_files(outdir: str | Path, files: dict[str, bytes]) -> Path:
-    """Write already-encoded outputs atomically, each its own temporary file then rename."""
-    path = prepare_outdir(str(outdir))
-    for name, data in files.items():
-        target = path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        iio.atomic_write_bytes(target, data)
-    return path
+    """Write a job's already-encoded outputs as one set: all of them appear, or none (:mod:`insetgan.outputs`)."""
+    return outputs.write_set(outdir, files)
 
 
 def progress_bar(desc: str, mode: str = "auto", notice: str | None = None,

@@ -1,18 +1,21 @@
 """Commands that build models: prepare (training sets from photos) and train."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 
 from insetgan import io as iio
-from insetgan.cli.common import (FINITE, device_option, finite, handle_errors, log, prepare_outdir, progress_bar,
-                                 progress_option, torch_device)
+from insetgan import outputs
+from insetgan.cli.common import (FINITE, device_option, finite, handle_errors, log, progress_bar, progress_option,
+                                 torch_device)
 from insetgan.io import versions
 from insetgan.errors import InsetganError
 from insetgan.networks.discriminator import ARCHITECTURES
+from insetgan.torch_utils.ops.dispatch import device_ops
 from insetgan.train.loop import TrainConfig
 
 _POSITIVE = finite(0, min_open=True)
@@ -119,14 +122,17 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
         raise InsetganError("--d-warmup-kimg needs --init (a new run has nothing to warm the discriminator up for)")
     with torchrun_world(torch_device(device), batch) as world:
         dataset = load_dataset(data)
-        out = prepare_outdir(outdir) if world.rank == 0 else Path(outdir)
-        t0 = time.perf_counter()
-        bar = progress_bar("train", progress_mode, unit="img") if world.rank == 0 else None
-        try:
-            state = run_training(dataset, cfg, out, world.device, resume, bar, init=init)
-        finally:
-            if bar is not None:
-                bar.close()
+        # Rank 0 owns the run folder; it is removed again if the run fails before writing anything
+        # (a refused --resume or --init leaves no empty folder).
+        run_folder = outputs.made_folder(outdir) if world.rank == 0 else contextlib.nullcontext(Path(outdir))
+        with run_folder as out:
+            t0 = time.perf_counter()
+            bar = progress_bar("train", progress_mode, unit="img") if world.rank == 0 else None
+            try:
+                state = run_training(dataset, cfg, out, world.device, resume, bar, init=init)
+            finally:
+                if bar is not None:
+                    bar.close()
         if world.rank == 0:
             seconds = time.perf_counter() - t0
             last = {k: round(v, 5) for k, v in (bar.last or {}).items() if k not in ("kimg", "img/s")} \
@@ -136,7 +142,7 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
                       "images": list(dataset.images.shape), "config": cfg.to_dict(), "processes": world.size,
                       "device": str(world.device), "resumed_from": resume, "initialised_from": init, "steps": state.step,
                       "kimg": state.nimg / 1000, "seconds": round(seconds, 2), "last_losses": last,
-                      "versions": versions()}
+                      "versions": versions(), "ops": device_ops(world.device)}
             iio.atomic_write_bytes(out / "report.json", iio.json_bytes(report))
             log.info("trained to %.1f kimg in %.0f s; networks in %s", state.nimg / 1000, seconds, out)
 
@@ -146,16 +152,26 @@ def prepare() -> None:
     """Build training sets from photos: full-body crops, aligned faces, shoe crops (PNGs + dataset.json)."""
 
 
-def _run_prepare(desc: str, progress_mode: str, fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+def _dataset_file(name: str) -> bool:
+    """A file that a prepared dataset replaces: its numbered images (``00000.png``, …) and ``images.zip``."""
+    stem, _, suffix = name.rpartition(".")
+    return name == "images.zip" or (suffix == "png" and stem.isdigit() and len(stem) >= 5)
+
+
+def _run_prepare(desc: str, progress_mode: str, fn: Callable[..., dict[str, Any]], *args: Any, out: str,
+                 sources: Sequence[str | None], **kwargs: Any) -> None:
+    """Run a prepare function into a staging folder; the dataset appears in ``out`` whole, or not at all."""
+    if Path(out).is_dir() and any(s is not None and Path(out).resolve() == Path(s).resolve() for s in sources):
+        raise InsetganError(f"--out {out} is a source folder: choose another output folder")
     bar = progress_bar(desc, progress_mode, unit="photo")
     try:
-        meta = fn(*args, progress=bar, **kwargs)
+        with outputs.staged_set(out, last="dataset.json", stale=_dataset_file) as staging:
+            meta = fn(*args, out=staging, progress=bar, **kwargs)
     finally:
         bar.close()
     c = meta["counts"]
     skipped = ", ".join(f"{k} {v}" for k, v in c["skipped"].items()) or "none"
-    log.info("%s: wrote %d images from %d sources to %s (skipped: %s)", desc, c["written"], c["sources"],
-             kwargs.get("out"), skipped)
+    log.info("%s: wrote %d images from %d sources to %s (skipped: %s)", desc, c["written"], c["sources"], out, skipped)
     if meta.get("priors"):
         log.info("region priors (relative x, y, w, h): face %s, shoes %s", meta["priors"]["face"],
                  meta["priors"]["shoes"])
@@ -188,7 +204,8 @@ def prepare_bodies_cmd(src: str, labels: str | None, height: int, width: int, ou
     """
     from insetgan.data import BodiesConfig, prepare_bodies
     cfg = BodiesConfig(height=height, width=width, limit=limit)
-    _run_prepare("bodies", progress_mode, prepare_bodies, src, out=out, cfg=cfg, labels=labels, zip_output=zip_output)
+    _run_prepare("bodies", progress_mode, prepare_bodies, src, out=out, sources=[src, labels], cfg=cfg, labels=labels,
+                 zip_output=zip_output)
 
 
 @prepare.command("faces")
@@ -207,7 +224,8 @@ def prepare_faces_cmd(srcs: tuple[str, ...], size: int, min_face: float, out: st
     """
     from insetgan.data import FacesConfig, prepare_faces
     cfg = FacesConfig(size=size, min_face=min_face, limit=limit)
-    _run_prepare("faces", progress_mode, prepare_faces, list(srcs), out=out, cfg=cfg, zip_output=zip_output)
+    _run_prepare("faces", progress_mode, prepare_faces, list(srcs), out=out, sources=srcs, cfg=cfg,
+                 zip_output=zip_output)
 
 
 @prepare.command("shoes")
@@ -228,7 +246,8 @@ def prepare_shoes_cmd(src: str, labels: str, size: int, pad: float, min_px: int,
     """
     from insetgan.data import ShoesConfig, prepare_shoes
     cfg = ShoesConfig(size=size, pad=pad, min_px=min_px, limit=limit)
-    _run_prepare("shoes", progress_mode, prepare_shoes, src, labels, out=out, cfg=cfg, zip_output=zip_output)
+    _run_prepare("shoes", progress_mode, prepare_shoes, src, labels, out=out, sources=[src, labels], cfg=cfg,
+                 zip_output=zip_output)
 
 
 COMMANDS = (prepare, train)

@@ -1,7 +1,9 @@
 """Choose between the reference ops and the compiled kernels.
 
 ``impl='auto'`` uses the compiled kernel for the tensor's device when it builds (a warning is
-logged once otherwise) and the dtype is supported; ``'cpp'`` / ``'cuda'`` insist on it and
+logged once otherwise), the dtype is supported and the op passed its first-use self-check
+against the reference (:mod:`insetgan.torch_utils.ops.selfcheck`; a failure is logged once and
+the op runs its reference for the rest of the process); ``'cpp'`` / ``'cuda'`` insist on it and
 raise when it cannot be had; ``'ref'`` is the plain-PyTorch reference. An op without a compiled
 kernel of its own (none today; see ``OP_KERNELS``) would resolve ``'auto'`` to the reference and
 refuse ``'cpp'`` / ``'cuda'``. The environment
@@ -18,6 +20,7 @@ import torch
 
 from insetgan.torch_utils import custom_ops
 from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
+from insetgan.torch_utils.ops import selfcheck
 
 IMPLS = ("auto", "ref", "cpp", "cuda")
 # The compiled kinds each op has; an op missing here has kernels of every kind. A kernel added
@@ -58,8 +61,9 @@ def resolve(impl: str, x: torch.Tensor, op: str | None = None) -> str:
     if impl == "auto":
         if not has_kernel or x.device.type not in ("cpu", "cuda") or x.dtype not in KERNEL_DTYPES[kind]:
             return "ref"
-        available, _ = custom_ops.plugin_status("cuda" if kind == "cuda" else "cpu")
-        return kind if available else "ref"
+        device = "cuda" if kind == "cuda" else "cpu"
+        available, _ = custom_ops.plugin_status(device)
+        return kind if available and (op is None or selfcheck.kernel_check(device).ok(op)) else "ref"
     if impl != kind:
         raise ValueError(f"impl={impl!r} cannot run on a {x.device.type} tensor")
     if not has_kernel:
@@ -75,27 +79,35 @@ def plugin(kind: str):
     return custom_ops.get_plugin("cuda" if kind == "cuda" else "cpu")
 
 
+def device_ops(device: str | torch.device) -> dict[str, Any]:
+    """What ``impl='auto'`` runs on ``device`` ('cpu', 'cuda' or a torch device) and why (builds the plugin if needed).
+
+    ``active``: the compiled kind or 'ref'; ``reason``; ``ops``: op -> implementation; with a
+    loaded plugin also ``self_check``: op -> the verdict of its first-use check.
+    """
+    dev = "cuda" if torch.device(device).type == "cuda" else "cpu"
+    kind = "cuda" if dev == "cuda" else "cpp"
+    if forced_reference():
+        return {"active": "ref", "reason": "INSETGAN_OPS=ref forces the reference ops",
+                "ops": dict.fromkeys(OP_KERNELS, "ref")}
+    ok, reason = custom_ops.plugin_status(dev)
+    info: dict[str, Any] = {"active": kind if ok else "ref", "reason": reason}
+    check = selfcheck.kernel_check(dev) if ok else None
+    info["ops"] = {op: kind if ok and kind in kinds and check.ok(op) else "ref" for op, kinds in OP_KERNELS.items()}
+    if check is not None:
+        info["self_check"] = check.to_dict()
+    return info
+
+
 def ops_report() -> dict[str, Any]:
     """Which op implementations are active on this machine and why (builds the kernels if needed)."""
-    forced = forced_reference()
     report: dict[str, Any] = {
         "torch": torch.__version__,
         "INSETGAN_OPS": os.environ.get("INSETGAN_OPS", ""),
         "cache": str(custom_ops.cache_root()),
         "allocator_tuned": tune_cpu_allocator(),
-        "devices": {},
+        "devices": {dev: device_ops(dev) for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])},
     }
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for dev in devices:
-        if forced:
-            report["devices"][dev] = {"active": "ref", "reason": "INSETGAN_OPS=ref forces the reference ops"}
-            continue
-        ok, reason = custom_ops.plugin_status(dev)
-        report["devices"][dev] = {"active": ("cpp" if dev == "cpu" else "cuda") if ok else "ref", "reason": reason}
-    for dev, info in report["devices"].items():
-        kind = "cuda" if dev == "cuda" else "cpp"
-        info["ops"] = {op: info["active"] if info["active"] == kind and kind in kinds else "ref"
-                       for op, kinds in OP_KERNELS.items()}
     report["reference_only_ops"] = sorted(op for op, kinds in OP_KERNELS.items() if not kinds)
     if not torch.cuda.is_available():
         report["devices"]["cuda"] = {"active": "none", "reason": "no CUDA device (torch.cuda.is_available() is False)"}
