@@ -98,7 +98,7 @@ def test_closing_a_job_kills_its_process_and_the_next_job_runs(worker):
     assert not _alive(pid)
     assert _drain(worker.run(app_jobs.count, 2))[1] == "counted 2"
     worker.close()
-    with pytest.raises(InsetganError, match="shutting down"):
+    with pytest.raises(InsetganError, match="the server is stopping"):
         next(worker.run(app_jobs.count, 1))
 
 

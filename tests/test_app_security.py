@@ -130,7 +130,7 @@ def test_handlers_refuse_paths_and_uploads_as_networks_with_one_answer(page):
         assert _status(handlers["compose"], *_compose(face=value)) == f"**Error:** {REFUSED.format('face')}"
         assert _status(handlers["compose"], *_compose(body=value)) == f"**Error:** {REFUSED.format('body')}"
         assert _status(handlers["compose"], *_compose(shoes=value)) == f"**Error:** {REFUSED.format('shoes')}"
-        many = (None, "1", 2, 0, 2, "default", value, "none")
+        many = (None, "1", 2, 0, 2, "default", value)
         assert _status(handlers["many"], *many) == f"**Error:** {REFUSED.format('face')}"
         fix = ({"path": str(upload)}, None, 2, True, value)
         assert _status(handlers["fix"], *fix) == f"**Error:** {REFUSED.format('face')}"
@@ -164,7 +164,7 @@ def test_handlers_put_bad_values_in_the_status_line(page, inputs, message):
 ])
 def test_many_bodies_checks_its_seeds_in_the_status_line(page, count, first, message):
     handlers, root = page
-    assert _status(handlers["many"], None, "1", count, first, 2, "default", "default", "none") == f"**Error:** {message}"
+    assert _status(handlers["many"], None, "1", count, first, 2, "default", "default") == f"**Error:** {message}"
     assert list((root / "jobs").iterdir()) == []
 
 
@@ -229,7 +229,7 @@ def test_http_bad_values_come_back_in_the_status_line(server, tmp_path):
         "**Error:** the face seed must be a whole number, got 'nan'"
     assert client.predict(*_compose(steps=10**12), api_name="/compose")[0] == \
         "**Error:** steps must be in 1..400, got 1000000000000"
-    status = client.predict(None, "1", 4, MAX_SEED, 2, "default", "default", "none", api_name="/many")[0]
+    status = client.predict(None, "1", 4, MAX_SEED, 2, "default", "default", api_name="/many")[0]
     assert status == f"**Error:** body seed {MAX_SEED + 3} is out of range (0..{MAX_SEED})"
 
 

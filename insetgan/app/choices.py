@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from insetgan.errors import InsetganError
-from insetgan.models import DEFAULT, PREFIX
+from insetgan.models import DEFAULT, is_builtin
 from insetgan.requests import CKPT_SUFFIXES
 
 ROLES = ("body", "face", "shoes")
@@ -42,13 +42,9 @@ class NetworkChoices:
         raise InsetganError(f"{LABELS[role]} must be one of the networks offered on this page")
 
 
-def _is_builtin(spec: str) -> bool:
-    return spec == DEFAULT or (spec.startswith(PREFIX) and not Path(spec).exists())
-
-
 def _operator_entry(spec: str, option: str) -> Entry:
     """A network the operator named on the command line: a built-in name, or an existing checkpoint file."""
-    if _is_builtin(spec):
+    if is_builtin(spec):
         return spec, spec
     path = Path(spec)
     if not path.is_file():

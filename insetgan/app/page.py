@@ -228,7 +228,7 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
     gr = import_gradio()
     uploads, root = root / UPLOADS, root / JOBS
     embed = EmbedConfig(InvertConfig(mode="wplus", steps=cfg.invert_steps))
-    # One worker for the three tabs; the handlers read the raw request values (see the module doc).
+    # One worker for the three tabs; the handlers check the raw request values themselves (see the module doc).
     worker_opts = {"concurrency_limit": 1, "concurrency_id": "worker", "preprocess": False}
 
     def upload(payload: object, folder: Path, name: str) -> str | None:
@@ -241,12 +241,12 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
         names = nets.names(role)
         return gr.Dropdown(names, value=names[0], label=label, elem_id=elem_id)
 
-    def networks() -> tuple[Any, Any, Any]:
+    def networks(shoes: bool) -> tuple[Any, ...]:
         with gr.Accordion("Networks (the models this server offers)", open=False):
-            body = menu("body", "Body (canvas)", "body-net")
-            face = menu("face", "Face", "face-net")
-            shoes = menu("shoes", "Shoes (optional)", "shoes-net")
-        return body, face, shoes
+            menus = (menu("body", "Body (canvas)", "body-net"), menu("face", "Face", "face-net"))
+            if shoes:
+                menus += (menu("shoes", "Shoes (optional)", "shoes-net"),)
+        return menus
 
     def device() -> Any:
         return torch_device(cfg.device)
@@ -268,7 +268,7 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
                     c_preset = gr.Dropdown(list(PRESETS), value="default", label="Preset")
                     c_steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps", elem_id="c-steps")
                     c_pti = gr.Checkbox(False, label="Pivotal tuning (sharper, slower)")
-                    c_nets = networks()
+                    c_nets = networks(shoes=True)
                     with gr.Row():
                         c_run = gr.Button("Compose", variant="primary", elem_id="c-run")
                         c_cancel = gr.Button("Cancel", elem_id="c-cancel")
@@ -321,7 +321,7 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
                     m_count = gr.Slider(1, MAX_BODIES, value=4, step=1, label="How many bodies")
                     m_first = gr.Number(0, label="First body seed", precision=0)
                     m_steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
-                    m_nets = networks()
+                    m_nets = networks(shoes=False)
                     with gr.Row():
                         m_run = gr.Button("Make bodies", variant="primary", elem_id="m-run")
                         m_cancel = gr.Button("Cancel")
@@ -331,13 +331,12 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
                     m_gallery = gr.Gallery(label="Each body", columns=4, elem_id="m-gallery")
                     m_files = gr.File(label="result.png, compare.png, latents.npz, report.json", interactive=False)
 
-        def many(folder, selfie, face_seed, count, first, steps, body, face_net, shoes_net):
+        def many(folder, selfie, face_seed, count, first, steps, body, face_net):
             count = whole_number(count, "the number of bodies", 1, MAX_BODIES)
             start = _seed(first, "the first body seed") or 0
-            seeds = iio.parse_range(f"{start}-{start + count - 1}", "body seed")
+            seeds = iio.parse_range(f"{start}-{start + count - 1}", "body seed")  # --body-seeds' check
             req_args = dict(body=nets.resolve("body", body), face_net=nets.resolve("face", face_net),
                             steps=steps_of(steps))
-            nets.resolve("shoes", shoes_net)  # the menu is there; many bodies are made without shoes
             face_photo, fseed = face_input(upload(selfie, folder, "selfie"), face_seed)
             req = ComposeRequest(
                 command="sample-bodies", **req_args, body_sources=tuple(jobs.LatentSource(seed=s) for s in seeds),
@@ -377,7 +376,8 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
                     f_files = gr.File(label="result.png, compare.png, latents.npz, report.json", interactive=False)
 
         def fix(folder, photo, reference, steps, keep, face_net):
-            face_spec, n_steps, keep = nets.resolve("face", face_net), steps_of(steps), _flag(keep, "keep the original")
+            face_spec, n_steps = nets.resolve("face", face_net), steps_of(steps)
+            keep = _flag(keep, "keep the original face")
             image = upload(photo, folder, "photo")
             if image is None:
                 raise InsetganError("upload a photo with a face")

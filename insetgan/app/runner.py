@@ -214,13 +214,13 @@ class Worker:
     def start(self) -> None:
         """Start the worker process now (when none is running), so the next job does not wait for it."""
         if self._closed:
-            raise InsetganError("the server is shutting down")
+            raise InsetganError("the server is stopping")
         if self._proc is not None and self._proc.is_alive():
             return
         self._stop_process()
         ours, theirs = self._ctx.Pipe()
-        proc = self._ctx.Process(target=worker_main, args=(theirs, os.getpid(), self.preload), name="insetgan-worker",
-                                 daemon=True)
+        proc = self._ctx.Process(target=worker_main, args=(theirs, os.getpid(), self.preload),
+                                 name="insetgan-worker", daemon=True)
         proc.start()
         theirs.close()
         self._proc, self._conn = proc, ours
@@ -240,13 +240,17 @@ class Worker:
                 self._proc.close()
         self._proc, self._conn = None, None
 
-    def _exit_text(self) -> str:
-        self._proc.join(timeout=2)
-        code = self._proc.exitcode
+    def _lost(self, proc: Any) -> InsetganError:
+        """The error of a job whose worker process went away (killed, crashed, or the server stopping)."""
+        if self._closed:
+            return InsetganError("the server is stopping; the job was stopped")
+        proc.join(timeout=2)
+        code = proc.exitcode
+        how = f"exit code {code}"
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
-                return f"killed by {signal.Signals(-code).name}"
-        return f"exit code {code}"
+                how = f"killed by {signal.Signals(-code).name}"
+        return InsetganError(f"the job's worker process stopped ({how}); the job was lost")
 
     def run(self, fn: Callable[[Any, Callable[[str, str | None], Any]], RequestOutput], request: Any
             ) -> Generator[Step | Stage, None, RequestOutput]:
@@ -258,10 +262,13 @@ class Worker:
         """
         with self._lock:
             self.start()
-            conn = self._conn
+            proc, conn = self._proc, self._conn
             finished = False
             try:
-                conn.send((fn, request))
+                try:
+                    conn.send((fn, request))
+                except OSError:
+                    raise self._lost(proc) from None
                 stage, since = "loading", time.monotonic()
                 while True:
                     limit = self.limits.of(stage)
@@ -269,14 +276,17 @@ class Worker:
                     if left <= 0:
                         raise InsetganError(f"the {stage} stage ran over its time limit ({limit:g} s); "
                                             f"the job was stopped")
-                    if not conn.poll(min(left, self.tick_s)):
+                    try:
+                        ready = conn.poll(min(left, self.tick_s))
+                    except (EOFError, OSError):
+                        raise self._lost(proc) from None
+                    if not ready:
                         yield Stage(stage, time.monotonic() - since)
                         continue
                     try:
                         kind, payload = conn.recv()
                     except (EOFError, OSError):
-                        raise InsetganError(f"the job's worker process stopped ({self._exit_text()}); "
-                                            f"the job was lost") from None
+                        raise self._lost(proc) from None
                     if kind == "stage":
                         stage, since = payload, time.monotonic()
                     elif kind == "step":
