@@ -1,6 +1,8 @@
-"""``insetgan app``: the job runner, the HTTP API of the page, and the page in a real browser.
+"""``insetgan app``: the job worker, the HTTP API of the page, and the page in a real browser.
 
-The server runs as a real ``python -m insetgan app`` process on a free port. The HTTP tests
+The worker tests run small jobs from ``tests/app_jobs.py`` in the worker process (steps, errors,
+a stage over its time limit, a closed job). The server runs as a real ``python -m insetgan app``
+process on a free port (``tests/app_server.py``). The HTTP tests
 drive it with Gradio's client; the browser tests use Playwright with Debian's Chromium
 (``/usr/bin/chromium``, installed by ``.ci/run``; no browser download). Without a browser the
 browser tests are skipped with the reason printed; under CI (``CI=true``) they must run.
@@ -385,3 +387,24 @@ def test_http_a_client_that_goes_away_stops_its_job(server):
     while (leftover_jobs(root / "jobs") or app.workers() & workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert leftover_jobs(root / "jobs") == [] and not app.workers() & workers  # its worker process was killed
+
+
+def test_browser_the_network_menu_offers_the_models_dir(server, browser):
+    url, root, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(url)
+    page.wait_for_selector("#c-run", timeout=60000)
+    page.wait_for_load_state("networkidle", timeout=240000)
+    page.click("text=Networks (the models this server offers) >> nth=0")
+    page.click("#c-face-net input")
+    options = page.locator("#c-face-net [role=option]")
+    options.first.wait_for(timeout=30000)
+    assert [o.get_attribute("aria-label") for o in options.all()] == ["default", "junk.pkl"]
+    page.click("#c-face-net [role=option][aria-label='junk.pkl']")
+    page.fill("#c-face-seed textarea, #c-face-seed input", "1")
+    page.click("#c-run")
+    page.wait_for_function("document.querySelector('#c-status').innerText.startsWith('Error:')", timeout=120000)
+    status = page.inner_text("#c-status").strip()
+    assert "junk.pkl: unrecognised file format" in status and "\n" not in status
+    page.close()
+    assert leftover_jobs(root / "jobs") == []

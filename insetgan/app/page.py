@@ -241,11 +241,11 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
         names = nets.names(role)
         return gr.Dropdown(names, value=names[0], label=label, elem_id=elem_id)
 
-    def networks(shoes: bool) -> tuple[Any, ...]:
+    def networks(tab: str, shoes: bool) -> tuple[Any, ...]:
         with gr.Accordion("Networks (the models this server offers)", open=False):
-            menus = (menu("body", "Body (canvas)", "body-net"), menu("face", "Face", "face-net"))
+            menus = (menu("body", "Body (canvas)", f"{tab}-body-net"), menu("face", "Face", f"{tab}-face-net"))
             if shoes:
-                menus += (menu("shoes", "Shoes (optional)", "shoes-net"),)
+                menus += (menu("shoes", "Shoes (optional)", f"{tab}-shoes-net"),)
         return menus
 
     def device() -> Any:
@@ -268,7 +268,7 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
                     c_preset = gr.Dropdown(list(PRESETS), value="default", label="Preset")
                     c_steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps", elem_id="c-steps")
                     c_pti = gr.Checkbox(False, label="Pivotal tuning (sharper, slower)")
-                    c_nets = networks(shoes=True)
+                    c_nets = networks("c", shoes=True)
                     with gr.Row():
                         c_run = gr.Button("Compose", variant="primary", elem_id="c-run")
                         c_cancel = gr.Button("Cancel", elem_id="c-cancel")
@@ -321,7 +321,7 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
                     m_count = gr.Slider(1, MAX_BODIES, value=4, step=1, label="How many bodies")
                     m_first = gr.Number(0, label="First body seed", precision=0)
                     m_steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
-                    m_nets = networks(shoes=False)
+                    m_nets = networks("m", shoes=False)
                     with gr.Row():
                         m_run = gr.Button("Make bodies", variant="primary", elem_id="m-run")
                         m_cancel = gr.Button("Cancel")
@@ -364,7 +364,7 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
                                           file_types=["image"], type="filepath")
                     f_steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
                     f_keep = gr.Checkbox(True, label="Keep the original face if the result is worse")
-                    f_face = menu("face", "Face network")
+                    f_face = menu("face", "Face network", "f-face-net")
                     with gr.Row():
                         f_run = gr.Button("Fix the face", variant="primary", elem_id="f-run")
                         f_cancel = gr.Button("Cancel")
