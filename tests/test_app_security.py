@@ -268,3 +268,17 @@ def test_stopping_the_server_removes_its_work_folder(tmp_path, sig):
         time.sleep(0.1)
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert "Traceback" not in app.log.read_text()
+
+
+def test_the_app_command_refuses_bad_options_before_serving(tmp_path):
+    from tests.cli_run import assert_one_line_error, run
+
+    (tmp_path / "file.pkl").write_bytes(b"x")
+    for args, message in [(["--stage-timeout", "cooking=5"], "unknown stage 'cooking'"),
+                          (["--stage-timeout", "nan"], "a time limit must be a number of seconds"),
+                          (["--stage-timeout", "loading=0"], "a time limit must be a number of seconds"),
+                          (["--face-net", str(tmp_path / "missing.pkl")], "--face-net: checkpoint not found"),
+                          (["--models-dir", str(tmp_path / "missing")], "--models-dir: no such folder"),
+                          (["--body", str(tmp_path / "file.pkl"), "--models-dir", str(tmp_path / "other")],
+                           "--models-dir: no such folder")]:
+        assert_one_line_error(run("app", "--port", "1", *args), message)

@@ -445,6 +445,7 @@ def serve(cfg: AppConfig) -> None:
                 page.launch(server_name=cfg.host, server_port=cfg.port, share=False, inbrowser=False, quiet=True,
                             max_file_size=f"{cfg.max_file_mb}mb", prevent_thread_lock=True, theme=theme,
                             show_error=True, footer_links=[], ssr_mode=False)
+                log.info("serving on http://%s:%d (Ctrl-C stops)", cfg.host, cfg.port)
                 while page.is_running and not stop.wait(0.2):
                     pass
                 log.info("stopping the server")

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from insetgan.app.runner import StageLimits
-from insetgan.cli.common import device_option, handle_errors, log, torch_device
+from insetgan.cli.common import device_option, handle_errors, torch_device
 from insetgan.invert import InvertConfig
 
 
@@ -56,7 +56,6 @@ def app(host: str, port: int, body: str, face_net: str, shoes_net: str | None, q
                     queue_size=queue_size, max_file_mb=max_file_mb, workdir=Path(workdir) if workdir else None,
                     invert_steps=invert_steps, models_dir=Path(models_dir) if models_dir else None,
                     limits=StageLimits.parse(stage_timeout))
-    log.info("serving on http://%s:%d (Ctrl-C stops)", host, port)
     serve(cfg)
 
 
