@@ -35,23 +35,28 @@ def builtin_names() -> list[str]:
     return [PREFIX + role for role in BUILTIN]
 
 
+def is_builtin(spec: str) -> bool:
+    """Whether ``spec`` names a built-in model (``default``, ``default-<role>``) rather than a file."""
+    return spec == DEFAULT or (spec.startswith(PREFIX) and not Path(spec).exists())
+
+
 def resolve_network(spec: str, role: str | None = None) -> str:
     """A checkpoint path for ``spec``: a built-in model for its name, else ``spec`` itself.
 
     ``default`` needs ``role`` (the option's role: body, face or shoes); ``default-<role>``
     names a model directly.
     """
+    if not is_builtin(spec):
+        return spec
     if spec == DEFAULT:
         if role is None:
             raise InsetganError(f"'default' needs a role here: give one of {', '.join(builtin_names())} "
                                 f"or a checkpoint path")
-    elif spec.startswith(PREFIX) and not Path(spec).exists():
+    else:
         role = spec[len(PREFIX):]
         if role not in BUILTIN:
             raise InsetganError(f"unknown built-in model {spec!r}: the built-in models are "
                                 f"{', '.join(builtin_names())}")
-    else:
-        return spec
     if role not in BUILTIN:
         raise InsetganError(f"there is no built-in {role} model: give a checkpoint path")
     path = models_dir() / BUILTIN[role]

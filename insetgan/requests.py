@@ -7,8 +7,10 @@ build a request with keywords and write the files where they like.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 from insetgan import jobs
 from insetgan.embedding import EmbedConfig, Embedded, embed_face, embed_outfit
 from insetgan.errors import InsetganError
-from insetgan.io import versions
+from insetgan.io import MAX_SEED, versions
 from insetgan.models import load_network
 from insetgan.optimize import OptimConfig, load_config
 from insetgan.perceptual import PerceptualChoice, load_perceptual
@@ -78,6 +80,36 @@ class RequestOutput:
 
     job: jobs.JobOutput
     cache_files: dict[str, bytes]
+
+
+def parse_int(value: object, what: str) -> int:
+    """An int from an int, a finite integral float, or the text of either; a one-line error otherwise."""
+    number: object = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip())
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    elif isinstance(value, float):
+        number = value
+    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        return int(number)
+    raise InsetganError(f"{what} must be a whole number, got {str(value)[:40]!r}")
+
+
+def whole_number(value: object, what: str, lo: int, hi: int) -> int:
+    """``value`` (see :func:`parse_int`) as an int in ``lo..hi``; a one-line error otherwise."""
+    number = parse_int(value, what)
+    if not lo <= number <= hi:
+        raise InsetganError(f"{what} must be in {lo}..{hi}, got {number}")
+    return number
+
+
+def check_seed(seed: object, what: str) -> int:
+    """``seed`` as a valid seed (a whole number in 0..MAX_SEED); a one-line error naming ``what`` otherwise."""
+    return whole_number(seed, what, 0, MAX_SEED)
 
 
 def check_photo(path: str | None, option: str) -> str | None:

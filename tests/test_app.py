@@ -1,6 +1,8 @@
-"""``insetgan app``: the job runner, the HTTP API of the page, and the page in a real browser.
+"""``insetgan app``: the job worker, the HTTP API of the page, and the page in a real browser.
 
-The server runs as a real ``python -m insetgan app`` process on a free port. The HTTP tests
+The worker tests run small jobs from ``tests/app_jobs.py`` in the worker process (steps, errors,
+a stage over its time limit, a closed job). The server runs as a real ``python -m insetgan app``
+process on a free port (``tests/app_server.py``). The HTTP tests
 drive it with Gradio's client; the browser tests use Playwright with Debian's Chromium
 (``/usr/bin/chromium``, installed by ``.ci/run``; no browser download). Without a browser the
 browser tests are skipped with the reason printed; under CI (``CI=true``) they must run.
@@ -10,10 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 import zipfile
@@ -21,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from insetgan.app.runner import JobCancelled, job_folder, leftover_jobs, run_job, take_upload
+from insetgan.app.runner import StageLimits, Step, Worker, job_folder, leftover_jobs, take_upload
 from insetgan.errors import InsetganError
+from tests import app_jobs
+from tests.app_server import start_app
 from tests.conftest import REPO
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra is not installed (pip install .[app])")
@@ -33,60 +33,106 @@ UNDER_CI = os.environ.get("CI", "").lower() == "true"
 
 # --- the runner, without any web library -------------------------------------------------------
 
-def _slow_job(request, progress):
-    bar = progress("count", None)
-    for i in range(request):
-        time.sleep(0.01)
-        bar(i + 1, request, {"total": float(i)})
-    return f"counted {request}"
-
-
-def test_run_job_yields_steps_and_returns_the_output():
-    gen = run_job(_slow_job, 5)
-    steps = []
-    with pytest.raises(StopIteration) as stop:
+def _drain(gen):
+    """Every event of a job and its output (or the error it raised)."""
+    events = []
+    try:
         while True:
-            steps.append(next(gen))
-    assert [s.step for s in steps] == [1, 2, 3, 4, 5] and stop.value.value == "counted 5"
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+    except InsetganError as exc:
+        return events, exc
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture()
+def worker():
+    """A job worker process with short limits on loading, inversion and writing (5 s on optimisation)."""
+    w = Worker(StageLimits(loading=1.0, inversion=1.0, optimisation=5.0, writing=1.0), tick_s=0.1)
+    yield w
+    w.close()
+
+
+def test_worker_yields_steps_and_returns_the_output(worker):
+    events, out = _drain(worker.run(app_jobs.count, 5))
+    steps = [e for e in events if isinstance(e, Step)]
+    assert [s.step for s in steps] == [1, 2, 3, 4, 5] and out == "counted 5"
     assert steps[-1].text() == "count: step 5/5 · total 4"
+    pid = worker.pid
+    assert _drain(worker.run(app_jobs.count, 2))[1] == "counted 2" and worker.pid == pid  # the same process
 
 
-def test_closing_the_job_cancels_it_and_errors_propagate():
-    seen = []
+def test_worker_errors_are_one_line_and_the_worker_keeps_serving(worker):
+    assert str(_drain(worker.run(app_jobs.refuse, None))[1]) == "no face found in the photo"
+    crash = str(_drain(worker.run(app_jobs.crash, None))[1])
+    assert crash == "internal error (KeyError: 'missing'); the server log has the details"
+    lost = str(_drain(worker.run(app_jobs.die, None))[1])
+    assert lost == "the job's worker process stopped (exit code 3); the job was lost"
+    assert _drain(worker.run(app_jobs.count, 1))[1] == "counted 1"
 
-    def job(request, progress):
-        bar = progress("loop", None)
-        try:
-            for i in range(1000):
-                time.sleep(0.005)
-                bar(i, 1000, {})
-                seen.append(i)
-        except JobCancelled:
-            seen.append("cancelled")
-            raise
 
-    gen = run_job(job, None)
+@pytest.mark.parametrize("job, request_, stage", [(app_jobs.spin, 30, "loading"),
+                                                  (app_jobs.slow_steps, 0.2, "inversion"),
+                                                  (app_jobs.slow_writing, 30, "writing")])
+def test_a_stage_over_its_limit_is_stopped_and_the_next_job_runs(worker, job, request_, stage):
+    worker.start()
+    pid = worker.pid
+    t0 = time.monotonic()
+    events, err = _drain(worker.run(job, request_))
+    took = time.monotonic() - t0
+    assert str(err) == f"the {stage} stage ran over its time limit (1 s); the job was stopped"
+    assert 1.0 <= took < 10, took  # the spinning job would take 30 s
+    assert not _alive(pid)  # the process running it was killed
+    if stage == "loading":  # a stage without steps says its name and time while it waits
+        assert [e.name for e in events] and all(e.name == "loading" for e in events)
+    assert _drain(worker.run(app_jobs.count, 3))[1] == "counted 3" and worker.pid != pid
+
+
+def test_closing_a_job_kills_its_process_and_the_next_job_runs(worker):
+    gen = worker.run(app_jobs.slow_steps, 0.005)
     next(gen)
-    gen.close()  # what the page's Cancel does: the worker stops at its next step
-    assert seen[-1] == "cancelled" and len(seen) < 100
-    assert not any(t.name == "insetgan-job" and t.is_alive() for t in threading.enumerate())
+    pid = worker.pid
+    gen.close()  # what the page's Cancel and a client that went away do
+    assert not _alive(pid)
+    assert _drain(worker.run(app_jobs.count, 2))[1] == "counted 2"
+    worker.close()
+    with pytest.raises(InsetganError, match="the server is stopping"):
+        next(worker.run(app_jobs.count, 1))
 
-    def bad(request, progress):
-        raise InsetganError("no face found in the photo")
 
-    with pytest.raises(InsetganError, match="no face found"):
-        next(run_job(bad, None))
+def test_stage_limits_from_the_command_line():
+    assert StageLimits.parse([]) == StageLimits()
+    limits = StageLimits.parse(["60", "optimisation=600", "Writing = 5"])
+    assert (limits.loading, limits.inversion, limits.optimisation, limits.writing) == (60, 60, 600, 5)
+    assert limits.text() == "loading=60, inversion=60, optimisation=600, writing=5"
+    for bad, message in [("cooking=5", "unknown stage 'cooking'"), ("loading=soon", "takes SECONDS"),
+                         ("nan", "a time limit must be"), ("0", "a time limit must be"),
+                         ("loading=-1", "a time limit must be"), ("inf", "a time limit must be"),
+                         ("86401", "a time limit must be")]:
+        with pytest.raises(InsetganError, match=message):
+            StageLimits.parse([bad])
 
 
 def test_job_folder_holds_the_uploads_and_goes_away(tmp_path):
-    upload = tmp_path / "upload.JPG"
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    upload = uploads / "upload.JPG"
     upload.write_bytes(SELFIE.read_bytes())
+    elsewhere = tmp_path / "server-file.jpg"
+    elsewhere.write_bytes(SELFIE.read_bytes())
     with job_folder(tmp_path / "jobs") as folder:
-        copy = take_upload(str(upload), folder, "selfie")
+        copy = take_upload(str(upload), folder, "selfie", uploads)
         assert Path(copy) == folder / "selfie.jpg" and Path(copy).read_bytes() == upload.read_bytes()
-        assert take_upload(None, folder, "outfit") is None
-        with pytest.raises(InsetganError, match="upload it again"):
-            take_upload(str(tmp_path / "gone.jpg"), folder, "outfit")
+        assert take_upload(None, folder, "outfit", uploads) is None
+        # a missing upload and a file outside the upload folder get the same answer
+        for path in (uploads / "gone.jpg", elsewhere, uploads / ".." / "server-file.jpg"):
+            with pytest.raises(InsetganError) as err:
+                take_upload(str(path), folder, "outfit", uploads)
+            assert str(err.value) == "the uploaded outfit is missing; upload it again"
         assert leftover_jobs(tmp_path / "jobs") == [folder]
     assert leftover_jobs(tmp_path / "jobs") == [] and upload.is_file()
     with pytest.raises(RuntimeError):
@@ -97,47 +143,32 @@ def test_job_folder_holds_the_uploads_and_goes_away(tmp_path):
 
 # --- the server ---------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A running ``insetgan app`` (built-in models, 20 inversion steps) and its work folder."""
+    """A running ``insetgan app`` (built-in models, 20 inversion steps), its work folder and its process.
+
+    Its ``--models-dir`` holds ``junk.pkl`` (not a checkpoint) beside the built-in models.
+    """
     work = tmp_path_factory.mktemp("app")
-    port = _free_port()
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "insetgan", "app", "--port", str(port), "--invert-steps", "20",
-                             "--workdir", str(work / "root"), "--queue-size", "4", "--device", "cpu"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the app did not start: {(work / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield url, work / "root"
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    models = work / "models"
+    models.mkdir()
+    (models / "junk.pkl").write_bytes(b"not a pickle")
+    try:
+        app = start_app(["--invert-steps", "20", "--workdir", str(work / "root"), "--queue-size", "4",
+                         "--models-dir", str(models)], work)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield app.url, work / "root", app
+    app.stop()
 
 
 def _client(url: str, tmp: Path):
     return gradio_client.Client(url, verbose=False, download_files=str(tmp), analytics_enabled=False)
 
 
-def _compose_args(selfie=None, face_seed="", steps=2, body_seed=0):
+def _compose_args(selfie=None, face_seed="", steps=2, body_seed=0, face_net="default"):
     file = gradio_client.handle_file(str(selfie)) if selfie is not None else None
-    return (file, face_seed, None, None, body_seed, False, "default", steps, False, "default", "default", "")
+    return (file, face_seed, None, None, body_seed, False, "default", steps, False, "default", face_net, "none")
 
 
 def _submit_in_turn(client, calls):
@@ -155,7 +186,7 @@ def _submit_in_turn(client, calls):
 
 
 def test_http_four_concurrent_jobs_finish_in_order_and_leave_nothing(server, tmp_path):
-    url, root = server
+    url, root, _ = server
     client = _client(url, tmp_path)
     jobs = _submit_in_turn(client, [_compose_args(face_seed=str(i), steps=2, body_seed=i) for i in range(4)])
     assert not any(job.done() for job in jobs[1:])  # all four were in at once
@@ -177,7 +208,7 @@ def test_http_four_concurrent_jobs_finish_in_order_and_leave_nothing(server, tmp
 
 
 def test_http_bad_upload_is_a_message_and_the_server_keeps_serving(server, tmp_path):
-    url, root = server
+    url, root, _ = server
     client = _client(url, tmp_path)
     fake = tmp_path / "notes.jpg"
     fake.write_text("this is not a picture\n")
@@ -191,18 +222,15 @@ def test_http_bad_upload_is_a_message_and_the_server_keeps_serving(server, tmp_p
     assert status.startswith("**Error:**") and "too large" in status
     status = client.predict(*_compose_args(), api_name="/compose")[0]  # neither selfie nor seed
     assert status == "**Error:** upload your selfie, or give a face seed"
-    broken = tmp_path / "broken.pkl"
-    broken.write_bytes(b"not a pickle")
-    args = list(_compose_args(face_seed="1"))
-    args[9] = str(broken)
-    assert client.predict(*args, api_name="/compose")[0].startswith("**Error:**")
+    status = client.predict(*_compose_args(face_seed="1", face_net="junk.pkl"), api_name="/compose")[0]
+    assert status.startswith("**Error:**") and "junk.pkl: unrecognised file format" in status and "\n" not in status
     status = client.predict(*_compose_args(face_seed="1"), api_name="/compose")[0]
     assert status.startswith("done")
     assert leftover_jobs(root / "jobs") == []
 
 
 def test_http_a_full_queue_says_busy(server, tmp_path):
-    url, root = server
+    url, root, _ = server
     client = _client(url, tmp_path)
     jobs = _submit_in_turn(client, [_compose_args(face_seed="2", steps=20)] * 7)
     outcomes = []
@@ -263,7 +291,7 @@ def _upload(page, path: Path, timeout_s: float = 240) -> None:
 
 
 def test_browser_compose_shows_the_report_numbers(server, browser, tmp_path):
-    url, root = server
+    url, root, _ = server
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     hosts = set()
     page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
@@ -299,7 +327,7 @@ def test_browser_compose_shows_the_report_numbers(server, browser, tmp_path):
 
 
 def test_browser_not_an_image_then_a_good_job(server, browser, tmp_path):
-    url, root = server
+    url, root, _ = server
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.goto(url)
     page.wait_for_selector("#c-run", timeout=60000)
@@ -323,7 +351,7 @@ def test_browser_not_an_image_then_a_good_job(server, browser, tmp_path):
 def test_http_cancel_frees_the_worker(server, tmp_path):
     from gradio_client.utils import Status
 
-    url, root = server
+    url, root, _ = server
     client = _client(url, tmp_path)
     long = client.submit(*_compose_args(face_seed="3", steps=400), api_name="/compose")
     deadline = time.monotonic() + 120
@@ -337,4 +365,46 @@ def test_http_cancel_frees_the_worker(server, tmp_path):
     deadline = time.monotonic() + 30
     while leftover_jobs(root / "jobs") and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert leftover_jobs(root / "jobs") == []
+
+
+def test_http_a_client_that_goes_away_stops_its_job(server):
+    url, root, app = server
+    body = json.dumps({"data": list(_compose_args(face_seed="3", steps=400))}).encode()
+    call = f"{url}gradio_api/call/compose"
+    request = urllib.request.Request(call, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        event = json.load(r)["event_id"]
+    stream = urllib.request.urlopen(f"{call}/{event}", timeout=120)
+    deadline = time.monotonic() + 120
+    line = ""
+    while not ("loading" in line or "step" in line) and time.monotonic() < deadline:
+        line = stream.readline().decode()  # status lines, until the job runs in the worker process
+    workers = app.workers()
+    assert leftover_jobs(root / "jobs") and len(workers) == 1
+    stream.close()  # the client goes away
+    deadline = time.monotonic() + 30  # 400 steps would take minutes here
+    while (leftover_jobs(root / "jobs") or app.workers() & workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftover_jobs(root / "jobs") == [] and not app.workers() & workers  # its worker process was killed
+
+
+def test_browser_the_network_menu_offers_the_models_dir(server, browser):
+    url, root, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(url)
+    page.wait_for_selector("#c-run", timeout=60000)
+    page.wait_for_load_state("networkidle", timeout=240000)
+    page.click("text=Networks (the models this server offers) >> nth=0")
+    page.click("#c-face-net input")
+    options = page.locator("#c-face-net [role=option]")
+    options.first.wait_for(timeout=30000)
+    assert [o.get_attribute("aria-label") for o in options.all()] == ["default", "junk.pkl"]
+    page.click("#c-face-net [role=option][aria-label='junk.pkl']")
+    page.fill("#c-face-seed textarea, #c-face-seed input", "1")
+    page.click("#c-run")
+    page.wait_for_function("document.querySelector('#c-status').innerText.startsWith('Error:')", timeout=120000)
+    status = page.inner_text("#c-status").strip()
+    assert "junk.pkl: unrecognised file format" in status and "\n" not in status
+    page.close()
     assert leftover_jobs(root / "jobs") == []

@@ -1,6 +1,7 @@
 """``insetgan app``: a local web page for the three jobs (compose, many bodies, fix a face).
 
-:mod:`insetgan.app.runner` runs one job (per-job folder, progress, cancellation) without any
-web library; :mod:`insetgan.app.page` builds the Gradio page over it (``pip install
-'insetgan[app]'``).
+:mod:`insetgan.app.runner` runs jobs in a worker process the server can kill (progress, a time
+limit per stage, cancellation, per-job folders) without any web library;
+:mod:`insetgan.app.choices` holds the networks a request may name; :mod:`insetgan.app.page`
+builds the Gradio page over them (``pip install 'insetgan[app]'``).
 """

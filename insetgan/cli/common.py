@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-import torch
 
 from insetgan import outputs
+from insetgan.devices import DEVICES, torch_device  # noqa: F401 - the commands import torch_device from here
 from insetgan.errors import InsetganError
 from insetgan.progress import ProgressBar
 
@@ -67,7 +67,6 @@ def finite(min: float | None = None, max: float | None = None, min_open: bool = 
 
 FINITE = finite()
 
-DEVICES = ("auto", "cpu", "cuda")
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                              help="Where to run (auto: CUDA when available).")
 outdir_option = click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -93,15 +92,6 @@ def job_options(fn: Callable) -> Callable:
     for opt in (progress_option, outdir_option, device_option):
         fn = opt(fn)
     return perceptual_options(fn)
-
-
-def torch_device(name: str) -> torch.device:
-    """The torch device for ``--device``; an error when CUDA is asked for but missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InsetganError("--device cuda was requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def write_files(outdir: str | Path, files: dict[str, bytes]) -> Path:

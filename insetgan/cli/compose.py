@@ -14,8 +14,8 @@ from insetgan.embedding import EmbedConfig
 from insetgan.errors import InsetganError
 from insetgan.invert import InvertConfig, PTIConfig
 from insetgan.regions import Box
-from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_photo, run_compose_request,
-                               run_refine_request)
+from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_photo, check_seed,
+                               run_compose_request, run_refine_request)
 
 
 def _source(seed: int | None, latent: str | None, key: str, what: str, default_seed: int | None = None
@@ -28,9 +28,7 @@ def _source(seed: int | None, latent: str | None, key: str, what: str, default_s
         if default_seed is None:
             return None
         seed = default_seed
-    if not 0 <= seed <= iio.MAX_SEED:
-        raise InsetganError(f"--{what}-seed must be in 0..{iio.MAX_SEED}")
-    return jobs.LatentSource(seed=seed, key=key)
+    return jobs.LatentSource(seed=check_seed(seed, f"--{what}-seed"), key=key)
 
 
 def _box(text: str | None, what: str) -> Box | None:
