@@ -32,7 +32,7 @@ GENERATOR_FIELDS: Mapping[str, Field] = MappingProxyType({
     "img_channels": Field("int", 1, 16),
     "square": Field("bool"),
     "mapping_layers": Field("int", 1, 64),
-    "mapping_lr_multiplier": Field("float", 1e-6, 1e3),
+    "mapping_lr_multiplier": Field("float", 1e-4, 10.0),
     "mapping_activation": Field("str", choices=tuple(ACTIVATIONS)),
     "embed_features": Field("int", 1, 8192, optional=True),
     "layer_features": Field("int", 1, 8192, optional=True),

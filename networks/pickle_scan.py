@@ -32,8 +32,9 @@ _MAX_INT_BITS = 256
 class PickleLimits:
     """What one checkpoint file may make its readers do.
 
-    ``max_ops`` bounds the opcodes of all its pickles together (a StyleGAN2 snapshot with G, D
-    and G_ema has about 25,000), ``max_bytes`` the file and everything its pickles allocate
+    ``max_ops`` bounds the unpickling steps of all its pickles together: one per opcode, plus
+    the expanded size of each tuple handed to an operation that may hash it (StyleGAN
+    snapshots with G, D and G_ema take tens of thousands), ``max_bytes`` the file and everything its pickles allocate
     (strings, byte blobs, arrays, tensor storages), ``max_depth`` the nesting of tuples, of
     walked containers and of sub-modules, and ``max_nodes`` the expanded size of a tuple or of
     a walked value (constructor arguments, recorded attributes), counting shared parts once
@@ -58,10 +59,10 @@ class Budget:
         self.bytes = 0
 
     def spend_ops(self, n: int) -> None:
-        """Count ``n`` more opcodes; refuse when the file's total exceeds ``max_ops``."""
+        """Count ``n`` more steps; refuse when the file's total exceeds ``max_ops``."""
         self.ops += n
         if self.ops > self.limits.max_ops:
-            raise CheckpointError(f"pickle has more than {self.limits.max_ops:,} opcodes (limit)")
+            raise CheckpointError(f"pickle needs more than {self.limits.max_ops:,} unpickling steps (limit)")
 
     def spend_bytes(self, n: int, what: str = "data") -> None:
         """Count ``n`` more bytes of ``what``; refuse when the total exceeds ``max_bytes``."""

@@ -38,6 +38,8 @@ _MAPPING_KWARGS = {"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_
 # Recorded by the official classes but not constructor options of ours (derived, or no effect).
 _IGNORED_KWARGS = frozenset({"class_name", "num_ws"})
 
+# The longest up- or down-sampling filter a layer may need (the official configs use at most 24 taps).
+MAX_FILTER_TAPS = 128
 # Every field of StyleGAN3Config with the type and range it accepts (checked for every format).
 # The sampling rates stay >= 1 (stopbands >= 0.5) so the layer schedule is well defined.
 STYLEGAN3_FIELDS: Mapping[str, Field] = MappingProxyType({
@@ -139,8 +141,11 @@ class StyleGAN3Config:
             raise InsetganError("a generator needs z_dim > 0 or c_dim > 0")
         if not self.num_critical < self.num_layers:
             raise InsetganError(f"StyleGAN3 num_critical must be in [0, num_layers), got {self.num_critical}")
-        if min(min(s.in_channels, s.out_channels) for s in self.layers()) < 1:
+        layers = self.layers()
+        if min(min(s.in_channels, s.out_channels) for s in layers) < 1:
             raise InsetganError("StyleGAN3 channel_base/channel_max give a layer with zero channels")
+        for s in layers:
+            _check_filters(s)
         check_size(self.parameter_estimate(), "StyleGAN3 config")
 
     # Derived quantities -------------------------------------------------------------------------
@@ -301,3 +306,17 @@ class StyleGAN3Config:
             return cls(**coerce_fields(out, STYLEGAN3_FIELDS))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"unsupported StyleGAN3 generator arguments: {exc}") from None
+
+
+def _check_filters(spec: LayerSpec) -> None:
+    """Refuse a layer whose low-pass filters cannot be designed: too many taps, or a transition band
+    (twice the half width) that is empty or reaches past half the Nyquist rate of the filtering."""
+    for name, taps, half_width in (("up", spec.up_taps, spec.in_half_width),
+                                   ("down", spec.down_taps, spec.out_half_width)):
+        if taps > MAX_FILTER_TAPS:
+            raise InsetganError(f"StyleGAN3 layer {spec.name} needs a {taps}-tap {name}-sampling filter "
+                                f"(limit {MAX_FILTER_TAPS}): filter_size or the sampling rates are too large")
+        if taps > 1 and not 0 < half_width <= spec.tmp_sampling_rate / 4:
+            raise InsetganError(f"StyleGAN3 layer {spec.name} has a {name}-sampling transition band of half width "
+                                f"{half_width:g} at sampling rate {spec.tmp_sampling_rate}: the cutoffs, stopbands "
+                                "and sampling rates do not fit together")

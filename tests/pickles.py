@@ -149,7 +149,7 @@ def op_get(index: int) -> bytes:
     return b"j" + struct.pack("<I", index)
 
 
-def _record(class_name: str, modules: dict[str, bytes]) -> bytes:
+def persistent_record(class_name: str, modules: dict[str, bytes]) -> bytes:
     """Opcodes that push an official persistent record whose ``_modules`` holds the given pushes."""
     out = op_global("torch_utils.persistence", "_reconstruct_persistent_obj") + b"}("
     out += op_str("type") + op_str("class") + op_str("class_name") + op_str(class_name)
@@ -165,10 +165,10 @@ def module_chain_pickle(depth: int, shared: bool = False) -> bytes:
     With ``shared`` each level holds the level below twice (``a`` and ``b``), so the tree has
     2**depth paths but the pickle only ``depth`` records.
     """
-    out = b"\x80\x02" + _record("Leaf", {}) + op_put(0) + b"0"
+    out = b"\x80\x02" + persistent_record("Leaf", {}) + op_put(0) + b"0"
     for i in range(1, depth + 1):
         children = {"a": op_get(i - 1), **({"b": op_get(i - 1)} if shared else {})}
-        out += _record("Generator" if i == depth else "Block", children) + op_put(i) + b"0"
+        out += persistent_record("Generator" if i == depth else "Block", children) + op_put(i) + b"0"
     return out + b"}" + op_str("G_ema") + op_get(depth) + b"s."
 
 

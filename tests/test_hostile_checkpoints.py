@@ -41,7 +41,7 @@ from insetgan.networks.torch_files import load_torch_file
 from tests.cli_run import CliResult, assert_one_line_error, run, run_many_subprocess, run_subprocess
 from tests.conftest import fixture_path
 from tests.pickles import (Reduce, module_chain_pickle, nvidia_pickle_bytes, official_init_kwargs, op_global,
-                           op_put, tuple_tree_pickle)
+                           op_int, op_put, op_str, persistent_record, tuple_tree_pickle)
 
 SMALL = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channel_base=64, channel_max=8, mapping_layers=2)
 MEMORY_LIMIT = 4 * 2**30  # the batch's address space: far below what an unbounded loader would take
@@ -266,7 +266,7 @@ def test_shared_submodules_refused_by_a_real_process(crafted):
 # The unpickler's own limits, with small limits so the cases stay small ---------------------------
 def test_opcode_and_byte_limits():
     many_ops = b"\x80\x02" + b"N0" * 600 + b"N."  # 1,202 opcodes
-    with pytest.raises(CheckpointError, match="more than 1,000 opcodes"):
+    with pytest.raises(CheckpointError, match="more than 1,000 unpickling steps"):
         safe_load_pickle(many_ops, PickleLimits(max_ops=1000))
     assert safe_load_pickle(many_ops, PickleLimits(max_ops=2000)) is None
     big_string = b"\x80\x02X" + struct.pack("<I", 5000) + b"a" * 5000 + b"."
@@ -285,6 +285,14 @@ def test_shared_kwargs_stay_shared_and_small():
     plain = rec.init_kwargs()
     assert plain["synthesis_kwargs"]["resample_filter"] is plain["mapping_kwargs"]["junk"]
     assert GeneratorConfig.from_init_kwargs(plain) == SMALL
+
+
+def test_recorded_network_modified_after_creation_is_refused():
+    record = persistent_record("Generator", {})
+    assert safe_load_pickle(_snapshot_of(record))["G_ema"].class_name == "Generator"
+    replace_state = b"}" + op_str("state") + op_int(1) + b"sb"  # BUILD with {"state": 1}
+    with pytest.raises(UnsafePickleError, match="BUILD"):
+        safe_load_pickle(_snapshot_of(record + replace_state))
 
 
 def test_storage_blobs_are_scanned_and_checked():
@@ -326,6 +334,8 @@ def test_generator_config_ranges(changes, message):
 @pytest.mark.parametrize("changes, message", [
     ({"num_layers": 10**9}, "num_layers must be an integer in [1, 64]"),
     ({"first_stopband": 0.01}, "first_stopband"),
+    ({"first_stopband": 1e4}, "transition band"),
+    ({"filter_size": 64, "lrelu_upsampling": 16}, "-tap up-sampling filter"),
     ({"magnitude_ema_beta": math.nan}, "magnitude_ema_beta"),
     ({"use_radial_filters": 2}, "use_radial_filters"),
 ])
