@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 from insetgan.metrics import ssim
 from insetgan.errors import InsetganError
+from insetgan.networks.generator import load_checked
+from insetgan.networks.torch_files import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,9 @@ class LPIPS(nn.Module):
             path = find_backbone(net)
             if path is None:
                 raise InsetganError(_missing_message(net))
-            backbone = torch.load(path, map_location="cpu", weights_only=True)
+            backbone = load_torch_file(path)
+        if not isinstance(backbone, dict) or not all(isinstance(k, str) for k in backbone):
+            raise InsetganError(f"backbone is not a torchvision {net} state dict (found a {type(backbone).__name__})")
         layout, self.taps = _LAYOUTS[net]
         self.net, self.max_size = net, max_size
         self.features = _make_features(layout)[: self.taps[-1] + 1]
@@ -130,9 +134,9 @@ class LPIPS(nn.Module):
         expected = set(self.features.state_dict())
         if set(feats) != expected:
             raise InsetganError(f"backbone is not a torchvision {net} state dict: "
-                             f"missing {sorted(expected - set(feats))}, "
-                             f"unexpected {sorted(set(feats) - expected)}")
-        self.features.load_state_dict(feats)
+                             f"missing {sorted(expected - set(feats))[:4]}, "
+                             f"unexpected {sorted(set(feats) - expected)[:4]}")
+        load_checked(self.features, feats, f"LPIPS-{net.upper()} backbone")
         heads = torch.load(HEADS_DIR / f"{net}.pth", map_location="cpu", weights_only=True)
         for i in range(len(self.taps)):
             self.register_buffer(f"head{i}", heads[f"lin{i}.model.1.weight"].float())
@@ -220,5 +224,9 @@ def load_perceptual(spec: str = "auto", weights: str | os.PathLike | None = None
         if warn:
             log.warning(notice)
         return PerceptualChoice(l1_ssim, "l1-ssim", notice)
-    model = LPIPS(net, torch.load(path, map_location="cpu", weights_only=True)).to(device)
+    try:
+        model = LPIPS(net, load_torch_file(path)).to(device)
+    except InsetganError as exc:
+        message = str(exc)
+        raise InsetganError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     return PerceptualChoice(model, f"lpips-{net}", None)

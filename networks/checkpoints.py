@@ -13,28 +13,27 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from insetgan.errors import InsetganError
 from insetgan.networks import native
 from insetgan.networks.config import GeneratorConfig
-from insetgan.networks.errors import CheckpointError, UnsafePickleError
+from insetgan.networks.errors import CheckpointError, one_line, short_repr
 from insetgan.networks.generator import Generator, build_generator
+from insetgan.networks.pickle_scan import DEFAULT_LIMITS
 from insetgan.networks.safe_pickle import PersistentRecord, safe_load_pickle
 from insetgan.networks.stylegan3 import AnyGenerator, StyleGAN3Generator
 from insetgan.networks.stylegan3_pickle import is_stylegan3_record, stylegan3_from_record
+from insetgan.networks.torch_files import LEGACY_MAGIC, ZIP_MAGIC, load_torch_file
 from insetgan.torch_utils.ops.upfirdn2d import setup_filter
 
 log = logging.getLogger(__name__)
 
-# The first pickle of a legacy (pre-zip) torch.save stream is this magic number.
-_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 W_AVG_SAMPLES = 10_000
 W_AVG_SEED = 0
 
@@ -112,9 +111,9 @@ def detect_format(path: str | os.PathLike) -> str:
         raise CheckpointError(f"{path}: file is empty")
     if native.looks_like_safetensors(head):
         return "safetensors"
-    if head.startswith(b"PK\x03\x04"):
+    if head.startswith(ZIP_MAGIC):
         return "torch-zip"
-    if head.startswith(_LEGACY_TORCH_MAGIC):
+    if head.startswith(LEGACY_MAGIC):
         return "torch-legacy"
     if head[:1] == b"\x80":
         return "pickle"
@@ -159,28 +158,42 @@ def estimate_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = W_AVG
     return (total / samples).to(torch.float32)
 
 
+def _read_pickle(path: Path) -> Any:
+    """The unpickled content of ``path`` (bounded, see :func:`safe_load_pickle`), errors naming the file."""
+    size = path.stat().st_size
+    if size > DEFAULT_LIMITS.max_bytes:
+        raise CheckpointError(f"{path}: file of {size:,} bytes is larger than the {DEFAULT_LIMITS.max_bytes:,} "
+                              "bytes a checkpoint may have")
+    try:
+        return safe_load_pickle(path.read_bytes())
+    except CheckpointError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
 def _load_nvidia_pickle(path: Path) -> Checkpoint:
     """Read a pickled StyleGAN2/3 snapshot ("nvidia-pkl") with our safe unpickler; uses its ``G_ema``."""
-    data = safe_load_pickle(path.read_bytes())
+    data = _read_pickle(path)
     if isinstance(data, PersistentRecord):
         data = {"G_ema": data}  # a bare pickled network
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: pickle does not hold a StyleGAN snapshot dict")
     if "G_ema" not in data:
-        keys = ", ".join(map(str, list(data)[:8])) or "none"
+        keys = ", ".join(short_repr(k, 40) for k in list(data)[:8]) or "none"
         raise CheckpointError(f"{path}: pickle has no 'G_ema' network (keys: {keys})")
     rec = data["G_ema"]
     if not isinstance(rec, PersistentRecord):
         raise CheckpointError(f"{path}: 'G_ema' is not a recorded network object")
-    sd = rec.state_dict()
-    if is_stylegan3_record(rec) or any(k.startswith("synthesis.input.") for k in sd):
-        G3 = stylegan3_from_record(rec, str(path))
-        return Checkpoint(G3, "nvidia-pkl", str(path))
-    if rec.class_name != "Generator":
-        raise CheckpointError(f"{path}: 'G_ema' is a {rec.class_name}, expected a StyleGAN2 Generator")
     try:
+        sd = rec.state_dict()
+        if is_stylegan3_record(rec) or any(k.startswith("synthesis.input.") for k in sd):
+            return Checkpoint(stylegan3_from_record(rec, str(path)), "nvidia-pkl", str(path))
+        if rec.class_name != "Generator":
+            raise CheckpointError(f"'G_ema' is a {short_repr(rec.class_name)}, expected a StyleGAN2 Generator")
         cfg = GeneratorConfig.from_init_kwargs(rec.init_kwargs(), rec.init_args())
-    except (TypeError, ValueError) as exc:
+    except CheckpointError as exc:
+        message = str(exc)
+        raise type(exc)(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+    except ValueError as exc:  # InsetganError included: a config field out of its range
         raise CheckpointError(f"{path}: unsupported generator arguments: {exc}") from None
     notes: list[str] = []
     if "mapping.w_avg" not in sd:
@@ -193,17 +206,9 @@ def _load_nvidia_pickle(path: Path) -> Checkpoint:
 
 
 def _torch_load(path: Path) -> Any:
-    """Read a torch.save file ("rosinality" state dicts) with torch's weights-only loader."""
-    try:
-        # Training checkpoints carry their argparse options; a Namespace only holds plain values.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "global" in line), first[0] if first else "")
-        raise UnsafePickleError(f"{path}: refused by the weights-only loader: {detail.strip()}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated torch checkpoint ({type(exc).__name__}: {exc})") from None
+    """Read a torch.save file ("rosinality" state dicts) with torch's weights-only loader, bounded."""
+    # Training checkpoints carry their argparse options; a Namespace only holds plain values.
+    return load_torch_file(path, [argparse.Namespace])
 
 
 def _rosinality_state(obj: Any, path: Path) -> tuple[dict, torch.Tensor | None, bool]:
@@ -212,10 +217,10 @@ def _rosinality_state(obj: Any, path: Path) -> tuple[dict, torch.Tensor | None, 
     elif isinstance(obj, dict) and "style.1.weight" in obj:
         sd, avg, training = obj, None, False
     else:
-        keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
+        keys = ", ".join(short_repr(k, 40) for k in list(obj)[:8]) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not a StyleGAN2 generator checkpoint (no 'g_ema'; found {keys})")
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path}: 'g_ema' is not a state dict of tensors")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{path}: 'g_ema' is not a state dict of named tensors")
     if avg is not None and not isinstance(avg, torch.Tensor):
         raise CheckpointError(f"{path}: 'latent_avg' is not a tensor")
     return sd, avg, training
@@ -234,16 +239,21 @@ def rosinality_config(sd: Mapping[str, torch.Tensor], source: str = "checkpoint"
         img_channels = int(sd["to_rgb1.conv.weight"].shape[1])
     except KeyError as exc:
         raise CheckpointError(f"{source}: rosinality state dict lacks {exc}") from None
+    except IndexError:
+        raise CheckpointError(f"{source}: a rosinality tensor has fewer dimensions than its key implies") from None
     cmax = max(channels.values())
     candidates = sorted({c * r for r, c in channels.items() if c < cmax} or {cmax * res})
     base = next((b for b in candidates if all(min(b // r, cmax) == c for r, c in channels.items())), None)
     if base is None:
-        raise CheckpointError(f"{source}: unsupported channel table {channels}")
-    return GeneratorConfig(
-        z_dim=style_dim, w_dim=style_dim, c_dim=0, img_resolution=res, img_channels=img_channels,
-        mapping_layers=n_mlp, mapping_lr_multiplier=0.01, channel_base=base, channel_max=cmax,
-        num_fp16_res=0, conv_clamp=None, architecture="skip",
-    )
+        raise CheckpointError(f"{source}: unsupported channel table {short_repr(channels)}")
+    try:
+        return GeneratorConfig(
+            z_dim=style_dim, w_dim=style_dim, c_dim=0, img_resolution=res, img_channels=img_channels,
+            mapping_layers=n_mlp, mapping_lr_multiplier=0.01, channel_base=base, channel_max=cmax,
+            num_fp16_res=0, conv_clamp=None, architecture="skip",
+        )
+    except InsetganError as exc:
+        raise CheckpointError(f"{source}: the tensor shapes imply an unsupported generator: {exc}") from None
 
 
 def rosinality_to_nvidia(sd: Mapping[str, torch.Tensor], cfg: GeneratorConfig) -> dict[str, torch.Tensor]:
@@ -299,6 +309,8 @@ def _load_rosinality(path: Path) -> Checkpoint:
         nv = rosinality_to_nvidia(sd, cfg)
     except KeyError as exc:
         raise CheckpointError(f"{path}: rosinality state dict lacks {exc}") from None
+    except (IndexError, RuntimeError) as exc:  # a tensor whose shape does not fit its key
+        raise CheckpointError(f"{path}: rosinality tensor of an unexpected shape ({one_line(str(exc))})") from None
     notes: list[str] = []
     if avg is None:
         nv["mapping.w_avg"] = torch.zeros(cfg.w_dim)

@@ -11,14 +11,42 @@ import json
 import logging
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
 
-from insetgan.torch_utils.ops.bias_act import ACTIVATIONS
 from insetgan.errors import InsetganError
+from insetgan.networks.errors import short_repr, short_text
+from insetgan.networks.fields import Field, check_fields, check_size, coerce_fields, mapping_parameters
+from insetgan.torch_utils.ops.bias_act import ACTIVATIONS
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("skip", "orig", "resnet")
+
+# Every field of GeneratorConfig with the type and range it accepts (checked for every format).
+GENERATOR_FIELDS: Mapping[str, Field] = MappingProxyType({
+    "z_dim": Field("int", 0, 8192),
+    "w_dim": Field("int", 1, 8192),
+    "c_dim": Field("int", 0, 65536),
+    "img_resolution": Field("int", 4, 4096, power_of_two=True),
+    "img_channels": Field("int", 1, 16),
+    "square": Field("bool"),
+    "mapping_layers": Field("int", 1, 64),
+    "mapping_lr_multiplier": Field("float", 1e-4, 10.0),
+    "mapping_activation": Field("str", choices=tuple(ACTIVATIONS)),
+    "embed_features": Field("int", 1, 8192, optional=True),
+    "layer_features": Field("int", 1, 8192, optional=True),
+    "w_avg_beta": Field("float", 0.0, 1.0, optional=True),
+    "channel_base": Field("int", 1, 2**22),
+    "channel_max": Field("int", 1, 4096),
+    "num_fp16_res": Field("int", 0, 16),
+    "conv_clamp": Field("float", 0.0, 1e6, optional=True),
+    "architecture": Field("str", choices=ARCHITECTURES),
+    "resample_filter": Field("floats", -1e3, 1e3),
+    "use_noise": Field("bool"),
+    "activation": Field("str", choices=tuple(ACTIVATIONS)),
+    "kernel_size": Field("int", 1, 15),
+})
 
 # Constructor arguments that change nothing in the computed outputs (memory layout, training
 # switches); accepted and ignored.
@@ -59,30 +87,18 @@ class GeneratorConfig:
     kernel_size: int = 3
 
     def __post_init__(self) -> None:
-        res = self.img_resolution
-        if not isinstance(res, int) or res < 4 or res & (res - 1):
-            raise InsetganError(f"img_resolution must be a power of two >= 4, got {res!r}")
-        if not self.square and res < 8:
+        check_fields(self, GENERATOR_FIELDS, "generator config")
+        if not self.square and self.img_resolution < 8:
             raise InsetganError("a 2:1 (square=False) generator needs img_resolution >= 8")
-        for name in ("z_dim", "w_dim", "c_dim", "img_channels", "mapping_layers", "channel_base", "channel_max"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise InsetganError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.w_dim < 1 or self.img_channels < 1 or self.mapping_layers < 1:
-            raise InsetganError("w_dim, img_channels and mapping_layers must be >= 1")
         if self.z_dim == 0 and self.c_dim == 0:
             raise InsetganError("a generator needs z_dim > 0 or c_dim > 0")
-        if self.architecture not in ARCHITECTURES:
-            raise InsetganError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
-        for name in ("mapping_activation", "activation"):
-            if getattr(self, name) not in ACTIVATIONS:
-                raise InsetganError(f"unknown {name} {getattr(self, name)!r}")
-        if self.num_fp16_res < 0:
-            raise InsetganError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
-        if self.conv_clamp is not None and self.conv_clamp < 0:
-            raise InsetganError("conv_clamp must be None or >= 0")
+        if self.kernel_size % 2 == 0:
+            raise InsetganError(f"generator config kernel_size must be odd, got {self.kernel_size}")
+        if abs(sum(self.resample_filter)) < 1e-8:
+            raise InsetganError("generator config resample_filter must not sum to zero")
         if min(self.channels(r) for r in self.block_resolutions) < 1:
             raise InsetganError("channel_base/channel_max give a block with zero channels")
+        check_size(self.parameter_estimate(), "generator config")
 
     # Derived quantities -------------------------------------------------------------------------
     @property
@@ -119,6 +135,19 @@ class GeneratorConfig:
         """Feature channels of the block at resolution ``res``."""
         return min(self.channel_base // res, self.channel_max)
 
+    def parameter_estimate(self) -> int:
+        """About how many weights and buffers the Generator of this config holds."""
+        total = mapping_parameters(self.z_dim, self.c_dim, self.w_dim, self.mapping_layers, self.embed_features,
+                                   self.layer_features)
+        k2, prev = self.kernel_size**2, 0
+        for res in self.block_resolutions:
+            c = self.channels(res)
+            # conv0 (with its skip), conv1, toRGB and their affines, the constant input, noise maps
+            total += (2 * prev + c) * c * k2 + (prev + 2 * c) * self.w_dim + c * (self.img_channels + 16) \
+                + 2 * res * res
+            prev = c
+        return total
+
     # Serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
@@ -132,25 +161,26 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "GeneratorConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
+        """Inverse of :meth:`to_dict`; unknown keys and invalid values raise :class:`InsetganError`."""
+        if not isinstance(d, Mapping) or not all(isinstance(k, str) for k in d):
+            raise InsetganError(f"a generator config must be a mapping of field names, got {short_repr(d)}")
+        unknown = set(d) - set(GENERATOR_FIELDS)
         if unknown:
-            raise InsetganError(f"unknown generator config keys: {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "resample_filter" in d:
-            d["resample_filter"] = tuple(float(v) for v in d["resample_filter"])
-        return cls(**d)
+            raise InsetganError(f"unknown generator config keys: {short_text(', '.join(sorted(unknown)), 200)}")
+        return cls(**coerce_fields(d, GENERATOR_FIELDS))
 
     @classmethod
     def from_init_kwargs(cls, init_kwargs: Mapping[str, Any], init_args: Sequence[Any] = ()) -> "GeneratorConfig":
         """Build a config from the constructor arguments recorded in an official pickle."""
         if len(init_args) > len(_POSITIONAL):
-            raise InsetganError(f"unexpected positional generator arguments: {list(init_args)}")
+            raise InsetganError(f"unexpected positional generator arguments: {short_repr(init_args)}")
         kw: dict[str, Any] = dict(zip(_POSITIONAL, init_args))
-        kw.update({k: v for k, v in dict(init_kwargs).items()})
-        mapping = dict(kw.pop("mapping_kwargs", None) or {})
-        synthesis = dict(kw.pop("synthesis_kwargs", None) or {})
+        kw.update(init_kwargs)
+        mapping = kw.pop("mapping_kwargs", None) or {}
+        synthesis = kw.pop("synthesis_kwargs", None) or {}
+        if not isinstance(mapping, Mapping) or not isinstance(synthesis, Mapping):
+            raise InsetganError("generator mapping_kwargs and synthesis_kwargs must be dicts")
+        synthesis = dict(synthesis)
         # Flat layout (stylegan3 repository): everything left over belongs to the synthesis net.
         top_fields = {"z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "square"}
         for key in list(kw):
@@ -188,16 +218,5 @@ class GeneratorConfig:
                 elif key in _IGNORED_KWARGS:
                     continue
                 else:
-                    log.warning("ignoring unknown %s argument %s=%r", what, key, value)
-        if "resample_filter" in out:
-            out["resample_filter"] = tuple(float(v) for v in out["resample_filter"])
-        for key in ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "mapping_layers",
-                    "channel_base", "channel_max", "num_fp16_res", "kernel_size"):
-            if key in out:
-                out[key] = int(out[key])
-        for key in ("mapping_lr_multiplier", "w_avg_beta", "conv_clamp"):
-            if out.get(key) is not None:
-                out[key] = float(out[key])
-        if "square" in out:
-            out["square"] = bool(out["square"])
-        return cls(**out)
+                    log.warning("ignoring unknown %s argument %s=%s", what, short_text(key), short_repr(value))
+        return cls(**coerce_fields(out, GENERATOR_FIELDS))

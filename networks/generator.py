@@ -454,7 +454,7 @@ NetworkT = TypeVar("NetworkT", bound=nn.Module)
 
 
 def load_checked(G: NetworkT, state_dict: Mapping[str, torch.Tensor], source: str, what: str = "") -> NetworkT:
-    """Load ``state_dict`` into ``G`` (as float32) after checking it has exactly G's keys, shapes and float tensors.
+    """Load ``state_dict`` into ``G`` (as float32) after checking it has exactly G's keys and shapes, in finite floats.
 
     ``what`` names the network in the messages (e.g. ``"StyleGAN3 "``); a mismatch is a
     one-line :class:`CheckpointError` naming the first offending tensors.
@@ -478,6 +478,8 @@ def load_checked(G: NetworkT, state_dict: Mapping[str, torch.Tensor], source: st
             )
         if not got.dtype.is_floating_point:
             raise CheckpointError(f"{source}: tensor {key} has non-float dtype {got.dtype}")
+        if not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"{source}: tensor {key} holds NaN or infinite values")
     G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
     return G
 

@@ -26,12 +26,13 @@ from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.generator import build_generator
 from insetgan.networks.stylegan3 import build_stylegan3
 from insetgan.networks.stylegan3_config import StyleGAN3Config
-from insetgan.networks.errors import CheckpointError
+from insetgan.networks.errors import CheckpointError, one_line, short_repr
 from insetgan.errors import InsetganError
 
 FORMAT_NAME = "insetgan-generator"
 FORMAT_VERSION = 2  # the newest version this insetgan reads
 ARCHITECTURES = {"stylegan2": 1, "stylegan3": 2}  # architecture -> the format version its files carry
+MAX_CONFIG_CHARS = 65_536  # a config's JSON is about 700 characters
 
 
 def looks_like_safetensors(head: bytes) -> bool:
@@ -72,7 +73,33 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
+        raise CheckpointError(f"{path}: corrupt safetensors file ({one_line(str(exc))})") from None
+
+
+def _check_format_version(meta: Mapping[str, str], path: str | os.PathLike) -> None:
+    """Refuse a ``format_version`` that is not a whole number this insetgan reads (absent: version 0)."""
+    text = meta.get("format_version", "0")
+    if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 6):
+        raise CheckpointError(f"{path}: format_version must be a whole number, got {short_repr(text)}")
+    version = int(text)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version} is newer than this insetgan supports")
+
+
+def _config(meta: Mapping[str, str], config_type: type, path: str | os.PathLike, architecture: str) -> Any:
+    """The generator config from the metadata, every field checked before anything is built."""
+    text = meta.get("config")
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path}: no {architecture} generator config in the metadata")
+    if len(text) > MAX_CONFIG_CHARS:
+        raise CheckpointError(f"{path}: the config in the metadata is longer than {MAX_CONFIG_CHARS:,} characters")
+    try:
+        return config_type.from_dict(json.loads(text))
+    except RecursionError:
+        raise CheckpointError(f"{path}: the config in the metadata nests too deeply") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:  # InsetganError included
+        raise CheckpointError(f"{path}: invalid {architecture} generator config in metadata ({one_line(str(exc))})") \
+            from None
 
 
 def load(path: str | os.PathLike):
@@ -80,22 +107,17 @@ def load(path: str | os.PathLike):
     meta = read_metadata(path)
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: safetensors file without insetgan generator metadata")
-    version = int(meta.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {version} is newer than this insetgan supports")
+    _check_format_version(meta, path)
     architecture = meta.get("architecture", "stylegan2")
     if architecture not in ARCHITECTURES:
-        raise CheckpointError(f"{path}: unknown architecture {architecture!r} in the metadata "
+        raise CheckpointError(f"{path}: unknown architecture {short_repr(architecture)} in the metadata "
                               f"(this insetgan reads {', '.join(ARCHITECTURES)})")
     config_type = StyleGAN3Config if architecture == "stylegan3" else GeneratorConfig
-    try:
-        cfg = config_type.from_dict(json.loads(meta["config"]))
-    except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid {architecture} generator config in metadata ({exc})") from None
+    cfg = _config(meta, config_type, path, architecture)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
+        raise CheckpointError(f"{path}: corrupt safetensors file ({one_line(str(exc))})") from None
     if isinstance(cfg, StyleGAN3Config):
         return build_stylegan3(cfg, tensors, str(path)), meta
     return build_generator(cfg, tensors, str(path)), meta

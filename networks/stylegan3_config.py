@@ -19,9 +19,12 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from types import MappingProxyType
+
 from insetgan.errors import InsetganError
-from insetgan.networks.config import GeneratorConfig
-from insetgan.networks.errors import CheckpointError
+from insetgan.networks.config import GENERATOR_FIELDS, GeneratorConfig
+from insetgan.networks.errors import CheckpointError, short_repr, short_text
+from insetgan.networks.fields import Field, check_fields, check_size, coerce_fields, mapping_parameters
 
 _POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 # Synthesis/layer keyword arguments of the StyleGAN3 generator, under our field names.
@@ -34,6 +37,31 @@ _MAPPING_KWARGS = {"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_
                    "w_avg_beta": "w_avg_beta"}
 # Recorded by the official classes but not constructor options of ours (derived, or no effect).
 _IGNORED_KWARGS = frozenset({"class_name", "num_ws"})
+
+# The longest up- or down-sampling filter a layer may need (the official configs use at most 24 taps).
+MAX_FILTER_TAPS = 128
+# Every field of StyleGAN3Config with the type and range it accepts (checked for every format).
+# The sampling rates stay >= 1 (stopbands >= 0.5) so the layer schedule is well defined.
+STYLEGAN3_FIELDS: Mapping[str, Field] = MappingProxyType({
+    **{name: GENERATOR_FIELDS[name] for name in ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels",
+                                                  "mapping_layers", "mapping_lr_multiplier", "channel_base",
+                                                  "channel_max")},
+    "w_avg_beta": Field("float", 0.0, 1.0),
+    "num_layers": Field("int", 1, 64),
+    "num_critical": Field("int", 0, 63),
+    "first_cutoff": Field("float", 1e-3, 1e4),
+    "first_stopband": Field("float", 0.5, 1e4),
+    "last_stopband_rel": Field("float", 0.25, 64.0),
+    "margin_size": Field("int", 0, 1024),
+    "output_scale": Field("float", 1e-6, 1e6),
+    "num_fp16_res": Field("int", 0, 32),
+    "conv_kernel": Field("int", 1, 15),
+    "filter_size": Field("int", 1, 64),
+    "lrelu_upsampling": Field("int", 1, 16),
+    "use_radial_filters": Field("bool"),
+    "conv_clamp": Field("float", 0.0, 1e6, optional=True),
+    "magnitude_ema_beta": Field("float", 0.0, 1.0),
+})
 
 
 @dataclass(frozen=True)
@@ -108,37 +136,17 @@ class StyleGAN3Config:
     magnitude_ema_beta: float = 0.999
 
     def __post_init__(self) -> None:
-        for name in ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "mapping_layers", "channel_base",
-                     "channel_max", "num_layers", "num_critical", "margin_size", "num_fp16_res", "conv_kernel",
-                     "filter_size", "lrelu_upsampling"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InsetganError(f"StyleGAN3 {name} must be a non-negative integer, got {value!r}")
-        res = self.img_resolution
-        if res < 4 or res & (res - 1):
-            raise InsetganError(f"StyleGAN3 img_resolution must be a power of two >= 4, got {res}")
-        if min(self.w_dim, self.img_channels, self.mapping_layers, self.conv_kernel, self.filter_size,
-               self.lrelu_upsampling) < 1:
-            raise InsetganError("StyleGAN3 w_dim, img_channels, mapping_layers, conv_kernel, filter_size and "
-                                "lrelu_upsampling must be >= 1")
+        check_fields(self, STYLEGAN3_FIELDS, "StyleGAN3")
         if self.z_dim == 0 and self.c_dim == 0:
             raise InsetganError("a generator needs z_dim > 0 or c_dim > 0")
-        if not 0 <= self.num_critical < self.num_layers:
+        if not self.num_critical < self.num_layers:
             raise InsetganError(f"StyleGAN3 num_critical must be in [0, num_layers), got {self.num_critical}")
-        for name in ("first_cutoff", "first_stopband", "last_stopband_rel", "output_scale", "mapping_lr_multiplier"):
-            value = getattr(self, name)
-            if not _is_number(value) or not np.isfinite(value) or value <= 0:
-                raise InsetganError(f"StyleGAN3 {name} must be a finite number > 0, got {value!r}")
-        for name in ("magnitude_ema_beta", "w_avg_beta"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0 <= value <= 1:
-                raise InsetganError(f"StyleGAN3 {name} must be in [0, 1], got {value!r}")
-        if self.conv_clamp is not None and (not _is_number(self.conv_clamp) or not 0 <= self.conv_clamp < np.inf):
-            raise InsetganError(f"StyleGAN3 conv_clamp must be None or >= 0, got {self.conv_clamp!r}")
-        if not isinstance(self.use_radial_filters, bool):
-            raise InsetganError(f"StyleGAN3 use_radial_filters must be true or false, got {self.use_radial_filters!r}")
-        if min(min(s.in_channels, s.out_channels) for s in self.layers()) < 1:
+        layers = self.layers()
+        if min(min(s.in_channels, s.out_channels) for s in layers) < 1:
             raise InsetganError("StyleGAN3 channel_base/channel_max give a layer with zero channels")
+        for s in layers:
+            _check_filters(s)
+        check_size(self.parameter_estimate(), "StyleGAN3 config")
 
     # Derived quantities -------------------------------------------------------------------------
     @property
@@ -164,6 +172,15 @@ class StyleGAN3Config:
     def num_ws(self) -> int:
         """Number of w vectors: one for the input's transform, one per layer (incl. ToRGB)."""
         return self.num_layers + 2
+
+    def parameter_estimate(self) -> int:
+        """About how many weights and buffers the generator of this config holds."""
+        total = mapping_parameters(self.z_dim, self.c_dim, self.w_dim, self.mapping_layers)
+        total += self.input_spec()["channels"] * (self.w_dim + 4)
+        for spec in self.layers():
+            total += spec.in_channels * (spec.out_channels * spec.conv_kernel**2 + self.w_dim) \
+                + (spec.up_taps + spec.down_taps) ** 2
+        return total
 
     def mapping_config(self) -> GeneratorConfig:
         """The mapping network as a :class:`GeneratorConfig` (StyleGAN3 reuses the StyleGAN2 mapping)."""
@@ -241,11 +258,12 @@ class StyleGAN3Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "StyleGAN3Config":
         """Inverse of :meth:`to_dict`; unknown keys raise ``InsetganError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
+        if not isinstance(d, Mapping) or not all(isinstance(k, str) for k in d):
+            raise InsetganError(f"a StyleGAN3 config must be a mapping of field names, got {short_repr(d)}")
+        unknown = set(d) - set(STYLEGAN3_FIELDS)
         if unknown:
-            raise InsetganError(f"unknown StyleGAN3 config keys: {', '.join(sorted(unknown))}")
-        return cls(**_typed(dict(d)))
+            raise InsetganError(f"unknown StyleGAN3 config keys: {short_text(', '.join(sorted(unknown)), 200)}")
+        return cls(**coerce_fields(d, STYLEGAN3_FIELDS))
 
     @classmethod
     def from_init_kwargs(cls, init_kwargs: Mapping[str, Any], init_args: Sequence[Any] = ()) -> "StyleGAN3Config":
@@ -255,13 +273,14 @@ class StyleGAN3Config:
         StyleGAN3 option we cannot honour would silently change the images).
         """
         if len(init_args) > len(_POSITIONAL):
-            raise CheckpointError(f"unexpected positional StyleGAN3 generator arguments: {list(init_args)}")
+            raise CheckpointError(f"unexpected positional StyleGAN3 generator arguments: {short_repr(init_args)}")
         kw: dict[str, Any] = dict(zip(_POSITIONAL, init_args))
         kw.update(dict(init_kwargs))
         mapping = kw.pop("mapping_kwargs", None) or {}
-        synthesis = dict(kw.pop("synthesis_kwargs", None) or {})
-        if not isinstance(mapping, Mapping):
-            raise CheckpointError(f"StyleGAN3 mapping_kwargs is a {type(mapping).__name__}, not a dict")
+        synthesis = kw.pop("synthesis_kwargs", None) or {}
+        if not isinstance(mapping, Mapping) or not isinstance(synthesis, Mapping):
+            raise CheckpointError("StyleGAN3 mapping_kwargs and synthesis_kwargs must be dicts")
+        synthesis = dict(synthesis)
         out: dict[str, Any] = {}
         for key in list(kw):
             if key in _POSITIONAL:
@@ -272,46 +291,32 @@ class StyleGAN3Config:
             if key in _SYNTHESIS_KWARGS:
                 out[key] = value
             elif key not in _IGNORED_KWARGS:
-                unknown.append(f"{key}={value!r}")
+                unknown.append(f"{short_text(key)}={short_repr(value)}")
         for key, value in dict(mapping).items():
             if key in _MAPPING_KWARGS:
                 out[_MAPPING_KWARGS[key]] = value
             elif key not in _IGNORED_KWARGS:
-                unknown.append(f"mapping_kwargs.{key}={value!r}")
+                unknown.append(f"mapping_kwargs.{short_text(key)}={short_repr(value)}")
         if unknown:
-            raise CheckpointError(f"unsupported StyleGAN3 generator option(s): {', '.join(unknown)}")
+            raise CheckpointError(f"unsupported StyleGAN3 generator option(s): {', '.join(unknown[:8])}")
         missing = [k for k in _POSITIONAL if k not in out]
         if missing:
             raise CheckpointError(f"StyleGAN3 generator init kwargs lack {', '.join(missing)}")
         try:
-            return cls(**_typed(out))
+            return cls(**coerce_fields(out, STYLEGAN3_FIELDS))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"unsupported StyleGAN3 generator arguments: {exc}") from None
 
 
-_INT_FIELDS = ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "mapping_layers", "channel_base",
-               "channel_max", "num_layers", "num_critical", "margin_size", "num_fp16_res", "conv_kernel",
-               "filter_size", "lrelu_upsampling")
-_FLOAT_FIELDS = ("mapping_lr_multiplier", "w_avg_beta", "first_cutoff", "first_stopband", "last_stopband_rel",
-                 "output_scale", "magnitude_ema_beta", "conv_clamp")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def _typed(d: dict[str, Any]) -> dict[str, Any]:
-    """Coerce integral numbers to int and numbers to float (JSON and numpy scalars), keeping the rest."""
-    out = dict(d)
-    for key in _INT_FIELDS:
-        value = out.get(key)
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-                and float(value).is_integer():
-            out[key] = int(value)
-    for key in _FLOAT_FIELDS:
-        value = out.get(key)
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            out[key] = float(value)
-    if isinstance(out.get("use_radial_filters"), (np.bool_, int)) and out["use_radial_filters"] in (0, 1):
-        out["use_radial_filters"] = bool(out["use_radial_filters"])
-    return out
+def _check_filters(spec: LayerSpec) -> None:
+    """Refuse a layer whose low-pass filters cannot be designed: too many taps, or a transition band
+    (twice the half width) that is empty or reaches past half the Nyquist rate of the filtering."""
+    for name, taps, half_width in (("up", spec.up_taps, spec.in_half_width),
+                                   ("down", spec.down_taps, spec.out_half_width)):
+        if taps > MAX_FILTER_TAPS:
+            raise InsetganError(f"StyleGAN3 layer {spec.name} needs a {taps}-tap {name}-sampling filter "
+                                f"(limit {MAX_FILTER_TAPS}): filter_size or the sampling rates are too large")
+        if taps > 1 and not 0 < half_width <= spec.tmp_sampling_rate / 4:
+            raise InsetganError(f"StyleGAN3 layer {spec.name} has a {name}-sampling transition band of half width "
+                                f"{half_width:g} at sampling rate {spec.tmp_sampling_rate}: the cutoffs, stopbands "
+                                "and sampling rates do not fit together")

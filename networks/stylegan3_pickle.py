@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from insetgan.networks.errors import CheckpointError
+from insetgan.networks.errors import CheckpointError, short_repr
+
 from insetgan.networks.safe_pickle import PersistentRecord
 from insetgan.networks.stylegan3 import StyleGAN3Generator, build_stylegan3
 from insetgan.networks.stylegan3_config import LayerSpec, StyleGAN3Config
@@ -44,17 +45,16 @@ def _same(stored: Any, implied: Any) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=1e-9))
 
 
-def _check(source: str, where: str, stored_state: dict, implied: dict[str, Any]) -> None:
+def _check(source: str, where: str, record: PersistentRecord, implied: dict[str, Any]) -> None:
     for attr, value in implied.items():
-        if attr not in stored_state:
+        if attr not in record.state:
             continue  # attributes are only checked where the pickle records them
-        stored = stored_state[attr]
+        stored = record.attribute(attr)  # bounded: at most PickleLimits.max_nodes values
         if isinstance(stored, np.ndarray):
             stored = stored.tolist()
         if not _same(stored, value):
-            raise CheckpointError(
-                f"{source}: {where}.{attr} is {stored!r} in the pickle but its StyleGAN3 kwargs imply {value!r}"
-            )
+            raise CheckpointError(f"{source}: {where}.{attr} is {short_repr(stored)} in the pickle but its StyleGAN3 "
+                                  f"kwargs imply {short_repr(value)}")
 
 
 def _layer_values(spec: LayerSpec, cfg: StyleGAN3Config) -> dict[str, Any]:
@@ -69,19 +69,19 @@ def _layer_values(spec: LayerSpec, cfg: StyleGAN3Config) -> dict[str, Any]:
 
 def check_recorded_attributes(rec: PersistentRecord, cfg: StyleGAN3Config, source: str) -> None:
     """Compare the attributes a StyleGAN3 pickle stored with the schedule ``cfg`` implies."""
-    _check(source, "G_ema", rec.state, {"z_dim": cfg.z_dim, "c_dim": cfg.c_dim, "w_dim": cfg.w_dim,
+    _check(source, "G_ema", rec, {"z_dim": cfg.z_dim, "c_dim": cfg.c_dim, "w_dim": cfg.w_dim,
                                         "img_resolution": cfg.img_resolution, "img_channels": cfg.img_channels,
                                         "num_ws": cfg.num_ws})
     children = rec.children()
     mapping = children.get("mapping")
     if isinstance(mapping, PersistentRecord):
-        _check(source, "mapping", mapping.state, {"num_ws": cfg.num_ws, "num_layers": cfg.mapping_layers,
+        _check(source, "mapping", mapping, {"num_ws": cfg.num_ws, "num_layers": cfg.mapping_layers,
                                                   "z_dim": cfg.z_dim, "w_dim": cfg.w_dim, "c_dim": cfg.c_dim})
     synthesis = children.get("synthesis")
     if not isinstance(synthesis, PersistentRecord):
         raise CheckpointError(f"{source}: StyleGAN3 generator without a recorded synthesis network")
     specs = cfg.layers()
-    _check(source, "synthesis", synthesis.state, {
+    _check(source, "synthesis", synthesis, {
         "num_ws": cfg.num_ws, "img_resolution": cfg.img_resolution, "img_channels": cfg.img_channels,
         "num_layers": cfg.num_layers, "num_critical": cfg.num_critical, "margin_size": cfg.margin_size,
         "output_scale": cfg.output_scale, "layer_names": [s.name for s in specs],
@@ -89,11 +89,11 @@ def check_recorded_attributes(rec: PersistentRecord, cfg: StyleGAN3Config, sourc
     layers = synthesis.children()
     if isinstance(layers.get("input"), PersistentRecord):
         inp = cfg.input_spec()
-        _check(source, "synthesis.input", layers["input"].state, {**inp, "size": [inp["size"], inp["size"]]})
+        _check(source, "synthesis.input", layers["input"], {**inp, "size": [inp["size"], inp["size"]]})
     for spec in specs:
         layer = layers.get(spec.name)
         if isinstance(layer, PersistentRecord):
-            _check(source, f"synthesis.{spec.name}", layer.state, _layer_values(spec, cfg))
+            _check(source, f"synthesis.{spec.name}", layer, _layer_values(spec, cfg))
 
 
 def stylegan3_from_record(rec: PersistentRecord, source: str) -> StyleGAN3Generator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import pickle
+import struct
 import sys
 import types
 
@@ -119,3 +120,63 @@ class Reduce:
 
     def __reduce__(self):
         return self.fn, self.args
+
+
+# Raw pickle opcodes, for crafted streams the pickler cannot write (or would hang writing).
+def op_global(module: str, name: str) -> bytes:
+    """GLOBAL: push ``module.name`` (resolved by the unpickler's find_class)."""
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def op_str(text: str) -> bytes:
+    """BINUNICODE: push a string."""
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def op_int(n: int) -> bytes:
+    """BININT: push a 32-bit integer."""
+    return b"J" + struct.pack("<i", n)
+
+
+def op_put(index: int) -> bytes:
+    """LONG_BINPUT: store the top of the stack in memo slot ``index``."""
+    return b"r" + struct.pack("<I", index)
+
+
+def op_get(index: int) -> bytes:
+    """LONG_BINGET: push memo slot ``index``."""
+    return b"j" + struct.pack("<I", index)
+
+
+def persistent_record(class_name: str, modules: dict[str, bytes]) -> bytes:
+    """Opcodes that push an official persistent record whose ``_modules`` holds the given pushes."""
+    out = op_global("torch_utils.persistence", "_reconstruct_persistent_obj") + b"}("
+    out += op_str("type") + op_str("class") + op_str("class_name") + op_str(class_name)
+    out += op_str("version") + op_int(6) + op_str("state") + b"}(" + op_str("_modules") + b"}("
+    for name, push in modules.items():
+        out += op_str(name) + push
+    return out + b"uuu\x85R"  # close _modules, state, meta; call with (meta,)
+
+
+def module_chain_pickle(depth: int, shared: bool = False) -> bytes:
+    """A snapshot whose G_ema nests ``depth`` levels of sub-modules.
+
+    With ``shared`` each level holds the level below twice (``a`` and ``b``), so the tree has
+    2**depth paths but the pickle only ``depth`` records.
+    """
+    out = b"\x80\x02" + persistent_record("Leaf", {}) + op_put(0) + b"0"
+    for i in range(1, depth + 1):
+        children = {"a": op_get(i - 1), **({"b": op_get(i - 1)} if shared else {})}
+        out += persistent_record("Generator" if i == depth else "Block", children) + op_put(i) + b"0"
+    return out + b"}" + op_str("G_ema") + op_get(depth) + b"s."
+
+
+def tuple_tree_pickle(depth: int, as_key: bool = True) -> bytes:
+    """A tuple holding the tuple below twice, ``depth`` levels (2**depth leaves), made a dict key."""
+    out = b"\x80\x02)" + op_put(0) + b"0"
+    for i in range(1, depth + 1):
+        out += op_get(i - 1) + op_get(i - 1) + b"\x86" + op_put(i) + b"0"
+    if as_key:
+        return out + b"}" + op_get(depth) + op_int(1) + b"s."
+    return out + op_get(depth) + b"."

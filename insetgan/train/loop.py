@@ -555,10 +555,12 @@ def save_state(state: TrainState, cfg: TrainConfig, path: Path) -> None:
 
 def load_state(path: str | Path, cfg: TrainConfig, data: ImageSet, device: torch.device) -> TrainState:
     """Resume: rebuild the networks for ``cfg`` and ``data`` and load a saved state (weights_only)."""
+    from insetgan.networks.torch_files import load_torch_file
+
     try:
-        sd = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-        raise InsetganError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
+        sd = load_torch_file(path)  # bounded work; the tensors move to ``device`` as they are loaded below
+    except InsetganError as exc:
+        raise InsetganError(f"cannot read training state {exc}") from None
     if not isinstance(sd, dict) or sd.get("version") != STATE_VERSION:
         raise InsetganError(f"{path} is not an insetgan training state")
     saved = json.loads(sd["config"])
