@@ -13,6 +13,7 @@ import torch
 
 from insetgan import io as iio
 from insetgan.errors import InsetganError
+from insetgan.limits import MAX_SEED, Range
 from insetgan.progress import ProgressBar
 
 log = logging.getLogger("insetgan")
@@ -53,11 +54,11 @@ class FiniteFloat(click.FloatRange):
     name = "finite float"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        """Parse and range-check (nan passes every comparison), then reject nan and inf."""
-        number = super().convert(value, param, ctx)
+        """Parse, reject nan and inf (nan passes every comparison), then range-check."""
+        number = click.types.FloatParamType.convert(self, value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
+        return super().convert(number, param, ctx)
 
 
 def finite(min: float | None = None, max: float | None = None, min_open: bool = False) -> FiniteFloat:
@@ -65,7 +66,14 @@ def finite(min: float | None = None, max: float | None = None, min_open: bool = 
     return FiniteFloat(min=min, max=max, min_open=min_open)
 
 
-FINITE = finite()
+def range_type(rng: Range) -> click.ParamType:
+    """The click type of a :class:`~insetgan.limits.Range` (the same bounds as the config that owns it)."""
+    if rng.integer:
+        return click.IntRange(int(rng.lo), int(rng.hi), min_open=rng.lo_open, max_open=rng.hi_open)
+    return FiniteFloat(min=rng.lo, max=rng.hi, min_open=rng.lo_open, max_open=rng.hi_open)
+
+
+SEED = click.IntRange(0, MAX_SEED)
 
 DEVICES = ("auto", "cpu", "cuda")
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
