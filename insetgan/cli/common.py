@@ -42,6 +42,13 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def given(name: str) -> bool:
+    """True when the option with parameter name ``name`` was set by the user (command line or environment)."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx else None
+    return source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
 def root_flag(name: str) -> bool:
     """A flag of the top-level group (``--debug``, ``--quiet``) from within a command."""
     ctx = click.get_current_context(silent=True)

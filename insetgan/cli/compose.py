@@ -8,7 +8,7 @@ import click
 
 from insetgan import io as iio
 from insetgan import jobs
-from insetgan.cli.common import SEED, handle_errors, job_options, log, progress_bar, range_type, torch_device, \
+from insetgan.cli.common import SEED, given, handle_errors, job_options, log, progress_bar, range_type, torch_device, \
     write_files
 from insetgan.generate import PSI_RANGE
 from insetgan.limits import MAX_CANDIDATES as MAX_BODIES
@@ -81,6 +81,8 @@ def _invert_options(fn: Callable) -> Callable:
 
 
 def _embed_config(invert_steps: int, pti: bool, pti_steps: int, identity_weight: float) -> EmbedConfig:
+    if given("pti_steps") and not pti:
+        raise InsetganError("--pti-steps needs --pti")
     return EmbedConfig(InvertConfig(mode="wplus", steps=invert_steps), PTIConfig(steps=pti_steps) if pti else None,
                        identity_weight=identity_weight)
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from insetgan import io as iio
-from insetgan.cli.common import (SEED, handle_errors, job_options, log, progress_bar, range_type, torch_device,
+from insetgan.cli.common import (SEED, given, handle_errors, job_options, log, progress_bar, range_type, torch_device,
                                  write_files)
 from insetgan.cli.checkpoints import NETWORK_HELP
 from insetgan.errors import InsetganError
@@ -85,6 +85,8 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
     from insetgan.networks import native
     from insetgan.requests import load_generator_for
 
+    if given("pti_steps") and mode != "pti":
+        raise InsetganError("--pti-steps needs --mode pti")
     dev = torch_device(device)
     t0 = time.perf_counter()
     ck, net_info = load_generator_for(network, dev, "--network", None)
