@@ -91,6 +91,8 @@ def open_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     The size is checked from the header before any pixel is decoded: images over ``max_pixels``
     are refused with a one-line :class:`ImageTooLargeError` instead of exhausting memory.
     """
+    if not Path(path).is_file():
+        raise InsetganError(f"image not found: {path}")
     with opened(path, f"image {path}", max_pixels) as im:
         return to_rgb(ImageOps.exif_transpose(im))
 

@@ -8,12 +8,13 @@ pickles or object arrays), values must be finite and within :data:`MAX_LATENT_AB
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import tokenize
 import zipfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -75,6 +76,17 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str, allowed:
     return arr
 
 
+@contextlib.contextmanager
+def _one_line_errors(what: str) -> Iterator[None]:
+    """Turn what a damaged file makes numpy, zipfile or zlib raise into one :class:`InsetganError` line."""
+    try:
+        yield
+    except InsetganError:
+        raise
+    except READ_ERRORS as exc:
+        raise InsetganError(f"cannot read {what}: {error_line(exc)}") from None
+
+
 def _open_checked(path: str | Path, what: str) -> BinaryIO:
     p = Path(path)
     if not p.is_file():
@@ -99,34 +111,24 @@ def read_array(path: str | Path, names: Sequence[str], allowed: ShapeCheck, want
 
     Any damage (truncation, a corrupt archive, a bad header) is a one-line :class:`InsetganError`.
     """
-    try:
-        with _open_checked(path, what) as fp:
-            if _kind(fp, what) == "npy":
-                return read_npy(fp, what, allowed, want)
-            with zipfile.ZipFile(fp) as zf:
-                return _read_member(zf, _pick_member(zf, names, what), what, allowed, want)
-    except InsetganError:
-        raise
-    except READ_ERRORS as exc:
-        raise InsetganError(f"cannot read {what}: {error_line(exc)}") from None
+    with _one_line_errors(what), _open_checked(path, what) as fp:
+        if _kind(fp, what) == "npy":
+            return read_npy(fp, what, allowed, want)
+        with zipfile.ZipFile(fp) as zf:
+            return _read_member(zf, _pick_member(zf, names, what), what, allowed, want)
 
 
 def read_npz_arrays(path: str | Path, shapes: dict[str, tuple[int, ...]], what: str) -> dict[str, np.ndarray]:
     """The members ``NAME.npy`` of an ``.npz`` with exactly the given shapes (finite float data), as float32."""
     out: dict[str, np.ndarray] = {}
-    try:
-        with _open_checked(path, what) as fp, zipfile.ZipFile(fp) as zf:
-            present = set(zf.namelist())
-            for name, shape in shapes.items():
-                if f"{name}.npy" not in present:
-                    raise InsetganError(f"{what} has no array {name!r}")
-                arr = _read_member(zf, zf.getinfo(f"{name}.npy"), f"{what} ({name})",
-                                   lambda s, shape=shape: s == shape, f"expected {list(shape)}")
-                out[name] = finite_float32(arr, f"{what} ({name})")
-    except InsetganError:
-        raise
-    except READ_ERRORS as exc:
-        raise InsetganError(f"cannot read {what}: {error_line(exc)}") from None
+    with _one_line_errors(what), _open_checked(path, what) as fp, zipfile.ZipFile(fp) as zf:
+        present = set(zf.namelist())
+        for name, shape in shapes.items():
+            if f"{name}.npy" not in present:
+                raise InsetganError(f"{what} has no array {name!r}")
+            arr = _read_member(zf, zf.getinfo(f"{name}.npy"), f"{what} ({name})",
+                               lambda s, shape=shape: s == shape, f"expected {list(shape)}")
+            out[name] = finite_float32(arr, f"{what} ({name})")
     return out
 
 
