@@ -52,12 +52,13 @@ def _zip_contents(path: Path) -> tuple[Blobs, dict[str, Any]]:
 
 
 def _folder_contents(path: Path) -> tuple[Blobs, dict[str, Any]]:
+    """The images (name, bytes) of a folder in name order and its ``dataset.json`` (or ``{}``)."""
     files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file())
     for f in files:
         if f.stat().st_size > MAX_IMAGE_BYTES:
             raise InsetganError(f"{f} is larger than {MAX_IMAGE_BYTES >> 20} MiB")
-    meta = read_mapping(path / "dataset.json", "dataset.json", MAX_META_BYTES) if (path / "dataset.json").is_file() \
-        else {}
+    meta_path = path / "dataset.json"
+    meta = read_mapping(meta_path, "dataset file", MAX_META_BYTES) if meta_path.is_file() else {}
     return [(f.name, f.read_bytes()) for f in files], meta
 
 
@@ -71,7 +72,7 @@ def dataset_contents(path: str | Path) -> tuple[Blobs, dict[str, Any]]:
     if p.is_file() and p.suffix == ".zip":
         blobs, meta = _zip_contents(p)
         if not meta and (p.parent / "dataset.json").is_file():
-            meta = read_mapping(p.parent / "dataset.json", "dataset.json", MAX_META_BYTES)
+            meta = read_mapping(p.parent / "dataset.json", "dataset file", MAX_META_BYTES)
     elif p.is_dir():
         blobs, meta = _folder_contents(p)
         zips = sorted(p.glob("*.zip"))
