@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 from insetgan.errors import InsetganError
+# The photo reader lives with the other image readers; re-exported for the modules that align photos.
+from insetgan.images import open_rgb as open_rgb
 
 
 log = logging.getLogger(__name__)
@@ -53,38 +55,6 @@ def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
     y = np.flipud(x) * [-1, 1]
     c = eye_avg + eye_to_mouth * 0.1
     return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
-
-
-MAX_PIXELS = 64_000_000  # refuse larger photos before decoding them (a 20000×20000 RGB image needs 1.2 GB)
-
-
-def open_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open an image as RGB with its EXIF orientation applied (grey and RGBA converted; alpha on white).
-
-    The size is checked from the header before any pixel is decoded: images over ``max_pixels``
-    are refused with a clear error instead of exhausting memory.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InsetganError(f"image not found: {path}")
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise InsetganError(f"image {path} is too large ({w}x{h} = {w * h / 1e6:.0f} MP; the limit is "
-                                 f"{max_pixels / 1e6:.0f} MP): downscale it first")
-            if w == 0 or h == 0:
-                raise InsetganError(f"image {path} is empty ({w}x{h})")
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
-            return im.convert("RGB")
-    except Image.DecompressionBombError:
-        raise InsetganError(f"image {path} is too large (the limit is {max_pixels / 1e6:.0f} MP): "
-                         "downscale it first") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InsetganError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") from None
 
 
 @dataclass(frozen=True)

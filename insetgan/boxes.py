@@ -17,6 +17,7 @@ import torch
 from insetgan.align import LandmarkDetector, ffhq_quad
 from insetgan.regions import Box
 from insetgan.errors import InsetganError
+from insetgan.limits import check_ranges, ranged
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +136,12 @@ class TrackConfig:
     ``max_shift`` times the previous box size.
     """
 
-    damping: float = 0.5
-    max_scale: float = 1.3
-    max_shift: float = 0.25
+    damping: float = ranged(0.5, 0.0, 1.0, hi_open=True)
+    max_scale: float = ranged(1.3, 1.0, 100.0)
+    max_shift: float = ranged(0.25, 0.0, 100.0)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.damping < 1:
-            raise InsetganError(f"damping must be in [0, 1), got {self.damping}")
-        if self.max_scale < 1 or self.max_shift < 0:
-            raise InsetganError("track bounds must be max_scale >= 1 and max_shift >= 0")
+        check_ranges(self, "track.")
 
 
 def track(prev: Box, detected: Box | None, cfg: TrackConfig) -> tuple[Box, str]:

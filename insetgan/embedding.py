@@ -28,6 +28,7 @@ from insetgan import losses as L
 from insetgan.align import LandmarkDetector, align_ffhq, open_rgb
 from insetgan.errors import InsetganError
 from insetgan.invert import InvertConfig, PTIConfig, invert, quality, synthesize, with_noise
+from insetgan.latents import read_npz_arrays
 from insetgan.networks import native
 from insetgan.networks.generator import Generator
 from insetgan.photos import align_face, load_photo, person_crop, photo_info, to_tensor
@@ -94,12 +95,12 @@ def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Pe
     cached = cache_dir is not None and (cache_dir / npz_name).is_file() and \
         (cfg.pti is None or (cache_dir / net_name).is_file())
     files: dict[str, bytes] = {}
-    if cached:
-        with np.load(cache_dir / npz_name, allow_pickle=False) as data:
-            ws = torch.from_numpy(data["ws"]).to(target.device)
-            noise = [torch.from_numpy(data[f"noise_{i:02d}"]).to(target.device)
-                     for i in range(len(G.noise_buffers()))]
-        tuned = native.load(cache_dir / net_name)[0].to(target.device) if cfg.pti is not None else None
+    entry = _read_cache(cache_dir, npz_name, net_name, G, cfg.pti is not None) if cached else None
+    cached = entry is not None
+    if entry is not None:
+        ws, noise, tuned = entry
+        ws, noise = ws.to(target.device), [n.to(target.device) for n in noise]
+        tuned = tuned.to(target.device) if tuned is not None else None
     else:
         inv_cfg = dataclasses.replace(cfg.invert, identity_weight=cfg.identity_weight if identity else 0.0)
         res = invert(G, target, inv_cfg, cfg.pti, perceptual, mask, identity, progress, progress)
@@ -120,6 +121,21 @@ def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Pe
     info["seconds"] = round(time.perf_counter() - t0, 3)
     info["metrics"] = {"start": quality(start, target, perceptual), "inverted": quality(recon, target, perceptual)}
     return Embedded(G_user, ws, target, recon, mask, info, files)
+
+
+def _read_cache(cache_dir: Path, npz_name: str, net_name: str, G: Generator, pti: bool
+                ) -> tuple[torch.Tensor, list[torch.Tensor], Generator | None] | None:
+    """A cached inversion (W+ [1, L, D], noise maps [1, 1, H, W], tuned generator or None); None when damaged."""
+    shapes = {"ws": (1, G.num_ws, G.w_dim),
+              **{f"noise_{i:02d}": (1, 1, *buf.shape) for i, buf in enumerate(G.noise_buffers().values())}}
+    try:
+        arrays = read_npz_arrays(cache_dir / npz_name, shapes, f"cache entry {npz_name}")
+        tuned = native.load(cache_dir / net_name)[0] if pti else None
+    except InsetganError as exc:
+        log.warning("recomputing the inversion: %s", exc)
+        return None
+    noise = [torch.from_numpy(arrays[f"noise_{i:02d}"]) for i in range(len(shapes) - 1)]
+    return torch.from_numpy(arrays["ws"]), noise, tuned
 
 
 def aligned_size(G: Generator) -> int:

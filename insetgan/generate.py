@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +12,13 @@ import torch
 from insetgan.networks.generator import NOISE_MODES
 from insetgan.networks.stylegan3 import AnyGenerator, is_stylegan3
 from insetgan.errors import InsetganError
+from insetgan.limits import Range
+
+# Truncation ψ: 1 samples freely, 0 gives the average, negative values the opposite side of it; beyond
+# ±10 the latents leave the range the synthesis network was trained on by orders of magnitude.
+PSI_RANGE = Range(-10.0, 10.0)
+TRANSLATE_RANGE = Range(-10.0, 10.0)  # StyleGAN3 input translation, in units of the image size
+ROTATE_RANGE = Range(-360.0, 360.0)  # degrees
 
 
 @dataclass(frozen=True)
@@ -51,9 +57,11 @@ class SampleConfig:
         if self.sets_transform and not is_stylegan3(G):
             raise InsetganError("--translate/--rotate set the input transform of a StyleGAN3 network; "
                                 "this network is StyleGAN2, which has none")
-        values = list(self.translate or ()) + ([self.rotate] if self.rotate is not None else [])
-        if not all(math.isfinite(v) for v in values):
-            raise InsetganError(f"translate/rotate must be finite numbers, got {self.translate}, {self.rotate}")
+        PSI_RANGE.check(self.truncation_psi, "truncation psi")
+        for v in self.translate or ():
+            TRANSLATE_RANGE.check(v, "translate")
+        if self.rotate is not None:
+            ROTATE_RANGE.check(self.rotate, "rotate")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ from insetgan.networks.files import atomic_write_bytes as atomic_write_bytes
 from insetgan.networks.files import plain_file_mode as plain_file_mode
 from insetgan import __version__
 from insetgan.errors import InsetganError
+from insetgan.limits import MAX_SEED as MAX_SEED
+from insetgan.limits import short_repr
 
 
 def encode(writer: Callable[[io.BytesIO], Any]) -> bytes:
@@ -71,25 +73,25 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     return encode(lambda buf: np.save(buf, arr, allow_pickle=False))
 
 
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-MAX_SEED = 2**32 - 1
+_RANGE = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+MAX_SEEDS = 100_000  # the most values one range text may list
 
 
-def parse_range(text: str, what: str = "seed") -> list[int]:
-    """Parse ``'0-3,7'`` into ``[0, 1, 2, 3, 7]`` (non-negative, ascending ranges, no empties)."""
+def parse_range(text: str, what: str = "seed", max_count: int = MAX_SEEDS) -> list[int]:
+    """Parse ``'0-3,7'`` into ``[0, 1, 2, 3, 7]`` (values in 0..MAX_SEED, ascending ranges, at most ``max_count``)."""
     values: list[int] = []
     for part in str(text).split(","):
         m = _RANGE.match(part.strip())
         if not m:
-            raise InsetganError(f"invalid {what} range {text!r}: expected e.g. 0-3,7")
+            raise InsetganError(f"invalid {what} range {short_repr(str(text))}: expected e.g. 0-3,7")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
             raise InsetganError(f"invalid {what} range {part.strip()!r}: end before start")
         if hi > MAX_SEED:
             raise InsetganError(f"{what} {hi} is out of range (0..{MAX_SEED})")
-        if hi - lo > 100_000:
-            raise InsetganError(f"{what} range {part.strip()!r} is too long")
+        if len(values) + hi - lo + 1 > max_count:
+            raise InsetganError(f"{what} range {short_repr(str(text))} lists more than {max_count} values")
         values.extend(range(lo, hi + 1))
     return values
 

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,6 +25,7 @@ from insetgan.boxes import (FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, F
                             refine_box)
 from insetgan.identity import dlib_distances, identity_report
 from insetgan.keep import FaceVerdict, Given, Judges, face_verdict, measure
+from insetgan.latents import read_latent
 from insetgan.invert import InvertConfig, PTIConfig, invert, quality, synthesize
 from insetgan.generate import z_from_seed
 from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
@@ -61,36 +61,7 @@ class LatentSource:
 
 def load_latent(path: str, G: Generator, key: str) -> torch.Tensor:
     """W+ [1|B, num_ws, w_dim] from a .npy (w [D], [1, D], W+ [L, D], [B, L, D]) or .npz (array ``key``, or its only array)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InsetganError(f"latent file not found: {path}")
-    try:
-        data = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InsetganError(f"cannot read latent file {path}: {exc}") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        names = list(data.files)
-        if key in names:
-            arr = data[key]
-        elif "ws" in names:  # written by `insetgan invert`
-            arr = data["ws"]
-        elif len(names) == 1:
-            arr = data[names[0]]
-        else:
-            raise InsetganError(f"{path} has no array {key!r} (it has {', '.join(names)})")
-    else:
-        arr = data
-    arr = np.asarray(arr, dtype=np.float32)
-    L_, D = G.num_ws, G.w_dim
-    if arr.shape == (D,) or arr.shape == (1, D):
-        arr = np.broadcast_to(arr.reshape(1, 1, D), (1, L_, D))
-    elif arr.shape == (L_, D):
-        arr = arr[None]
-    elif not (arr.ndim == 3 and arr.shape[1:] == (L_, D)):
-        raise InsetganError(f"latent {path} has shape {list(arr.shape)}; this generator needs [{D}] or [{L_}, {D}]")
-    if not np.isfinite(arr).all():
-        raise InsetganError(f"latent {path} contains NaN or inf")
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    return torch.from_numpy(read_latent(path, G.num_ws, G.w_dim, key))
 
 
 def start_latents(G: Generator, source: LatentSource, trunc: float, device: torch.device) -> torch.Tensor:

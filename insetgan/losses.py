@@ -15,6 +15,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from insetgan.errors import InsetganError
+from insetgan.limits import Range
+
+MAX_WEIGHT = 1e6  # the largest loss weight a config may set (the paper preset uses 20000)
+WEIGHT_RANGE = Range(0.0, MAX_WEIGHT)
 
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -75,9 +79,7 @@ class LossWeights:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, float | int) and not isinstance(v, bool) and v < 0:
-                raise InsetganError(f"loss weight {f.name} must be >= 0, got {v}")
+            WEIGHT_RANGE.check(getattr(self, f.name), f"loss weight {f.name}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""

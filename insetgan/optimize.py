@@ -25,17 +25,24 @@ import torch
 
 from insetgan import losses as L
 from insetgan.blend import BLENDS, blend
+from insetgan.configfile import read_mapping
 from insetgan.boxes import BoxProvider, TrackConfig, track
 from insetgan.metrics import seam_score
 from insetgan.regions import Box, box_mask, crop, paste
 from insetgan.perceptual import l1_ssim
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
+from insetgan.limits import Range, check_choice, check_ranges, check_text, clipped, listed, ranged, short_repr
 
 log = logging.getLogger(__name__)
 
 ROLES = ("canvas", "insets")
 SCHEDULES = ("joint", "alternating")
+BORDER_METRICS = ("l1", "mse")
+MAX_STEPS = 100_000  # total optimisation steps of a run (the presets use 30 to 675)
+STEPS_RANGE = Range(1, MAX_STEPS, integer=True)
+MAX_STAGES = 32
+MAX_LR = 10.0
 
 
 @dataclass(frozen=True)
@@ -48,23 +55,22 @@ class Stage:
     """
 
     name: str
-    steps: int
+    steps: int = ranged(dataclasses.MISSING, 0, MAX_STEPS, integer=True)
     optimize: tuple[str, ...] = ("canvas", "insets")
     schedule: str = "joint"
-    switch_every: int = 40
-    track_every: int = 0
-    track_until: int | None = None
+    switch_every: int = ranged(40, 1, MAX_STEPS, integer=True)
+    track_every: int = ranged(0, 0, MAX_STEPS, integer=True)
+    track_until: int | None = ranged(None, 0, MAX_STEPS, integer=True, optional=True)
 
     def __post_init__(self) -> None:
+        check_text(self.name, "a stage name")
+        where = f"stage {self.name!r}: "
+        if not isinstance(self.optimize, (tuple, list)) or not 1 <= len(self.optimize) <= len(ROLES) \
+                or any(not isinstance(r, str) or r not in ROLES for r in self.optimize):
+            raise InsetganError(f"{where}optimize must list roles from {ROLES}, got {listed(self.optimize)}")
         object.__setattr__(self, "optimize", tuple(self.optimize))
-        if self.steps < 0:
-            raise InsetganError(f"stage {self.name!r}: steps must be >= 0")
-        if not self.optimize or any(r not in ROLES for r in self.optimize):
-            raise InsetganError(f"stage {self.name!r}: optimize must list roles from {ROLES}, got {self.optimize}")
-        if self.schedule not in SCHEDULES:
-            raise InsetganError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.switch_every < 1 or self.track_every < 0:
-            raise InsetganError(f"stage {self.name!r}: switch_every must be >= 1 and track_every >= 0")
+        check_choice(self.schedule, where + "schedule", SCHEDULES)
+        check_ranges(self, where)
 
 
 @dataclass(frozen=True)
@@ -76,39 +82,42 @@ class OptimConfig:
     # The canvas moves slowly and is held to its start (body_l1 2): measured on the built-in body with
     # the example selfie (README, "The default preset's canvas settings"); lr 0.04 / body_l1 0.5
     # washed the whole body out.
-    lr_canvas: float = 0.01
-    lr_inset: float = 0.02
-    lr_rampup: float = 0.05
-    lr_rampdown: float = 0.25
+    lr_canvas: float = ranged(0.01, 0.0, MAX_LR, lo_open=True)
+    lr_inset: float = ranged(0.02, 0.0, MAX_LR, lo_open=True)
+    lr_rampup: float = ranged(0.05, 0.0, 1.0)  # fractions of a stage
+    lr_rampdown: float = ranged(0.25, 0.0, 1.0)
     canvas_weights: L.LossWeights = L.LossWeights(coarse_l1=1.0, coarse_perceptual=0.5, border=20.0,
                                                   body_l1=2.0, body_perceptual=0.1)
     inset_weights: L.LossWeights = L.LossWeights(coarse_l1=1.0, coarse_perceptual=0.5, border=20.0,
                                                  face_l1=0.5, face_perceptual=0.1)
-    reg_mean_canvas: float = 0.02
-    reg_delta_canvas: float = 2.0
-    reg_mean_inset: float = 0.01
-    reg_delta_inset: float = 1.0
-    canvas_trust: float = 0.0  # > 0: the canvas W+ stays within this RMS distance of its start (a trust region)
-    coarse_size: int = 64
-    border_px: int = 8
+    reg_mean_canvas: float = ranged(0.02, 0.0, L.MAX_WEIGHT)
+    reg_delta_canvas: float = ranged(2.0, 0.0, L.MAX_WEIGHT)
+    reg_mean_inset: float = ranged(0.01, 0.0, L.MAX_WEIGHT)
+    reg_delta_inset: float = ranged(1.0, 0.0, L.MAX_WEIGHT)
+    # > 0: the canvas W+ stays within this RMS distance of its start (a trust region)
+    canvas_trust: float = ranged(0.0, 0.0, 1000.0)
+    coarse_size: int = ranged(64, 4, 1024, integer=True)
+    border_px: int = ranged(8, 1, 256, integer=True)
     border_metric: str = "l1"  # l1 or mse on the border strips (the official code uses MSE), for both roles
     track: TrackConfig = TrackConfig()
     blend: str = "laplacian"
-    feather: float = 0.125
+    feather: float = ranged(0.125, 0.0, 0.5)
 
     def __post_init__(self) -> None:
-        if not self.stages:
-            raise InsetganError("a config needs at least one stage")
-        if self.blend not in BLENDS:
-            raise InsetganError(f"unknown blend {self.blend!r}; choose from {', '.join(BLENDS)}")
-        if min(self.lr_canvas, self.lr_inset) <= 0 or not 0 <= self.feather <= 0.5:
-            raise InsetganError("learning rates must be > 0 and feather in [0, 0.5]")
-        if self.coarse_size < 4 or self.border_px < 1:
-            raise InsetganError("coarse_size must be >= 4 and border_px >= 1")
-        if not (self.canvas_trust >= 0 and math.isfinite(self.canvas_trust)):
-            raise InsetganError(f"canvas_trust must be a finite number >= 0, got {self.canvas_trust}")
-        if self.border_metric not in ("l1", "mse"):
-            raise InsetganError(f"border_metric must be l1 or mse, got {self.border_metric!r}")
+        check_text(self.name, "the config name")
+        if not isinstance(self.stages, tuple) or not 1 <= len(self.stages) <= MAX_STAGES \
+                or not all(isinstance(s, Stage) for s in self.stages):
+            raise InsetganError(f"a config needs at least one stage (and at most {MAX_STAGES})")
+        if self.steps > MAX_STEPS:
+            raise InsetganError(f"the stages add up to {self.steps} steps (at most {MAX_STEPS})")
+        if not isinstance(self.blend, str) or self.blend not in BLENDS:
+            raise InsetganError(f"unknown blend {short_repr(self.blend)}; choose from {', '.join(BLENDS)}")
+        check_choice(self.border_metric, "border_metric", BORDER_METRICS)
+        check_ranges(self)
+        parts = {"canvas_weights": L.LossWeights, "inset_weights": L.LossWeights, "track": TrackConfig}
+        for name, cls in parts.items():
+            if not isinstance(getattr(self, name), cls):
+                raise InsetganError(f"{name} must be a mapping of {cls.__name__} fields")
 
     @property
     def steps(self) -> int:
@@ -124,9 +133,9 @@ class OptimConfig:
         """Build a config from a (possibly partial) dict, filling the rest from ``base``."""
         base = base or cls()
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
-            raise InsetganError(f"unknown config keys: {', '.join(sorted(unknown))}")
+            raise InsetganError(f"unknown config keys: {clipped(', '.join(unknown), 200)}")
         kw: dict[str, Any] = {}
         try:
             for key, value in data.items():
@@ -144,16 +153,18 @@ class OptimConfig:
 
     def with_steps(self, steps: int) -> "OptimConfig":
         """The same schedule rescaled to ``steps`` total steps (stage proportions and switch periods kept)."""
-        if steps < 1:
-            raise InsetganError(f"--steps must be >= 1, got {steps}")
+        STEPS_RANGE.check(steps, "--steps")
         scale = steps / max(self.steps, 1)
+
+        def rescaled(n: int) -> int:  # a positive count times scale, within the step limit
+            return min(MAX_STEPS, max(1, round(n * scale)))
+
         stages = []
         for s in self.stages:
-            n = max(1, round(s.steps * scale)) if s.steps else 0
             stages.append(dataclasses.replace(
-                s, steps=n, switch_every=max(1, round(s.switch_every * scale)),
-                track_every=max(1, round(s.track_every * scale)) if s.track_every else 0,
-                track_until=None if s.track_until is None else round(s.track_until * scale)))
+                s, steps=rescaled(s.steps) if s.steps else 0, switch_every=rescaled(s.switch_every),
+                track_every=rescaled(s.track_every) if s.track_every else 0,
+                track_until=None if s.track_until is None else min(MAX_STEPS, round(s.track_until * scale))))
         diff = steps - sum(s.steps for s in stages)
         stages[-1] = dataclasses.replace(stages[-1], steps=max(1, stages[-1].steps + diff))
         return dataclasses.replace(self, stages=tuple(stages))
@@ -198,27 +209,14 @@ def load_config(spec: str | None = None) -> OptimConfig:
     path = Path(spec)
     if not path.is_file():
         raise InsetganError(f"unknown preset {spec!r}: choose from {', '.join(PRESETS)} or give a .json/.yaml file")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise InsetganError("YAML configs need PyYAML: pip install pyyaml") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InsetganError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InsetganError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InsetganError(f"{path}: a config must be a mapping")
+    data = dict(read_mapping(path, "preset file"))
     base_name = data.pop("preset", "default")
-    if base_name not in PRESETS:
-        raise InsetganError(f"{path}: unknown preset {base_name!r}")
-    return OptimConfig.from_dict(data, PRESETS[base_name]())
+    if not isinstance(base_name, str) or base_name not in PRESETS:
+        raise InsetganError(f"preset file {path}: unknown preset {short_repr(base_name)}; choose from {', '.join(PRESETS)}")
+    try:
+        return OptimConfig.from_dict(data, PRESETS[base_name]())
+    except InsetganError as exc:
+        raise InsetganError(f"preset file {path}: {exc}") from None
 
 
 @dataclass

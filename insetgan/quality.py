@@ -46,6 +46,7 @@ from insetgan.errors import InsetganError
 from insetgan.align import LandmarkDetector
 from insetgan.boxes import FACE_PRIOR
 from insetgan.identity import FaceDescriptor
+from insetgan.images import decode_rgb
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 DESCRIPTOR_SIZE = 256  # images are upscaled to this square before dlib
@@ -187,7 +188,7 @@ def read_images(dataset_path: str | Path, names: Sequence[str]) -> list[np.ndarr
     else:
         with zipfile.ZipFile(src) as zf:
             blobs = [zf.read(name) for name in names]
-    return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
+    return [decode_rgb(b, f"dataset image {name}") for name, b in zip(names, blobs)]
 
 
 def dataset_face_prior(dataset_path: str | Path) -> tuple[float, float, float, float]:

@@ -30,6 +30,8 @@ class Box:
             raise InsetganError(f"box values must be finite, got {self}")
         if self.w <= 0 or self.h <= 0:
             raise InsetganError(f"box width and height must be positive, got {self.w}x{self.h}")
+        if abs(self.angle) > 360:
+            raise InsetganError(f"box angle must be in [-360, 360] degrees, got {self.angle:g}")
 
     @property
     def center(self) -> tuple[float, float]:

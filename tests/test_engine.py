@@ -273,7 +273,7 @@ def test_presets_and_config_files(tmp_path):
 
 
 def test_invalid_configs_are_refused():
-    for kw, match in [(dict(blend="poisson"), "unknown blend"), (dict(lr_canvas=0.0), "learning rates"),
+    for kw, match in [(dict(blend="poisson"), "unknown blend"), (dict(lr_canvas=0.0), "lr_canvas"),
                       (dict(stages=()), "at least one stage"), (dict(border_px=0), "border_px")]:
         with pytest.raises(ValueError, match=match):
             dataclasses.replace(load_config("default"), **kw)

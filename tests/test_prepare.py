@@ -123,7 +123,7 @@ def test_label_face_box_matches_dlib_roughly(src):
 
 
 def test_faces_aligned_with_skip_reasons(src, tmp_path):
-    meta = prepare_faces([src["faces"], src["photos"]], tmp_path / "F", FacesConfig(size=48, min_face=100))
+    meta = prepare_faces([src["faces"], src["photos"]], tmp_path / "F", FacesConfig(size=64, min_face=100))
     c = meta["counts"]
     assert c["sources"] == 15 and c["written"] == 6
     assert c["skipped"] == {"no_face": 1, "too_small": 6, "unreadable": 2}  # ccp faces are ~60-80 px quads
@@ -133,7 +133,7 @@ def test_faces_aligned_with_skip_reasons(src, tmp_path):
     assert all(r["src"] == 0 and r["face_px"] >= 100 for r in meta["records"])
     for r in meta["records"]:
         with Image.open(tmp_path / "F" / r["file"]) as im:
-            assert im.size == (48, 48)
+            assert im.size == (64, 64)
     small = prepare_faces([src["photos"]], tmp_path / "G", FacesConfig(size=32, limit=2))
     assert small["counts"]["written"] == 2 and all(r["face_px"] >= 24 for r in small["records"])
 
@@ -167,11 +167,12 @@ def test_components_and_left_right_split():
 
 
 def test_cli_one_line_errors(tmp_path):
-    for args, msg in [(["bodies", tmp_path / "missing", "--out", tmp_path / "o"], "source folder not found"),
-                      (["faces", tmp_path, "--out", tmp_path / "o"], "no images"),
-                      (["shoes", tmp_path, "--labels", tmp_path, "--size", "4", "--out", tmp_path / "o"], "--size")]:
+    for args, msg, code in [(["bodies", tmp_path / "missing", "--out", tmp_path / "o"], "source folder not found", 1),
+                            (["faces", tmp_path, "--out", tmp_path / "o"], "no images", 1),
+                            (["shoes", tmp_path, "--labels", tmp_path, "--size", "4", "--out", tmp_path / "o"],
+                             "--size", 2)]:  # an option out of its range is a usage error
         proc = subprocess.run([sys.executable, "-m", "insetgan", "prepare", *map(str, args)], capture_output=True,
                               text=True, cwd=REPO, timeout=120)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+        assert proc.returncode == code and len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
         assert msg in lines[0], lines[0]

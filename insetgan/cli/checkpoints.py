@@ -10,27 +10,37 @@ import numpy as np
 import torch
 
 from insetgan import io as iio
-from insetgan.cli.common import FINITE, device_option, handle_errors, json_option, log, torch_device, write_files
+from insetgan.cli.common import device_option, handle_errors, json_option, log, range_type, torch_device, write_files
+from insetgan.generate import PSI_RANGE, ROTATE_RANGE, TRANSLATE_RANGE
+from insetgan.limits import MAX_SEED, short_repr
 from insetgan.io import versions
 from insetgan.models import load_network
 from insetgan.errors import InsetganError
 from insetgan.networks.generator import NOISE_MODES
 from insetgan.torch_utils.ops.dispatch import device_ops
 
+MAX_IMAGES = 1024  # generate keeps every image of a run in memory for the grid
+MAX_LAYERS = 64  # W+ layers of the largest networks (18 at 1024 px; StyleGAN3: 16)
+MAX_CLASSES = 100_000
 NETWORK_HELP = "Generator checkpoint (.pkl, .pt, .safetensors) or a built-in model (default-body, default-face, " \
                "default-shoes)."
 
 
 @click.command()
 @click.option("--network", "network", required=True, metavar="CKPT", help=NETWORK_HELP)
-@click.option("--seeds", required=True, help="Seeds, e.g. 0-3,7.")
-@click.option("--trunc", "trunc", type=FINITE, default=1.0, show_default=True, help="Truncation psi.")
-@click.option("--trunc-cutoff", type=int, default=None, help="Truncate only the first N layers.")
+@click.option("--seeds", required=True,
+              help=f"Seeds, e.g. 0-3,7 (each in 0..{MAX_SEED}, at most {MAX_IMAGES} of them).")
+@click.option("--trunc", "trunc", type=range_type(PSI_RANGE), default=1.0, show_default=True,
+              help="Truncation psi.")
+@click.option("--trunc-cutoff", type=click.IntRange(0, MAX_LAYERS), default=None,
+              help="Truncate only the first N layers (at most the network's num_ws).")
 @click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
-@click.option("--class", "class_idx", type=int, default=None, help="Class label for conditional networks.")
+@click.option("--class", "class_idx", type=click.IntRange(0, MAX_CLASSES), default=None,
+              help="Class label for conditional networks (0..c_dim-1).")
 @click.option("--translate", default=None, metavar="X,Y",
-              help="StyleGAN3 only: translate the images (e.g. 0.1,-0.05), as the official gen_images.py.")
-@click.option("--rotate", type=FINITE, default=None, metavar="DEG",
+              help="StyleGAN3 only: translate the images (e.g. 0.1,-0.05; each in [-10, 10]), as the official "
+                   "gen_images.py.")
+@click.option("--rotate", type=range_type(ROTATE_RANGE), default=None, metavar="DEG",
               help="StyleGAN3 only: rotate the images by DEG degrees, as the official gen_images.py.")
 @device_option
 @click.option("--raw", is_flag=True, help="Also write each float32 CHW image as seedNNNN.npy.")
@@ -49,7 +59,7 @@ def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, n
     """
     from insetgan.generate import SampleConfig, sample_seeds
 
-    seed_list = iio.parse_range(seeds, "seed")
+    seed_list = iio.parse_range(seeds, "seed", max_count=MAX_IMAGES)
     shift = parse_pair(translate, "--translate") if translate is not None else None
     dev = torch_device(device)
     t0 = time.perf_counter()
@@ -100,8 +110,9 @@ def parse_pair(value: str, option: str) -> tuple[float, float]:
         numbers = [float(p) for p in parts]
     except ValueError:
         numbers = []
-    if len(numbers) != 2 or not all(np.isfinite(numbers)):
-        raise InsetganError(f"{option} takes two finite numbers X,Y (e.g. 0.1,-0.2), got {value!r}")
+    if len(numbers) != 2 or not all(np.isfinite(numbers)) or not all(TRANSLATE_RANGE.contains(v) for v in numbers):
+        raise InsetganError(f"{option} takes two finite numbers X,Y in {TRANSLATE_RANGE.text()} (e.g. 0.1,-0.2), "
+                            f"got {short_repr(value)}")
     return numbers[0], numbers[1]
 
 

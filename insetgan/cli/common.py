@@ -13,6 +13,7 @@ import click
 from insetgan import outputs
 from insetgan.devices import DEVICES, torch_device  # noqa: F401 - the commands import torch_device from here
 from insetgan.errors import InsetganError
+from insetgan.limits import MAX_SEED, Range
 from insetgan.progress import ProgressBar
 
 log = logging.getLogger("insetgan")
@@ -41,6 +42,13 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def given(name: str) -> bool:
+    """True when the option with parameter name ``name`` was set by the user (command line or environment)."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx else None
+    return source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
 def root_flag(name: str) -> bool:
     """A flag of the top-level group (``--debug``, ``--quiet``) from within a command."""
     ctx = click.get_current_context(silent=True)
@@ -53,11 +61,11 @@ class FiniteFloat(click.FloatRange):
     name = "finite float"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        """Parse and range-check (nan passes every comparison), then reject nan and inf."""
-        number = super().convert(value, param, ctx)
+        """Parse, reject nan and inf (nan passes every comparison), then range-check."""
+        number = click.types.FloatParamType.convert(self, value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
+        return super().convert(number, param, ctx)
 
 
 def finite(min: float | None = None, max: float | None = None, min_open: bool = False) -> FiniteFloat:
@@ -65,7 +73,14 @@ def finite(min: float | None = None, max: float | None = None, min_open: bool = 
     return FiniteFloat(min=min, max=max, min_open=min_open)
 
 
-FINITE = finite()
+def range_type(rng: Range) -> click.ParamType:
+    """The click type of a :class:`~insetgan.limits.Range` (the same bounds as the config that owns it)."""
+    if rng.integer:
+        return click.IntRange(int(rng.lo), int(rng.hi), min_open=rng.lo_open, max_open=rng.hi_open)
+    return FiniteFloat(min=rng.lo, max=rng.hi, min_open=rng.lo_open, max_open=rng.hi_open)
+
+
+SEED = click.IntRange(0, MAX_SEED)
 
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                              help="Where to run (auto: CUDA when available).")

@@ -8,14 +8,21 @@ import click
 
 from insetgan import io as iio
 from insetgan import jobs
-from insetgan.cli.common import FINITE, finite, handle_errors, job_options, log, progress_bar, torch_device, \
+from insetgan.cli.common import SEED, given, handle_errors, job_options, log, progress_bar, range_type, torch_device, \
     write_files
+from insetgan.generate import PSI_RANGE
+from insetgan.limits import MAX_CANDIDATES as MAX_BODIES
+from insetgan.losses import WEIGHT_RANGE
+from insetgan.optimize import STEPS_RANGE
 from insetgan.embedding import EmbedConfig
 from insetgan.errors import InsetganError
 from insetgan.invert import InvertConfig, PTIConfig
 from insetgan.regions import Box
 from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_photo, check_seed,
                                run_compose_request, run_refine_request)
+
+
+DEFAULT_BODIES = 8
 
 
 def _source(seed: int | None, latent: str | None, key: str, what: str, default_seed: int | None = None
@@ -44,9 +51,10 @@ def _engine_options(fn: Callable) -> Callable:
     options = [
         click.option("--preset", default="default", show_default=True, metavar="NAME|FILE",
                      help="default, paper, stylegan-human, or a JSON/YAML config file."),
-        click.option("--steps", type=int, default=None,
+        click.option("--steps", type=range_type(STEPS_RANGE), default=None,
                      help="Total steps (the preset's schedule is rescaled)."),
-        click.option("--trunc", type=FINITE, default=0.7, show_default=True, help="Truncation psi for seeds."),
+        click.option("--trunc", type=range_type(PSI_RANGE), default=0.7, show_default=True,
+                     help="Truncation psi for seeds."),
         click.option("--blend", type=click.Choice(["hard", "feather", "laplacian"]), default=None,
                      help="Final composite (default: the preset's)."),
         click.option("--face-box", default=None, metavar="x,y,w,h", help="Face box in canvas pixels (skips detection)."),
@@ -62,7 +70,7 @@ def _invert_options(fn: Callable) -> Callable:
                      help="Projector steps for --face/--outfit/--reference photos."),
         click.option("--pti", is_flag=True, help="Pivotal tuning after projecting a photo (sharper, slower)."),
         click.option("--pti-steps", type=click.IntRange(1, 100000), default=PTIConfig.steps, show_default=True),
-        click.option("--identity-weight", type=finite(0), default=0.5, show_default=True,
+        click.option("--identity-weight", type=range_type(WEIGHT_RANGE), default=0.5, show_default=True,
                      help="Weight of the MobileFaceNet identity loss keeping the user's face."),
     ]
     for opt in reversed(options):
@@ -71,6 +79,8 @@ def _invert_options(fn: Callable) -> Callable:
 
 
 def _embed_config(invert_steps: int, pti: bool, pti_steps: int, identity_weight: float) -> EmbedConfig:
+    if given("pti_steps") and not pti:
+        raise InsetganError("--pti-steps needs --pti")
     return EmbedConfig(InvertConfig(mode="wplus", steps=invert_steps), PTIConfig(steps=pti_steps) if pti else None,
                        identity_weight=identity_weight)
 
@@ -130,11 +140,11 @@ _FACE_NET = click.option("--face-net", default="default", show_default=True, met
 @click.option("--outfit", default=None, metavar="PHOTO", help="A full-body photo whose clothes the body starts from.")
 @click.option("--outfit-mask", default=None, metavar="MASK", help="Person mask of --outfit (non-zero = person).")
 @click.option("--shoes-net", default=None, metavar="CKPT", help="Optional shoes generator ('default' = built-in).")
-@click.option("--body-seed", type=int, default=None, help="Body seed (default 0).")
+@click.option("--body-seed", type=SEED, default=None, help="Body seed (default 0).")
 @click.option("--body-latent", default=None, metavar="FILE", help="Body W/W+ (.npy, or latents.npz of a run).")
-@click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
+@click.option("--face-seed", type=SEED, default=None, help="Face seed (default 0).")
 @click.option("--face-latent", default=None, metavar="FILE", help="Face W/W+ (.npy, or latents.npz of a run).")
-@click.option("--shoes-seed", type=int, default=None, help="Shoes seed (default 0).")
+@click.option("--shoes-seed", type=SEED, default=None, help="Shoes seed (default 0).")
 @click.option("--shoes-box", default=None, metavar="x,y,w,h", help="Shoes box (default: prior + local search).")
 @_DETECTOR
 @_KEEP_BEST
@@ -183,18 +193,19 @@ def compose(body: str, face_net: str, face_photo: str | None, outfit: str | None
 @_BODY
 @_FACE_NET
 @click.option("--face", "face_photo", default=None, metavar="PHOTO", help="Your selfie: every body gets your face.")
-@click.option("--face-seed", type=int, default=None, help="Face seed (default 0).")
+@click.option("--face-seed", type=SEED, default=None, help="Face seed (default 0).")
 @click.option("--face-latent", default=None, metavar="FILE", help="Face W/W+ (.npy, or latents.npz of a run).")
-@click.option("--num", type=click.IntRange(1, 256), default=8, show_default=True, help="Number of bodies.")
-@click.option("--body-seeds", default=None, help="Body seeds, e.g. 10-17 (default 0..num-1).")
+@click.option("--num", type=click.IntRange(1, MAX_BODIES), default=None,
+              help=f"Number of bodies  [default: {DEFAULT_BODIES}, or as many as --body-seeds lists]")
+@click.option("--body-seeds", default=None, help=f"Body seeds, e.g. 10-17 (default 0..num-1; at most {MAX_BODIES}).")
 @_DETECTOR
 @_KEEP_BEST
 @_invert_options
 @_engine_options
 @handle_errors
 def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: int | None, face_latent: str | None,
-                  num: int, body_seeds: str | None, detector: str, keep_best: bool, invert_steps: int, pti: bool,
-                  pti_steps: int,
+                  num: int | None, body_seeds: str | None, detector: str, keep_best: bool, invert_steps: int,
+                  pti: bool, pti_steps: int,
                   identity_weight: float, preset: str, steps: int | None, trunc: float, blend: str | None,
                   face_box: str | None, perceptual: str, weights: str | None, device: str, outdir: str,
                   progress_mode: str) -> None:
@@ -208,7 +219,10 @@ def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: i
     face_photo = check_photo(face_photo, "--face")
     if face_photo is not None and (face_seed is not None or face_latent is not None):
         raise InsetganError("give either --face PHOTO or --face-seed/--face-latent, not both")
-    seeds = iio.parse_range(body_seeds, "seed") if body_seeds else list(range(num))
+    seeds = iio.parse_range(body_seeds, "seed", max_count=MAX_BODIES) if body_seeds else \
+        list(range(num or DEFAULT_BODIES))
+    if num is not None and body_seeds and num != len(seeds):
+        raise InsetganError(f"--num {num} but --body-seeds lists {len(seeds)} seeds: give one of them")
     req = ComposeRequest(
         command="sample-bodies", body=body, face_net=face_net,
         body_sources=tuple(jobs.LatentSource(seed=s) for s in seeds),
@@ -224,7 +238,7 @@ def sample_bodies(body: str, face_net: str, face_photo: str | None, face_seed: i
 @click.argument("image", metavar="IMAGE")
 @_FACE_NET
 @click.option("--reference", default=None, metavar="PHOTO", help="Your selfie: replace the face by yours.")
-@click.option("--face-seed", type=int, default=None, help="Face start seed (default: best of --search seeds).")
+@click.option("--face-seed", type=SEED, default=None, help="Face start seed (default: best of --search seeds).")
 @click.option("--face-latent", default=None, metavar="FILE", help="Face start W/W+ (.npy or latents.npz).")
 @click.option("--search", type=click.IntRange(1, 1024), default=16, show_default=True,
               help="Seeds tried for the start face when no seed or latent is given.")

@@ -8,10 +8,12 @@ import numpy as np
 from PIL import Image
 
 from insetgan import io as iio
-from insetgan.cli.common import finite, handle_errors, job_options, log, progress_bar, torch_device, write_files
+from insetgan.cli.common import (SEED, given, handle_errors, job_options, log, progress_bar, range_type, torch_device,
+                                 write_files)
 from insetgan.cli.checkpoints import NETWORK_HELP
 from insetgan.errors import InsetganError
 from insetgan.invert import InvertConfig, PTIConfig
+from insetgan.losses import WEIGHT_RANGE
 from insetgan.perceptual import load_perceptual
 from insetgan.requests import report_head
 
@@ -57,9 +59,9 @@ def align(image: str, size: int, five_point: bool, out_path: str) -> None:
               help="FFHQ-align the largest face (face networks); --no-align crops the photo to the network's aspect.")
 @click.option("--mask", default=None, metavar="MASK",
               help="Invert only a region: a mask in the network's output frame (resized; non-zero = keep).")
-@click.option("--identity-weight", type=finite(0), default=0.0, show_default=True,
+@click.option("--identity-weight", type=range_type(WEIGHT_RANGE), default=0.0, show_default=True,
               help="MobileFaceNet identity loss weight (aligned faces only).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the projector's latent noise.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the projector's latent noise.")
 @job_options
 @handle_errors
 def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_steps: int, align: bool,
@@ -83,6 +85,8 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
     from insetgan.networks import native
     from insetgan.requests import load_generator_for
 
+    if given("pti_steps") and mode != "pti":
+        raise InsetganError("--pti-steps needs --mode pti")
     dev = torch_device(device)
     t0 = time.perf_counter()
     ck, net_info = load_generator_for(network, dev, "--network", None)

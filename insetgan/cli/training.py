@@ -10,36 +10,45 @@ import click
 
 from insetgan import io as iio
 from insetgan import outputs
-from insetgan.cli.common import (FINITE, device_option, finite, handle_errors, log, progress_bar, progress_option,
-                                 torch_device)
+from insetgan.cli.common import (SEED, device_option, finite, handle_errors, log, progress_bar, progress_option,
+                                 range_type, torch_device)
+from insetgan.data.prepare import LIMIT, MAX_SIDE, FacesConfig, ShoesConfig
+from insetgan.limits import field_range
+from insetgan.losses import WEIGHT_RANGE
 from insetgan.io import versions
 from insetgan.errors import InsetganError
 from insetgan.networks.discriminator import ARCHITECTURES
 from insetgan.torch_utils.ops.dispatch import device_ops
 from insetgan.train.loop import TrainConfig
 
-_POSITIVE = finite(0, min_open=True)
-_NON_NEGATIVE = finite(0)
+_SIDE = click.IntRange(8, MAX_SIDE)
+MAX_KIMG = 100_000.0  # 10^8 images (StyleGAN2's FFHQ run showed 25,000 kimg)
+_KIMG = finite(0.001, MAX_KIMG)
+_NON_NEGATIVE_KIMG = finite(0, MAX_KIMG)
+_LR = finite(0, 1.0, min_open=True)
+_BATCH = click.IntRange(1, 4096)
+_CHANNEL_BASE = click.IntRange(1, 1 << 17)
+_CHANNEL_MAX = click.IntRange(1, 4096)
 
 
 @click.command()
 @click.option("--data", required=True, metavar="DIR|ZIP", help="Prepared dataset (insetgan prepare): images + dataset.json.")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Run folder (states, samples, networks).")
-@click.option("--kimg", type=finite(0.001), default=TrainConfig.kimg, show_default=True,
+@click.option("--kimg", type=_KIMG, default=TrainConfig.kimg, show_default=True,
               help="Train until this many thousand real images were shown.")
-@click.option("--batch", type=click.IntRange(1), default=TrainConfig.batch, show_default=True, help="Global batch size.")
-@click.option("--batch-gpu", type=click.IntRange(1), default=None, help="Samples per forward pass (gradient accumulation).")
-@click.option("--gamma", type=_NON_NEGATIVE, default=TrainConfig.gamma, show_default=True, help="R1 weight.")
-@click.option("--ema-kimg", type=_NON_NEGATIVE, default=TrainConfig.ema_kimg, show_default=True)
-@click.option("--lr", type=_POSITIVE, default=TrainConfig.lr, show_default=True)
-@click.option("--lr-d", type=_POSITIVE, default=None, help="Discriminator lr (two time-scale updates)  [default: --lr]")
-@click.option("--lr-drop-kimg", type=_NON_NEGATIVE, default=None, metavar="K",
+@click.option("--batch", type=_BATCH, default=TrainConfig.batch, show_default=True, help="Global batch size.")
+@click.option("--batch-gpu", type=_BATCH, default=None, help="Samples per forward pass (gradient accumulation).")
+@click.option("--gamma", type=finite(0, 10_000), default=TrainConfig.gamma, show_default=True, help="R1 weight.")
+@click.option("--ema-kimg", type=_NON_NEGATIVE_KIMG, default=TrainConfig.ema_kimg, show_default=True)
+@click.option("--lr", type=_LR, default=TrainConfig.lr, show_default=True)
+@click.option("--lr-d", type=_LR, default=None, help="Discriminator lr (two time-scale updates)  [default: --lr]")
+@click.option("--lr-drop-kimg", type=_NON_NEGATIVE_KIMG, default=None, metavar="K",
               help="Halve both lrs from K kimg on (a run that has flattened out continues finer)  [default: never]")
-@click.option("--channel-base", type=click.IntRange(1), default=TrainConfig.channel_base, show_default=True)
-@click.option("--channel-max", type=click.IntRange(1), default=TrainConfig.channel_max, show_default=True)
-@click.option("--d-channel-base", type=click.IntRange(1), default=None,
+@click.option("--channel-base", type=_CHANNEL_BASE, default=TrainConfig.channel_base, show_default=True)
+@click.option("--channel-max", type=_CHANNEL_MAX, default=TrainConfig.channel_max, show_default=True)
+@click.option("--d-channel-base", type=_CHANNEL_BASE, default=None,
               help="Discriminator channel base (a wider teacher for a small generator)  [default: --channel-base]")
-@click.option("--d-channel-max", type=click.IntRange(1), default=None,
+@click.option("--d-channel-max", type=_CHANNEL_MAX, default=None,
               help="Discriminator channel maximum  [default: --channel-max]")
 @click.option("--d-arch", type=click.Choice(ARCHITECTURES), default=TrainConfig.d_arch, show_default=True,
               help="Discriminator: StyleGAN2's residual one, plain strided convolutions (learns sooner and "
@@ -50,29 +59,32 @@ _NON_NEGATIVE = finite(0)
                    "smaller is faster)  [default: the image's]")
 @click.option("--d-head-width", type=finite(0.0625, 4), default=TrainConfig.d_head_width, show_default=True,
               help="Projected discriminator: width multiplier of its projections and per-scale discriminators.")
-@click.option("--face-d", type=_NON_NEGATIVE, default=TrainConfig.face_d, show_default=True, metavar="WEIGHT",
+@click.option("--face-d", type=range_type(WEIGHT_RANGE), default=TrainConfig.face_d, show_default=True,
+              metavar="WEIGHT",
               help="Body datasets: a second discriminator (same kind) that sees only a square around the face "
                    "prior; WEIGHT scales its loss in G's (0: off).")
 @click.option("--face-d-arch", type=click.Choice(ARCHITECTURES), default=None,
               help="The face discriminator's architecture  [default: --d-arch]")
-@click.option("--proj-d", type=_NON_NEGATIVE, default=TrainConfig.proj_d, show_default=True, metavar="WEIGHT",
+@click.option("--proj-d", type=range_type(WEIGHT_RANGE), default=TrainConfig.proj_d, show_default=True,
+              metavar="WEIGHT",
               help="A projected discriminator beside the resnet/conv one (hinge loss, no R1, --d-feature-res, "
                    "--d-head-width); WEIGHT scales its loss in G's (0: off).")
-@click.option("--mbstd-channels", type=click.IntRange(1), default=TrainConfig.mbstd_channels, show_default=True,
+@click.option("--mbstd-channels", type=click.IntRange(1, 64), default=TrainConfig.mbstd_channels, show_default=True,
               help="Discriminator minibatch-std features (channel groups, each its own statistic).")
-@click.option("--map-layers", type=click.IntRange(1), default=TrainConfig.map_layers, show_default=True)
-@click.option("--z-dim", type=click.IntRange(1), default=TrainConfig.z_dim, show_default=True, help="z and w size.")
+@click.option("--map-layers", type=click.IntRange(1, 32), default=TrainConfig.map_layers, show_default=True)
+@click.option("--z-dim", type=click.IntRange(1, 4096), default=TrainConfig.z_dim, show_default=True,
+              help="z and w size.")
 @click.option("--aug", default=TrainConfig.aug, show_default=True, help="DiffAugment policies ('' for none).")
 @click.option("--xflip/--no-xflip", default=True, show_default=True, help="Mirror real images at random.")
 @click.option("--noise/--no-noise", default=True, show_default=True,
               help="Per-pixel noise inputs (--no-noise: strengths stay 0, details come from the latents only).")
-@click.option("--snapshot-kimg", type=finite(0.001), default=TrainConfig.snapshot_kimg, show_default=True)
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--snapshot-kimg", type=_KIMG, default=TrainConfig.snapshot_kimg, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", default=None, metavar="STATE.pt", help="Continue a run from a saved training state.")
 @click.option("--init", default=None, metavar="NETWORK",
               help="Warm start: G and G_ema from a generator file (a snapshot, a shipped model, a .pkl/.pt); "
                    "a new discriminator. Our snapshots continue at their kimg.")
-@click.option("--d-warmup-kimg", type=_NON_NEGATIVE, default=TrainConfig.d_warmup_kimg, show_default=True,
+@click.option("--d-warmup-kimg", type=_NON_NEGATIVE_KIMG, default=TrainConfig.d_warmup_kimg, show_default=True,
               help="With --init: train only the new discriminator for this many kimg first.")
 @device_option
 @progress_option
@@ -180,7 +192,7 @@ def _run_prepare(desc: str, progress_mode: str, fn: Callable[..., dict[str, Any]
 def _prepare_options(fn: Callable) -> Callable:
     for opt in (progress_option,
                 click.option("--zip", "zip_output", is_flag=True, help="Store the images in OUT/images.zip."),
-                click.option("--limit", type=int, default=None,
+                click.option("--limit", type=range_type(LIMIT), default=None,
                              help="Use only the first N sources (sorted)."),
                 click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")):
         fn = opt(fn)
@@ -190,8 +202,8 @@ def _prepare_options(fn: Callable) -> Callable:
 @prepare.command("bodies")
 @click.argument("src", metavar="SRC_PHOTOS")
 @click.option("--labels", default=None, metavar="DIR", help="Label maps (same stem .png, 0 = background).")
-@click.option("--height", type=int, default=256, show_default=True)
-@click.option("--width", type=int, default=128, show_default=True)
+@click.option("--height", type=_SIDE, default=256, show_default=True, help="Canvas height (a power of two).")
+@click.option("--width", type=_SIDE, default=128, show_default=True, help="Canvas width (--height or half of it).")
 @_prepare_options
 @handle_errors
 def prepare_bodies_cmd(src: str, labels: str | None, height: int, width: int, out: str, limit: int | None,
@@ -210,8 +222,9 @@ def prepare_bodies_cmd(src: str, labels: str | None, height: int, width: int, ou
 
 @prepare.command("faces")
 @click.argument("srcs", nargs=-1, required=True, metavar="SRC...")
-@click.option("--size", type=int, default=64, show_default=True, help="Output side (px).")
-@click.option("--min-face", type=FINITE, default=24.0, show_default=True, help="Smallest FFHQ quad side (source px).")
+@click.option("--size", type=_SIDE, default=64, show_default=True, help="Output side (px, a power of two).")
+@click.option("--min-face", type=range_type(field_range(FacesConfig, "min_face")), default=24.0, show_default=True,
+              help="Smallest FFHQ quad side (source px).")
 @_prepare_options
 @handle_errors
 def prepare_faces_cmd(srcs: tuple[str, ...], size: int, min_face: float, out: str, limit: int | None,
@@ -231,9 +244,11 @@ def prepare_faces_cmd(srcs: tuple[str, ...], size: int, min_face: float, out: st
 @prepare.command("shoes")
 @click.argument("src", metavar="SRC_PHOTOS")
 @click.option("--labels", required=True, metavar="DIR", help="Label maps (same stem .png) with footwear labels.")
-@click.option("--size", type=int, default=32, show_default=True, help="Output side (px).")
-@click.option("--pad", type=FINITE, default=0.25, show_default=True, help="Margin on each edge, fraction of the side.")
-@click.option("--min-px", type=int, default=6, show_default=True, help="Ignore components smaller than this (px).")
+@click.option("--size", type=_SIDE, default=32, show_default=True, help="Output side (px, a power of two).")
+@click.option("--pad", type=range_type(field_range(ShoesConfig, "pad")), default=0.25, show_default=True,
+              help="Margin on each edge, fraction of the side.")
+@click.option("--min-px", type=range_type(field_range(ShoesConfig, "min_px")), default=6, show_default=True,
+              help="Ignore components smaller than this (px).")
 @_prepare_options
 @handle_errors
 def prepare_shoes_cmd(src: str, labels: str, size: int, pad: float, min_px: int, out: str, limit: int | None,

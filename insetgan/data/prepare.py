@@ -23,8 +23,11 @@ measured on 110 labelled ccp photos (median centre error ≈ 6 % of the side).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import shutil
 import tempfile
 import zipfile
 from collections import Counter
@@ -36,11 +39,13 @@ import numpy as np
 from PIL import Image
 
 from insetgan import io as iio
-from insetgan.align import LandmarkDetector, ffhq_quad, align_ffhq, open_rgb
+from insetgan.align import LandmarkDetector, ffhq_quad, align_ffhq
+from insetgan.images import MAX_PIXELS, ImageTooLargeError, open_rgb, read_label_map
 from insetgan.boxes import clamp_box, ffhq_box
 from insetgan.photos import reflect_crop
 from insetgan.regions import Box
 from insetgan.errors import InsetganError
+from insetgan.limits import Range, check_ranges, ranged
 from insetgan.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -57,27 +62,38 @@ DETECT_RETRY_PX = 1024  # detector images up to this side are searched again wit
 XYWH = tuple[float, float, float, float]
 
 
-def _check_size(value: int, what: str) -> None:
-    if value < 8:
-        raise InsetganError(f"{what} must be >= 8, got {value}")
+MAX_SIDE = 4096  # the largest training image side (prepare writes it, train reads it)
+LIMIT = Range(1, 10**9, integer=True, optional=True)
+
+
+def check_side(value: object, what: str) -> None:
+    """A one-line error unless ``value`` is a power of two in [8, MAX_SIDE] (the sides train accepts)."""
+    Range(8, MAX_SIDE, integer=True).check(value, what)
+    if value & (value - 1):  # type: ignore[operator]
+        raise InsetganError(f"{what} must be a power of two (8, 16, ..., {MAX_SIDE}), got {value}")
 
 
 @dataclass(frozen=True)
 class BodiesConfig:
-    """Full-body crops: canvas size, detector upscaling, margin around the person, source limit."""
+    """Full-body crops: canvas size, detector upscaling, margin around the person, source limit.
+
+    The canvas is what ``train`` accepts: a power-of-two height, width = height or height/2.
+    """
 
     height: int = 256
     width: int = 128
-    upscale: float = 4.0
-    margin: float = 1.05
+    upscale: float = ranged(4.0, 1.0, 16.0)
+    margin: float = ranged(1.05, 1.0, 4.0)
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        _check_size(self.height, "--height")
-        _check_size(self.width, "--width")
-        if self.upscale < 1 or self.margin < 1:
-            raise InsetganError("upscale and margin must be >= 1")
-        _check_limit(self.limit)
+        check_side(self.height, "--height")
+        check_side(self.width, "--width")
+        if self.width not in (self.height, self.height // 2):
+            raise InsetganError(f"--width must be --height or half of it (what train accepts), got "
+                                f"{self.height}x{self.width}")
+        check_ranges(self)
+        LIMIT.check(self.limit, "--limit")
 
 
 @dataclass(frozen=True)
@@ -85,15 +101,14 @@ class FacesConfig:
     """FFHQ-aligned faces: output size, smallest FFHQ quad side (source px), detector image short side."""
 
     size: int = 64
-    min_face: float = 24.0
-    min_side: int = 512
+    min_face: float = ranged(24.0, 0.0, 100_000.0)
+    min_side: int = ranged(512, 64, MAX_SIDE, integer=True)
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        _check_size(self.size, "--size")
-        if self.min_face < 0:
-            raise InsetganError(f"--min-face must be >= 0, got {self.min_face}")
-        _check_limit(self.limit)
+        check_side(self.size, "--size")
+        check_ranges(self, "--", dashes=True)
+        LIMIT.check(self.limit, "--limit")
 
 
 @dataclass(frozen=True)
@@ -101,22 +116,14 @@ class ShoesConfig:
     """Shoe crops: output size, padding (fraction of the side on each edge), smallest component side (px)."""
 
     size: int = 32
-    pad: float = 0.25
-    min_px: int = 6
+    pad: float = ranged(0.25, 0.0, 4.0)
+    min_px: int = ranged(6, 1, 100_000, integer=True)
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        _check_size(self.size, "--size")
-        if not 0 <= self.pad <= 4:
-            raise InsetganError(f"--pad must be in [0, 4], got {self.pad}")
-        if self.min_px < 1:
-            raise InsetganError(f"--min-px must be >= 1, got {self.min_px}")
-        _check_limit(self.limit)
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise InsetganError(f"--limit must be >= 1, got {limit}")
+        check_side(self.size, "--size")
+        check_ranges(self, "--", dashes=True)
+        LIMIT.check(self.limit, "--limit")
 
 
 # ---------------------------------------------------------------------------- sources and labels
@@ -158,17 +165,21 @@ class LabelSet:
 
 
 def load_label_map(labels_dir: str | Path | None, stem: str, size: tuple[int, int]) -> np.ndarray | None:
-    """The label map ``labels_dir/stem.png`` as [H, W] indices, or ``None`` when absent, unreadable or mis-sized."""
+    """The label map ``labels_dir/stem.png`` as [H, W] indices, or ``None`` when absent, unreadable or mis-sized.
+
+    A label map over the pixel limit is an error (:class:`~insetgan.images.ImageTooLargeError`), not a skip.
+    """
     if labels_dir is None:
         return None
     path = Path(labels_dir) / f"{stem}.png"
     if not path.is_file():
         return None
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        log.warning("ignoring unreadable label map %s: %s", path, exc)
+        arr = read_label_map(path)
+    except ImageTooLargeError:
+        raise
+    except InsetganError as exc:
+        log.warning("ignoring the label map: %s", exc)
         return None
     if arr.ndim != 2 or arr.shape[::-1] != tuple(size):
         log.warning("ignoring label map %s: %s does not match the photo's %dx%d", path, arr.shape, *size)
@@ -261,6 +272,7 @@ def find_landmarks(photo: Image.Image, detector: LandmarkDetector, scale: float)
     again with 2x detector upsampling when nothing is found.
     """
     big = photo
+    scale = min(scale, math.sqrt(MAX_PIXELS / (photo.width * photo.height)))  # the copy stays under the limit
     if scale > 1:
         big = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.LANCZOS)
     faces = detector.faces(big, upsample=0)
@@ -343,10 +355,12 @@ def median_box(boxes: Sequence[Sequence[float]], height: int, width: int) -> lis
 # ---------------------------------------------------------------------------- output
 
 class DatasetWriter:
-    """Numbered PNGs (``00000.png``, …) in ``out`` or in ``out/images.zip``, then ``out/dataset.json``.
+    """Numbered PNGs (``00000.png``, …) in ``out`` or ``out/images.zip``, then ``out/dataset.json``: all or nothing.
 
-    Every file is written atomically; numbered PNGs (and ``images.zip``) left by an earlier run that
-    are not part of this one are removed by :meth:`finish`, so re-running overwrites cleanly.
+    Images go to a hidden staging folder inside ``out`` while the run lasts. :meth:`finish` moves
+    them into place, removes numbered PNGs (and ``images.zip``) of an earlier run that are not part
+    of this one, and writes ``dataset.json`` last. A run that stops on an error leaves the earlier
+    outputs as they were: its staging folder is removed, and so is ``out`` when this run created it.
     """
 
     ARCHIVE = "images.zip"
@@ -357,22 +371,22 @@ class DatasetWriter:
             raise InsetganError(f"--out {out} exists and is not a directory")
         if any(self.out.resolve() == Path(s).resolve() for s in sources):
             raise InsetganError(f"--out {out} is a source folder: choose another output folder")
+        self.created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
-        self.count, self._zip, self._tmp = 0, None, None
-        if zip_output:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.ARCHIVE}.", suffix=".tmp", dir=self.out)
-            os.fchmod(fd, iio.plain_file_mode())
-            os.close(fd)
-            self._tmp = Path(tmp)
-            self._zip = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_STORED)
+        self.staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=self.out))
+        self.count = 0
+        self._zip = zipfile.ZipFile(self.staging / self.ARCHIVE, "w", zipfile.ZIP_STORED) if zip_output else None
 
     def __enter__(self) -> "DatasetWriter":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type | None, *exc: Any) -> None:
         if self._zip is not None:  # finish() was not reached
             self._zip.close()
-            self._tmp.unlink(missing_ok=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if exc_type is not None and self.created:
+            with contextlib.suppress(OSError):  # only an empty folder is removed
+                self.out.rmdir()
 
     def add(self, image: np.ndarray) -> str:
         """Store one HWC uint8 image; returns its file name."""
@@ -383,31 +397,36 @@ class DatasetWriter:
             info.external_attr = 0o644 << 16
             self._zip.writestr(info, data)
         else:
-            iio.atomic_write_bytes(self.out / name, data)
+            (self.staging / name).write_bytes(data)
         self.count += 1
         return name
 
     def finish(self, meta: dict[str, Any]) -> dict[str, Any]:
-        """Close the archive, remove stale outputs, write ``dataset.json``; returns ``meta`` with the output layout."""
+        """Move the images into place, remove stale outputs, write ``dataset.json``; returns ``meta``."""
         meta = {**meta, "output": self.ARCHIVE if self._zip is not None else "png folder"}
-        keep = set() if self._zip is not None else {f"{i:05d}.png" for i in range(self.count)}
+        names = [] if self._zip is not None else [f"{i:05d}.png" for i in range(self.count)]
         for p in self.out.iterdir():
-            if p.suffix == ".png" and p.stem.isdigit() and len(p.stem) >= 5 and p.name not in keep:
+            if p.suffix == ".png" and p.stem.isdigit() and len(p.stem) >= 5 and p.name not in names:
                 p.unlink()
         if self._zip is not None:
             self._zip.close()
             self._zip = None
-            os.replace(self._tmp, self.out / self.ARCHIVE)
+            os.replace(self.staging / self.ARCHIVE, self.out / self.ARCHIVE)
         else:
+            for name in names:
+                os.replace(self.staging / name, self.out / name)
             (self.out / self.ARCHIVE).unlink(missing_ok=True)
         iio.atomic_write_bytes(self.out / "dataset.json", iio.json_bytes(meta))
         return meta
 
 
 def _open(path: Path, skipped: Counter, skips: list[dict[str, str]]) -> Image.Image | None:
+    """The photo, or None (recorded as ``unreadable``) when it cannot be decoded; over the pixel limit: an error."""
     try:
         return open_rgb(path)
-    except ValueError as exc:
+    except ImageTooLargeError:
+        raise
+    except InsetganError as exc:
         log.warning("skipping %s: %s", path.name, exc)
         skipped["unreadable"] += 1
         skips.append({"source": path.name, "reason": "unreadable"})

@@ -13,12 +13,10 @@ Checkpoints hold tensors, numbers and strings only, so they load with ``weights_
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,8 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from PIL import Image
 
+from insetgan.data.dataset import read_dataset
 from insetgan.train.augment import augment, draw_params, parse_policy
 from insetgan.train.face_window import FaceWindow, dataset_face_window, window_gamma
 from insetgan.networks.config import GeneratorConfig
@@ -140,39 +138,12 @@ class ImageSet:
 
 
 def load_dataset(path: str | Path) -> ImageSet:
-    """Load a folder of PNG/JPEG images (or a .zip of them) with its optional ``dataset.json``."""
-    p = Path(path)
-    blobs: list[bytes] = []
-    meta: dict[str, Any] = {}
-    exts = (".png", ".jpg", ".jpeg")
-    if p.is_file() and p.suffix == ".zip":
-        with zipfile.ZipFile(p) as zf:
-            names = sorted(n for n in zf.namelist() if n.lower().endswith(exts))
-            blobs = [zf.read(n) for n in names]
-            if "dataset.json" in zf.namelist():
-                meta = json.loads(zf.read("dataset.json"))
-        if (p.parent / "dataset.json").is_file() and not meta:
-            meta = json.loads((p.parent / "dataset.json").read_text())
-    elif p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in exts)
-        zips = sorted(p.glob("*.zip"))
-        if not files and zips:
-            return load_dataset(zips[0])
-        blobs = [f.read_bytes() for f in files]
-        if (p / "dataset.json").is_file():
-            meta = json.loads((p / "dataset.json").read_text())
-    else:
-        raise InsetganError(f"dataset not found: {path} (a folder of images or a .zip)")
-    if not blobs:
-        raise InsetganError(f"no images in {path}")
-    arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise InsetganError(f"dataset images differ in size: {sorted(shapes)[:3]}")
-    H, W, _ = arrays[0].shape
-    if H < 8 or H & (H - 1) or W not in (H, H // 2):
-        raise InsetganError(f"dataset images are {H}x{W}: need a power-of-two height and width = height or height/2")
-    return ImageSet(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), meta)
+    """Load a folder of PNG/JPEG images (or a .zip of them) with its optional ``dataset.json``.
+
+    Read by :func:`insetgan.data.dataset.read_dataset`: headers checked before decoding, one-line errors.
+    """
+    images, meta = read_dataset(path)
+    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), meta)
 
 
 @dataclass
