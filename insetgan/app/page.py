@@ -19,7 +19,6 @@ no share link is made.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import random
@@ -42,6 +41,7 @@ from insetgan.app.runner import Stage, StageLimits, Step, Worker, job_folder, on
 from insetgan.devices import torch_device
 from insetgan.embedding import EmbedConfig
 from insetgan.errors import InsetganError
+from insetgan.images import decode_rgb
 from insetgan.invert import InvertConfig, PTIConfig
 from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_seed, run_compose_request,
                                run_refine_request, whole_number)
@@ -94,7 +94,7 @@ def import_gradio() -> Any:
 
 
 def _image(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("RGB")
+    return Image.fromarray(decode_rgb(data, "result image"))
 
 
 def _zip(out: RequestOutput, folder: Path, name: str) -> str:
