@@ -23,11 +23,9 @@ measured on 110 labelled ccp photos (median centre error ≈ 6 % of the side).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import shutil
 import tempfile
 import zipfile
 from collections import Counter
@@ -355,12 +353,10 @@ def median_box(boxes: Sequence[Sequence[float]], height: int, width: int) -> lis
 # ---------------------------------------------------------------------------- output
 
 class DatasetWriter:
-    """Numbered PNGs (``00000.png``, …) in ``out`` or ``out/images.zip``, then ``out/dataset.json``: all or nothing.
+    """Numbered PNGs (``00000.png``, …) in ``out`` or in ``out/images.zip``, then ``out/dataset.json``.
 
-    Images go to a hidden staging folder inside ``out`` while the run lasts. :meth:`finish` moves
-    them into place, removes numbered PNGs (and ``images.zip``) of an earlier run that are not part
-    of this one, and writes ``dataset.json`` last. A run that stops on an error leaves the earlier
-    outputs as they were: its staging folder is removed, and so is ``out`` when this run created it.
+    Every file is written atomically; numbered PNGs (and ``images.zip``) left by an earlier run that
+    are not part of this one are removed by :meth:`finish`, so re-running overwrites cleanly.
     """
 
     ARCHIVE = "images.zip"
@@ -371,22 +367,22 @@ class DatasetWriter:
             raise InsetganError(f"--out {out} exists and is not a directory")
         if any(self.out.resolve() == Path(s).resolve() for s in sources):
             raise InsetganError(f"--out {out} is a source folder: choose another output folder")
-        self.created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=self.out))
-        self.count = 0
-        self._zip = zipfile.ZipFile(self.staging / self.ARCHIVE, "w", zipfile.ZIP_STORED) if zip_output else None
+        self.count, self._zip, self._tmp = 0, None, None
+        if zip_output:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.ARCHIVE}.", suffix=".tmp", dir=self.out)
+            os.fchmod(fd, iio.plain_file_mode())
+            os.close(fd)
+            self._tmp = Path(tmp)
+            self._zip = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_STORED)
 
     def __enter__(self) -> "DatasetWriter":
         return self
 
-    def __exit__(self, exc_type: type | None, *exc: Any) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self._zip is not None:  # finish() was not reached
             self._zip.close()
-        shutil.rmtree(self.staging, ignore_errors=True)
-        if exc_type is not None and self.created:
-            with contextlib.suppress(OSError):  # only an empty folder is removed
-                self.out.rmdir()
+            self._tmp.unlink(missing_ok=True)
 
     def add(self, image: np.ndarray) -> str:
         """Store one HWC uint8 image; returns its file name."""
@@ -397,24 +393,22 @@ class DatasetWriter:
             info.external_attr = 0o644 << 16
             self._zip.writestr(info, data)
         else:
-            (self.staging / name).write_bytes(data)
+            iio.atomic_write_bytes(self.out / name, data)
         self.count += 1
         return name
 
     def finish(self, meta: dict[str, Any]) -> dict[str, Any]:
-        """Move the images into place, remove stale outputs, write ``dataset.json``; returns ``meta``."""
+        """Close the archive, remove stale outputs, write ``dataset.json``; returns ``meta`` with the output layout."""
         meta = {**meta, "output": self.ARCHIVE if self._zip is not None else "png folder"}
-        names = [] if self._zip is not None else [f"{i:05d}.png" for i in range(self.count)]
+        keep = set() if self._zip is not None else {f"{i:05d}.png" for i in range(self.count)}
         for p in self.out.iterdir():
-            if p.suffix == ".png" and p.stem.isdigit() and len(p.stem) >= 5 and p.name not in names:
+            if p.suffix == ".png" and p.stem.isdigit() and len(p.stem) >= 5 and p.name not in keep:
                 p.unlink()
         if self._zip is not None:
             self._zip.close()
             self._zip = None
-            os.replace(self.staging / self.ARCHIVE, self.out / self.ARCHIVE)
+            os.replace(self._tmp, self.out / self.ARCHIVE)
         else:
-            for name in names:
-                os.replace(self.staging / name, self.out / name)
             (self.out / self.ARCHIVE).unlink(missing_ok=True)
         iio.atomic_write_bytes(self.out / "dataset.json", iio.json_bytes(meta))
         return meta
