@@ -7,7 +7,6 @@ process, each under a time limit.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import math
@@ -16,13 +15,12 @@ import pickle
 import pickletools
 import random
 import re
-import signal
 import struct
 import time
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import torch
@@ -40,6 +38,7 @@ from insetgan.networks.stylegan3_config import StyleGAN3Config
 from insetgan.networks.torch_files import load_torch_file
 from tests.cli_run import CliResult, assert_one_line_error, run, run_many_subprocess, run_subprocess
 from tests.conftest import fixture_path
+from tests.deadline import Hang, within
 from tests.pickles import (Reduce, module_chain_pickle, nvidia_pickle_bytes, official_init_kwargs, op_global,
                            op_int, op_put, op_str, persistent_record, tuple_tree_pickle)
 
@@ -353,24 +352,6 @@ FUZZ_CASES = 20  # per format; each successful load builds a network, so this se
 FUZZ_CASE_SECONDS = 15
 
 
-class _Hang(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float, label: str) -> Iterator[None]:
-    def expire(signum, frame):
-        raise _Hang(f"{label} did not finish within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _hot_positions(data: bytes) -> list[int]:
     """Where a format's structure lies: a pickle's opcodes, else the first 64 KiB and the last 4 KiB."""
     if data[:1] == b"\x80" and data[:3] != b"\x80\x02\x8a":
@@ -432,13 +413,13 @@ def test_fuzzed_checkpoints_fail_cleanly(source, fuzz_sources, tmp_path):
         label, mutated = _mutate(data, hot, rng)
         target.write_bytes(mutated)
         try:
-            with _time_limit(FUZZ_CASE_SECONDS, f"{source} case {case} ({label})"):
+            with within(FUZZ_CASE_SECONDS, f"{source} case {case} ({label})"):
                 load_checkpoint(target)
             outcomes.append("loaded")
         except InsetganError as exc:
             assert "\n" not in str(exc), f"{source} case {case} ({label}): a multi-line message: {exc}"
             outcomes.append("refused")
-        except _Hang as exc:
+        except Hang as exc:
             pytest.fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - anything else is the bug this test looks for
             pytest.fail(f"{source} case {case} ({label}): {type(exc).__name__}: {exc}")

@@ -9,10 +9,8 @@ loader under a time limit.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import signal
 import struct
 import zipfile
 import zlib
@@ -31,28 +29,10 @@ from insetgan.optimize import MAX_STEPS, OptimConfig, load_config
 from insetgan.train.loop import load_dataset
 from tests.cli_run import assert_one_line_error, run, run_subprocess
 from tests.conftest import REPO
+from tests.deadline import within
 
 ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 NUM_WS, W_DIM = 6, 8  # the latent shape the in-process fuzz cases are read against
-
-
-class Hang(BaseException):
-    """Raised by :func:`within` when a case runs too long (a BaseException, so no loader can swallow it)."""
-
-
-@contextlib.contextmanager
-def within(seconds: float) -> Iterator[None]:
-    """Fail the test with :class:`Hang` when the block runs longer than ``seconds``."""
-    def expire(signum: int, frame: object) -> None:
-        raise Hang(f"took longer than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # ---------------------------------------------------------------------------- crafted files

@@ -18,6 +18,7 @@ from insetgan.networks.projected import ProjectedDiscriminator, SNConv2d
 from insetgan.train.loop import (ImageSet, TrainConfig, _critics, build_state, load_state, save_state, train_step)
 from tests.cli_run import assert_one_line_error, run
 from tests.conftest import REPO, SHARED
+from tests.test_train import _folder
 
 TINY = dict(z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32)
 
@@ -286,11 +287,7 @@ def test_generator_loss_is_linear_in_the_projected_weight():
 
 
 def test_train_cli_projected(tmp_path):
-    folder = tmp_path / "ds"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (16, 8, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+    folder = _folder(tmp_path / "ds", n=8)
     args = ["train", "--data", str(folder), "--kimg", "0.008", "--batch", "4", "--snapshot-kimg", "1",
             "--z-dim", "32", "--map-layers", "2", "--channel-base", "256", "--channel-max", "32", "--device", "cpu",
             "--d-arch", "projected", "--d-feature-res", "64", "--d-head-width", "0.25"]
