@@ -142,7 +142,7 @@ def outfit_config(cfg: OptimConfig) -> OptimConfig:
 
     A trust region bounds the canvas latent's distance from its start (unless the preset sets
     its own ``canvas_trust``) and L_body gets at least ``OUTFIT_BODY`` (measured by
-    ``scripts/bench_keep.py``; README, "Keeping what you gave").
+    ``scripts/bench_keep.py``; docs/keeping.md).
     """
     w = cfg.canvas_weights
     weights = dataclasses.replace(w, body_l1=max(w.body_l1, OUTFIT_BODY),
