@@ -33,7 +33,10 @@ CONFIGS = {"32x32": (32, 32), "64x64": (64, 64), "256x128": (256, 128)}
 
 def measure(name: str, device: str, batch: int, steps: int, model: dict) -> tuple[float, float]:
     """(images/s, seconds per step) over ``steps`` steps after 2 warm-up steps (``model`` holds TrainConfig fields)."""
-    from insetgan.train.loop import ImageSet, TrainConfig, build_state, train_step
+    from insetgan.train.config import TrainConfig
+    from insetgan.train.data import ImageSet
+    from insetgan.train.state import build_state
+    from insetgan.train.step import train_step
 
     H, W = CONFIGS[name]
     data = ImageSet((torch.rand(64, 3, H, W) * 255).to(torch.uint8), {})

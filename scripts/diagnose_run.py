@@ -40,7 +40,9 @@ def _states(paths: list[str]) -> list[Path]:
 def main() -> None:
     """Print one row per training state."""
     from insetgan.train.diagnose import minibatch_std_stats, style_spread
-    from insetgan.train.loop import TrainConfig, load_dataset, load_state
+    from insetgan.train.checkpoint import load_state
+    from insetgan.train.config import TrainConfig
+    from insetgan.train.data import load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("states", nargs="+", help="state-*.pt files or run folders")

@@ -24,7 +24,7 @@ from PIL import Image
 
 def pack(src: Path, dst: Path, quality: int, records: bool) -> tuple[int, int]:
     """Write ``dst``; returns (images, bytes)."""
-    from insetgan.train.loop import load_dataset
+    from insetgan.train.data import load_dataset
 
     data = load_dataset(src)
     meta = dict(data.meta)

@@ -31,7 +31,7 @@ def main() -> None:
     from insetgan.networks.checkpoints import load_generator
     from insetgan.networks.discriminator import ARCHITECTURES, DiscriminatorConfig, build_discriminator
     from insetgan.train.augment import augment, draw_params, parse_policy
-    from insetgan.train.loop import load_dataset
+    from insetgan.train.data import load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("network", help="the generator (a file or a built-in name such as default-body)")

@@ -26,7 +26,7 @@ from insetgan.errors import InsetganError
 from insetgan.images import ImageTooLargeError, open_rgb
 from insetgan.latents import latent_shapes, read_latent, read_npy
 from insetgan.optimize import MAX_STEPS, OptimConfig, load_config
-from insetgan.train.loop import load_dataset
+from insetgan.train.data import load_dataset
 from tests.cli_run import assert_one_line_error, run, run_subprocess
 from tests.conftest import REPO
 from tests.deadline import within

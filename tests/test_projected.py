@@ -15,7 +15,11 @@ from insetgan.networks import efficientnet_lite as enl
 from insetgan.networks.discriminator import DiscriminatorConfig, build_discriminator
 from insetgan.networks.errors import CheckpointError
 from insetgan.networks.projected import ProjectedDiscriminator, SNConv2d
-from insetgan.train.loop import (ImageSet, TrainConfig, _critics, build_state, load_state, save_state, train_step)
+from insetgan.train.checkpoint import load_state, save_state
+from insetgan.train.config import TrainConfig
+from insetgan.train.data import ImageSet
+from insetgan.train.state import build_state
+from insetgan.train.step import _critics, train_step
 from tests.cli_run import assert_one_line_error, run
 from tests.conftest import REPO, SHARED
 from tests.test_train import _folder

@@ -19,8 +19,11 @@ from PIL import Image
 
 from insetgan.train.augment import augment, draw_params, parse_policy
 from insetgan.train.face_window import FaceWindow, dataset_face_window, face_window, window_gamma
-from insetgan.train.loop import (ImageSet, TrainConfig, build_state, load_dataset, load_state, save_state, train_step,
-                                 warm_start)
+from insetgan.train.checkpoint import load_state, save_state
+from insetgan.train.config import TrainConfig
+from insetgan.train.data import ImageSet, load_dataset
+from insetgan.train.state import build_state, warm_start
+from insetgan.train.step import train_step
 from insetgan.networks.checkpoints import load_generator
 from insetgan.networks.discriminator import (ConvDiscriminator, Discriminator, DiscriminatorConfig, build_discriminator,
                                             minibatch_std)

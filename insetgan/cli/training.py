@@ -19,7 +19,7 @@ from insetgan.io import versions
 from insetgan.errors import InsetganError
 from insetgan.networks.discriminator import ARCHITECTURES
 from insetgan.torch_utils.ops.dispatch import device_ops
-from insetgan.train.loop import TrainConfig
+from insetgan.train.config import TrainConfig
 
 _SIDE = click.IntRange(8, MAX_SIDE)
 MAX_KIMG = 100_000.0  # 10^8 images (StyleGAN2's FFHQ run showed 25,000 kimg)
@@ -111,7 +111,7 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
     """
     from insetgan.models import resolve_network
     from insetgan.train.distributed import torchrun_world
-    from insetgan.train.loop import load_dataset
+    from insetgan.train.data import load_dataset
     from insetgan.train.loop import train as run_training
 
     cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,

@@ -1,4 +1,4 @@
-"""Data-parallel set-up under torchrun: the process group for this run's device, and its tear-down."""
+"""Data parallel: the process group under torchrun (set-up and tear-down), this process's rank and gradient sums."""
 from __future__ import annotations
 
 import contextlib
@@ -46,3 +46,25 @@ def torchrun_world(device: torch.device, batch: int) -> Iterator[World]:
             dist.barrier()
         finally:
             dist.destroy_process_group()
+
+
+def rank_and_size() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 outside a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def sum_gradients(module: torch.nn.Module) -> None:
+    """Sum gradients over processes (one flat all_reduce); missing gradients count as zero."""
+    _, world = rank_and_size()
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.nan_to_num_(nan=0, posinf=1e5, neginf=-1e5)
+    if world > 1 and params:
+        flat = torch.cat([p.grad.flatten() for p in params])
+        dist.all_reduce(flat)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p))
