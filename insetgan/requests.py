@@ -21,11 +21,21 @@ import torch
 from insetgan import jobs
 from insetgan.embedding import EmbedConfig, Embedded, embed_face, embed_outfit
 from insetgan.errors import InsetganError
+from insetgan.invert import InvertConfig, PTIConfig
 from insetgan.io import MAX_SEED, versions
 from insetgan.models import load_network
 from insetgan.optimize import OptimConfig, load_config
 from insetgan.perceptual import PerceptualChoice, load_perceptual
 from insetgan.regions import Box
+
+IDENTITY_WEIGHT = 0.5  # the identity loss weight of a selfie's or reference's embedding and of the joint optimisation
+
+
+def embed_config(invert_steps: int = InvertConfig.steps, pti: bool = False, pti_steps: int = PTIConfig.steps,
+                 identity_weight: float = IDENTITY_WEIGHT) -> EmbedConfig:
+    """How the jobs embed a selfie, reference or outfit: the one constructor the command line and the page share."""
+    return EmbedConfig(InvertConfig(mode="wplus", steps=invert_steps), PTIConfig(steps=pti_steps) if pti else None,
+                       identity_weight=identity_weight)
 
 log = logging.getLogger("insetgan")
 
@@ -70,7 +80,7 @@ class ComposeRequest:
     outfit: str | None = None
     outfit_mask: str | None = None
     embed: EmbedConfig = field(default_factory=EmbedConfig)
-    identity_weight: float = 0.5
+    identity_weight: float = IDENTITY_WEIGHT
     keep_best: bool = False
 
 
@@ -255,7 +265,7 @@ class RefineRequest:
     perceptual: str = "auto"
     weights: str | None = None
     embed: EmbedConfig = field(default_factory=EmbedConfig)
-    identity_weight: float = 0.5
+    identity_weight: float = IDENTITY_WEIGHT
     keep_best: bool = False
 
 

@@ -282,3 +282,28 @@ def test_the_app_command_refuses_bad_options_before_serving(tmp_path):
                           (["--body", str(tmp_path / "file.pkl"), "--models-dir", str(tmp_path / "other")],
                            "--models-dir: no such folder")]:
         assert_one_line_error(run("app", "--port", "1", *args), message)
+
+
+def test_page_and_command_line_build_the_same_embedding_settings(page, monkeypatch):
+    """The page and `compose` build a selfie's embedding through one constructor with the same defaults."""
+    from insetgan.app import page as page_module
+    from insetgan.cli.compose import compose
+    from insetgan.invert import InvertConfig, PTIConfig
+    from insetgan.requests import embed_config
+
+    handlers, _ = page
+    seen = []
+
+    def capture(worker, fn, request, status):
+        seen.append(request)
+        raise InsetganError("captured")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(page_module, "_drive", capture)
+    for pti in (False, True):
+        assert _status(handlers["compose"], *_compose(pti=pti)) == "**Error:** captured"
+    defaults = {p.name: p.default for p in compose.params}
+    cli = embed_config(defaults["invert_steps"], False, defaults["pti_steps"], defaults["identity_weight"])
+    assert seen[0].embed == cli and seen[0].identity_weight == defaults["identity_weight"]
+    assert seen[1].embed.pti == PTIConfig(steps=defaults["pti_steps"])
+    assert cli.invert.steps == InvertConfig.steps and cli.identity_weight == 0.5

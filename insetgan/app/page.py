@@ -39,12 +39,11 @@ from insetgan import jobs
 from insetgan.app.choices import NetworkChoices, allowed_networks
 from insetgan.app.runner import Stage, StageLimits, Step, Worker, job_folder, one_line, stage_of, take_upload
 from insetgan.devices import torch_device
-from insetgan.embedding import EmbedConfig
 from insetgan.errors import InsetganError
 from insetgan.images import decode_rgb
-from insetgan.invert import InvertConfig, PTIConfig
-from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_seed, run_compose_request,
-                               run_refine_request, whole_number)
+from insetgan.invert import InvertConfig
+from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_seed, embed_config,
+                               run_compose_request, run_refine_request, whole_number)
 
 log = logging.getLogger("insetgan")
 
@@ -227,7 +226,7 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
     """
     gr = import_gradio()
     uploads, root = root / UPLOADS, root / JOBS
-    embed = EmbedConfig(InvertConfig(mode="wplus", steps=cfg.invert_steps))
+    embed = embed_config(cfg.invert_steps)
     # One worker for the three tabs; the handlers check the raw request values themselves (see the module doc).
     worker_opts = {"concurrency_limit": 1, "concurrency_id": "worker", "preprocess": False}
 
@@ -298,7 +297,7 @@ def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker)
                 command="compose", **req_args, body_sources=(jobs.LatentSource(seed=bseed),),
                 face_source=jobs.LatentSource(seed=fseed or 0, key="face"), device=device(),
                 cache_dir=folder / "cache", face_photo=face_photo, outfit=outfit_photo, outfit_mask=mask_img,
-                embed=EmbedConfig(embed.invert, PTIConfig() if pti else None, embed.identity_weight))
+                embed=embed_config(cfg.invert_steps, pti))
             yield {c_status: "starting…", c_metrics: "", c_files: None}
             out = yield from _drive(worker, run_compose_request, req, c_status)
             files = out.job.files

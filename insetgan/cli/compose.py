@@ -18,8 +18,8 @@ from insetgan.embedding import EmbedConfig
 from insetgan.errors import InsetganError
 from insetgan.invert import InvertConfig, PTIConfig
 from insetgan.regions import Box
-from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_photo, check_seed,
-                               run_compose_request, run_refine_request)
+from insetgan.requests import (IDENTITY_WEIGHT, ComposeRequest, RefineRequest, RequestOutput, check_photo, check_seed,
+                               embed_config, run_compose_request, run_refine_request)
 
 
 DEFAULT_BODIES = 8
@@ -70,7 +70,7 @@ def _invert_options(fn: Callable) -> Callable:
                      help="Projector steps for --face/--outfit/--reference photos."),
         click.option("--pti", is_flag=True, help="Pivotal tuning after projecting a photo (sharper, slower)."),
         click.option("--pti-steps", type=click.IntRange(1, 100000), default=PTIConfig.steps, show_default=True),
-        click.option("--identity-weight", type=range_type(WEIGHT_RANGE), default=0.5, show_default=True,
+        click.option("--identity-weight", type=range_type(WEIGHT_RANGE), default=IDENTITY_WEIGHT, show_default=True,
                      help="Weight of the MobileFaceNet identity loss keeping the user's face."),
     ]
     for opt in reversed(options):
@@ -81,8 +81,7 @@ def _invert_options(fn: Callable) -> Callable:
 def _embed_config(invert_steps: int, pti: bool, pti_steps: int, identity_weight: float) -> EmbedConfig:
     if given("pti_steps") and not pti:
         raise InsetganError("--pti-steps needs --pti")
-    return EmbedConfig(InvertConfig(mode="wplus", steps=invert_steps), PTIConfig(steps=pti_steps) if pti else None,
-                       identity_weight=identity_weight)
+    return embed_config(invert_steps, pti, pti_steps, identity_weight)
 
 
 def _progress_factory(mode: str) -> Callable[[str, str | None], Any]:
