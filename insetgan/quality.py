@@ -45,6 +45,7 @@ from PIL import Image
 from insetgan.errors import InsetganError
 from insetgan.align import LandmarkDetector
 from insetgan.boxes import FACE_PRIOR
+from insetgan.data.dataset import dataset_meta
 from insetgan.identity import FaceDescriptor
 from insetgan.images import decode_rgb
 
@@ -193,16 +194,11 @@ def read_images(dataset_path: str | Path, names: Sequence[str]) -> list[np.ndarr
 
 def dataset_face_prior(dataset_path: str | Path) -> tuple[float, float, float, float]:
     """The face prior (relative x, y, w, h) in a body dataset's ``dataset.json`` (default: the built-in one)."""
-    src, _ = _image_source(dataset_path)
+    priors = dataset_meta(dataset_path).get("priors")
+    box = priors.get("face") if isinstance(priors, dict) else None
     try:
-        if src.is_dir():
-            meta = json.loads((src / "dataset.json").read_text()) if (src / "dataset.json").is_file() else {}
-        else:
-            with zipfile.ZipFile(src) as zf:
-                meta = json.loads(zf.read("dataset.json")) if "dataset.json" in zf.namelist() else {}
-        box = meta.get("priors", {}).get("face")
         return tuple(float(v) for v in box[:4]) if box else FACE_PRIOR
-    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+    except (TypeError, ValueError):  # a malformed prior: the built-in one
         return FACE_PRIOR
 
 

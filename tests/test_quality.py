@@ -144,3 +144,29 @@ def test_eval_run_missing_folder_is_a_one_line_error(tmp_path, what):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
     assert ("run folder" if what == "run" else "dataset") in lines[0] and "nope" in lines[0]
+
+
+def test_dataset_face_prior_from_folder_zip_and_default(tmp_path):
+    import json
+    import zipfile
+
+    from insetgan.boxes import FACE_PRIOR
+    from insetgan.errors import InsetganError
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "00000.png").write_bytes(b"")
+    (folder / "dataset.json").write_text(json.dumps({"priors": {"face": [0.3, 0.05, 0.4, 0.2]}}))
+    assert q.dataset_face_prior(folder) == (0.3, 0.05, 0.4, 0.2)
+    with zipfile.ZipFile(tmp_path / "inside.zip", "w") as zf:
+        zf.writestr("00000.png", b"")
+        zf.writestr("dataset.json", json.dumps({"priors": {"face": [0.1, 0.2, 0.3, 0.4]}}))
+    assert q.dataset_face_prior(tmp_path / "inside.zip") == (0.1, 0.2, 0.3, 0.4)
+    with zipfile.ZipFile(folder / "images.zip", "w") as zf:
+        zf.writestr("00000.png", b"")
+    assert q.dataset_face_prior(folder / "images.zip") == (0.3, 0.05, 0.4, 0.2)  # the dataset.json beside it
+    (folder / "dataset.json").write_text(json.dumps({"priors": {"face": "none"}}))
+    assert q.dataset_face_prior(folder) == FACE_PRIOR
+    (folder / "dataset.json").write_text("[" * 100_000)
+    with pytest.raises(InsetganError):  # the bounded reader refuses it in one line
+        q.dataset_face_prior(folder)

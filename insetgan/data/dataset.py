@@ -27,6 +27,40 @@ ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
 Blobs = list[tuple[str, bytes]]
 
 
+def _zip_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    """An open archive's ``dataset.json`` (size-checked before it is read), or ``{}``."""
+    if "dataset.json" not in zf.namelist():
+        return {}
+    info = zf.getinfo("dataset.json")
+    if info.file_size > MAX_META_BYTES:
+        raise InsetganError(f"{path}: dataset.json is larger than {MAX_META_BYTES >> 20} MiB")
+    what = f"{path}: dataset.json"
+    return as_mapping(parse_json(decode_text(zf.read(info), what), what), what)
+
+
+def dataset_meta(path: str | Path) -> dict[str, Any]:
+    """Only the ``dataset.json`` of a dataset folder or .zip, found and bounded as :func:`dataset_contents` does."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".zip":
+        try:
+            with zipfile.ZipFile(p) as zf:
+                meta = _zip_meta(zf, p)
+        except InsetganError:
+            raise
+        except ARCHIVE_ERRORS as exc:
+            raise InsetganError(f"cannot read dataset archive {p}: {error_line(exc)}") from None
+        if not meta and (p.parent / "dataset.json").is_file():
+            meta = read_mapping(p.parent / "dataset.json", "dataset file", MAX_META_BYTES)
+        return meta
+    if not p.is_dir():
+        raise InsetganError(f"dataset not found: {path} (a folder of images or a .zip)")
+    has_images = any(f.suffix.lower() in IMAGE_EXTS and f.is_file() for f in p.iterdir())
+    zips = sorted(p.glob("*.zip"))
+    if not has_images and zips:
+        return dataset_meta(zips[0])
+    return read_mapping(p / "dataset.json", "dataset file", MAX_META_BYTES) if (p / "dataset.json").is_file() else {}
+
+
 def _zip_contents(path: Path) -> tuple[Blobs, dict[str, Any]]:
     """The images (name, bytes) of an archive in name order and its ``dataset.json`` (or ``{}``)."""
     try:
@@ -37,13 +71,7 @@ def _zip_contents(path: Path) -> tuple[Blobs, dict[str, Any]]:
                 if info.file_size > MAX_IMAGE_BYTES:
                     raise InsetganError(f"{path}: {info.filename} is larger than {MAX_IMAGE_BYTES >> 20} MiB")
             blobs = [(i.filename, zf.read(i)) for i in infos]
-            meta: dict[str, Any] = {}
-            if "dataset.json" in zf.namelist():
-                info = zf.getinfo("dataset.json")
-                if info.file_size > MAX_META_BYTES:
-                    raise InsetganError(f"{path}: dataset.json is larger than {MAX_META_BYTES >> 20} MiB")
-                what = f"{path}: dataset.json"
-                meta = as_mapping(parse_json(decode_text(zf.read(info), what), what), what)
+            meta = _zip_meta(zf, path)
     except InsetganError:
         raise
     except ARCHIVE_ERRORS as exc:
