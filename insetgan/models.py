@@ -90,7 +90,7 @@ def describe_builtin(role: str) -> dict[str, Any]:
 def load_network(spec: str, dev: torch.device | str, option: str, role: str | None = None
                  ) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint (or a built-in model by name) with its report entry."""
-    from insetgan.jobs import sha256
+    from insetgan.jobs.running import sha256
     from insetgan.networks.checkpoints import load_checkpoint
 
     path = resolve_network(spec, role)

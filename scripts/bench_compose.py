@@ -52,12 +52,12 @@ def _generator(kw: dict, seed: int, device: str):
 
 def child(case: str, preset: str, steps: int | None, max_steps: int | None, device: str) -> dict:
     """One row: run compose on random full-size generators, return the measurements."""
-    from insetgan.boxes import FACE_PRIOR, FixedBox
-    from insetgan.blend import BLENDS
-    from insetgan.perceptual import l1_ssim
-    from insetgan.generate import z_from_seed
-    from insetgan.optimize import (CanvasInput, InsetInput, composite, evaluate, load_config, naive_paste,
-                                   optimize)
+    from insetgan.method.boxes import FACE_PRIOR, FixedBox
+    from insetgan.method.blend import BLENDS
+    from insetgan.inversion.perceptual import l1_ssim
+    from insetgan.sampling import z_from_seed
+    from insetgan.method.config import load_config
+    from insetgan.method.optimize import CanvasInput, InsetInput, composite, evaluate, naive_paste, optimize
     from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
     tune_cpu_allocator()

@@ -33,9 +33,9 @@ CONFIGS = {"64": dict(img_resolution=64), "1024": dict(img_resolution=1024)}
 
 def run(config: str, device: str, steps: int, max_steps: int | None, perceptual_spec: str) -> dict:
     """One row: project a known-latent image, return timings and PSNRs."""
-    from insetgan import invert as inv
-    from insetgan.generate import z_from_seed
-    from insetgan.perceptual import load_perceptual
+    from insetgan.inversion import invert as inv
+    from insetgan.sampling import z_from_seed
+    from insetgan.inversion.perceptual import load_perceptual
 
     dev = torch.device(device)
     G = _generator(CONFIGS[config], 2, device)

@@ -25,14 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 from benchutil import machine_line  # noqa: E402
 
-from insetgan import jobs  # noqa: E402
-from insetgan.embedding import EmbedConfig, embed_outfit  # noqa: E402
-from insetgan.generate import z_from_seed  # noqa: E402
-from insetgan.keep import body_drift  # noqa: E402
+from insetgan.jobs import running as jobs  # noqa: E402
+from insetgan.inversion.embedding import EmbedConfig, embed_outfit  # noqa: E402
+from insetgan.sampling import z_from_seed  # noqa: E402
+from insetgan.eval.keep import body_drift  # noqa: E402
 from insetgan.models import load_network  # noqa: E402
-from insetgan.optimize import load_config, render  # noqa: E402
-from insetgan.perceptual import load_perceptual  # noqa: E402
-from insetgan.requests import outfit_config  # noqa: E402
+from insetgan.method.config import load_config  # noqa: E402
+from insetgan.method.optimize import render  # noqa: E402
+from insetgan.inversion.perceptual import load_perceptual  # noqa: E402
+from insetgan.jobs.requests import outfit_config  # noqa: E402
 
 VARIANTS = {  # name -> OptimConfig overrides (canvas_weights entries are merged)
     "preset as it is": {},
@@ -40,7 +41,7 @@ VARIANTS = {  # name -> OptimConfig overrides (canvas_weights entries are merged
     "trust 0.20": {"canvas_trust": 0.20},
     "trust 0.10": {"canvas_trust": 0.10},
     "trust 0.05": {"canvas_trust": 0.05},
-    "outfit default": None,  # what compose --outfit uses (insetgan.requests.outfit_config)
+    "outfit default": None,  # what compose --outfit uses (insetgan.jobs.requests.outfit_config)
 }
 
 
@@ -75,7 +76,7 @@ def main() -> None:
     pc = load_perceptual("auto", None, dev, warn=False)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    from insetgan.invert import InvertConfig
+    from insetgan.inversion.invert import InvertConfig
 
     emb = embed_outfit(args.photo, args.mask or None, body_ck.generator,
                        EmbedConfig(InvertConfig(mode="wplus", steps=args.invert_steps)), pc.fn, cache, dev)

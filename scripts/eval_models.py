@@ -5,7 +5,7 @@
   body model   share of N samples (ψ=0.7) whose face-prior region holds a face dlib finds
                (upscaled); a sample grid to check full bodies head to toe
   face FDD     with --face-data: Fréchet distance of dlib descriptors, 300 seeds (ψ=1) vs 300 real
-               faces, beside the floor (300 vs the next 300 real faces); see insetgan/quality.py
+               faces, beside the floor (300 vs the next 300 real faces); see insetgan/eval/model_quality.py
   body people  OpenCV HOG person rate of N samples (ψ=0.7); with --body-data beside N real crops
   shoes HOG FD with --shoes-data: HOG Fréchet distance, 300 seeds (ψ=1) vs 300 real, beside the floor
   compose      over S body seeds with the selfie's face (``sample-bodies --face``, one batch):
@@ -60,12 +60,12 @@ def compose_eval(body: str, face: str, selfie: str, seeds: int, steps: int | Non
 
 def main() -> None:
     """Parse arguments, evaluate, print a markdown table and write eval.json."""
-    from insetgan.align import LandmarkDetector
-    from insetgan.boxes import FACE_PRIOR
-    from insetgan.jobs import region_priors
+    from insetgan.inversion.align import LandmarkDetector
+    from insetgan.method.boxes import FACE_PRIOR
+    from insetgan.jobs.running import region_priors
     from insetgan.models import resolve_network
     from insetgan.networks.checkpoints import load_checkpoint
-    from insetgan import quality as q
+    from insetgan.eval import model_quality as q
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--body", default="default")

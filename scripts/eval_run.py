@@ -2,7 +2,7 @@
 """Quality curve of a training run: every snapshot gets its numbers written beside it.
 
 For each ``network-KKKKKK.safetensors`` of RUN_DIR (not ``-latest``) without a
-``quality-KKKKKK.json``, evaluates it (``insetgan.quality.evaluate_snapshot``: face → face rate,
+``quality-KKKKKK.json``, evaluates it (``insetgan.eval.model_quality.evaluate_snapshot``: face → face rate,
 FDD, style spread; body → HOG person rate, face-region rate, style spread; shoes → HOG Fréchet
 distance, style spread), writes ``quality-KKKKKK.json`` and rewrites ``curve.json`` (rows sorted
 by kimg) and ``curve.md`` (a markdown table, with the same numbers on real data as the floor).
@@ -76,7 +76,7 @@ def write_curve(run: Path, kind: str, floor: dict[str, float]) -> list[dict]:
 
 def evaluate_pending(run: Path, args, reference, detector, model) -> tuple[int, int]:
     """Evaluate the snapshots without a quality file; returns (evaluated, failed)."""
-    from insetgan.quality import evaluate_snapshot
+    from insetgan.eval.model_quality import evaluate_snapshot
 
     done = failed = 0
     for kimg, path in snapshots(run, args.every):
@@ -100,8 +100,8 @@ def evaluate_pending(run: Path, args, reference, detector, model) -> tuple[int, 
 
 def main() -> int:
     """Parse arguments, evaluate pending snapshots (polling with ``--watch``); the exit code."""
-    from insetgan.align import LandmarkDetector
-    from insetgan.quality import KINDS, descriptor_model, prepare_reference
+    from insetgan.inversion.align import LandmarkDetector
+    from insetgan.eval.model_quality import KINDS, descriptor_model, prepare_reference
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="the run folder (holds network-KKKKKK.safetensors)")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from insetgan import align as al
+from insetgan.inversion import align as al
 from tests.conftest import REPO
 from tests.cli_run import assert_one_line_error, run, run_subprocess
 

@@ -288,8 +288,8 @@ def test_page_and_command_line_build_the_same_embedding_settings(page, monkeypat
     """The page and `compose` build a selfie's embedding through one constructor with the same defaults."""
     from insetgan.app import page as page_module
     from insetgan.cli.compose import compose
-    from insetgan.invert import InvertConfig, PTIConfig
-    from insetgan.requests import embed_config
+    from insetgan.inversion.invert import InvertConfig, PTIConfig
+    from insetgan.jobs.requests import embed_config
 
     handlers, _ = page
     seen = []

@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from insetgan import models, quality
-from insetgan.jobs import region_priors
+from insetgan import models
+from insetgan.eval import model_quality as quality
+from insetgan.jobs.running import region_priors
 from insetgan.networks.checkpoints import load_checkpoint
 from tests.conftest import REPO
 from tests.cli_run import run
@@ -83,7 +84,7 @@ def test_face_model_passes_the_face_rate_bar(builtin):
     The same samples with their tiles shuffled (a negative control: the same pixels, no face layout)
     must mostly fail, so the rate measures faces and not the detector's leniency.
     """
-    from insetgan.align import LandmarkDetector
+    from insetgan.inversion.align import LandmarkDetector
 
     G = builtin["face"].generator.float()
     detector = LandmarkDetector()
@@ -95,7 +96,7 @@ def test_body_model_draws_faces_in_the_head(builtin):
     """The shipped body has faces of its own: dlib finds one in the face-prior region of >= 10 % of 64 samples
     (ψ 0.7; 17 % measured, issue 14's bar is 30 %, the body shipped before it had 0 %) and in none of the same
     samples with their tiles shuffled (the control: the same pixels, no head where the prior expects it)."""
-    from insetgan.align import LandmarkDetector
+    from insetgan.inversion.align import LandmarkDetector
 
     G = builtin["body"].generator.float()
     prior = region_priors(dict(builtin["body"].metadata))["face"]

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from insetgan import losses as L
-from insetgan.align import ffhq_quad
-from insetgan.boxes import FixedBox, TrackConfig, clamp_box, ffhq_box, refine_box, track
-from insetgan.generate import z_from_seed
-from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Stage, composite, evaluate, load_config,
-                               lr_factor, naive_paste, optimize, render, split_wplus)
-from insetgan.perceptual import l1_ssim
-from insetgan.regions import Box, box_mask
+from insetgan.method import losses as L
+from insetgan.inversion.align import ffhq_quad
+from insetgan.method.boxes import FixedBox, TrackConfig, clamp_box, ffhq_box, refine_box, track
+from insetgan.sampling import z_from_seed
+from insetgan.method.config import OptimConfig, Stage, load_config
+from insetgan.method.optimize import CanvasInput, InsetInput, composite, evaluate, lr_factor, naive_paste, optimize, render, split_wplus
+from insetgan.inversion.perceptual import l1_ssim
+from insetgan.method.regions import Box, box_mask
 from insetgan.networks.checkpoints import load_generator
 from tests.conftest import fixture_path
 
@@ -305,7 +305,7 @@ def test_weighted_total_reads_every_weight_field():
     from dataclasses import fields, replace
 
     from insetgan.errors import InsetganError
-    from insetgan.losses import LossWeights, weighted_total
+    from insetgan.method.losses import LossWeights, weighted_total
 
     zero = LossWeights(**{f.name: 0.0 for f in fields(LossWeights)})
     names = [f.name for f in fields(LossWeights)]

@@ -25,7 +25,7 @@ from PIL import Image
 from insetgan.errors import InsetganError
 from insetgan.images import ImageTooLargeError, open_rgb
 from insetgan.latents import latent_shapes, read_latent, read_npy
-from insetgan.optimize import MAX_STEPS, OptimConfig, load_config
+from insetgan.method.config import MAX_STEPS, OptimConfig, load_config
 from insetgan.train.data import load_dataset
 from tests.cli_run import assert_one_line_error, run, run_subprocess
 from tests.conftest import REPO

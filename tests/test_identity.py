@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from insetgan import align as al
-from insetgan import identity as idt
+from insetgan.inversion import align as al
+from insetgan.inversion import identity as idt
 from tests.conftest import SHARED
 
 WEIGHTS = SHARED / "weights" / "mobilefacenet.pt"

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from insetgan import photos
-from insetgan import invert as inv
-from insetgan.perceptual import l1_ssim
+from insetgan.inversion import photos
+from insetgan.inversion import invert as inv
+from insetgan.inversion.perceptual import l1_ssim
 from insetgan.networks.checkpoints import load_generator
 from tests.conftest import REPO, fixture_path
 from tests.cli_run import assert_one_line_error, run, run_subprocess

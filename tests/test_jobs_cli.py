@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from insetgan.boxes import DlibFaceBox
-from insetgan.jobs import load_image, load_latent
-from insetgan.regions import box_mask
+from insetgan.method.boxes import DlibFaceBox
+from insetgan.jobs.running import load_image, load_latent
+from insetgan.method.regions import box_mask
 from insetgan.networks import native
 from insetgan.networks.checkpoints import load_generator
 from insetgan.networks.config import GeneratorConfig
@@ -100,7 +100,7 @@ def test_refine_face_on_a_photo_leaves_the_outside_untouched(tmp_path):
     original = np.asarray(Image.open(PHOTO).convert("RGB"))
     result = _png(out / "result.png")
     assert result.shape == original.shape
-    from insetgan.regions import Box
+    from insetgan.method.regions import Box
     inside = box_mask(*original.shape[:2], Box.parse(box))[0, 0].numpy() > 0
     assert np.array_equal(result[~inside], original[~inside])
     assert not np.array_equal(result[inside], original[inside])

@@ -10,20 +10,21 @@ import pytest
 import torch
 from PIL import Image
 
-from insetgan import jobs
-from insetgan.embedding import EmbedConfig, embed_outfit
-from insetgan.generate import z_from_seed
-from insetgan.invert import InvertConfig
-from insetgan.keep import SCORE_TOLERANCE, Given, body_drift, body_mask, face_verdict, measure
+from insetgan.jobs import running as jobs
+from insetgan.inversion.embedding import EmbedConfig, embed_outfit
+from insetgan.sampling import z_from_seed
+from insetgan.inversion.invert import InvertConfig
+from insetgan.eval.keep import SCORE_TOLERANCE, Given, body_drift, body_mask, face_verdict, measure
 from insetgan.models import load_network
 from insetgan.networks import native
 from insetgan.networks.checkpoints import load_generator
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.generator import Generator
-from insetgan.optimize import Stage, load_config, render
-from insetgan.perceptual import l1_ssim
-from insetgan.regions import Box
-from insetgan.requests import ComposeRequest, run_compose_request
+from insetgan.method.config import Stage, load_config
+from insetgan.method.optimize import render
+from insetgan.inversion.perceptual import l1_ssim
+from insetgan.method.regions import Box
+from insetgan.jobs.requests import ComposeRequest, run_compose_request
 from tests.cli_run import run
 from tests.conftest import REPO, SHARED, fixture_path
 

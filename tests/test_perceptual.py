@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from insetgan import perceptual
-from insetgan.metrics import ssim
-from insetgan.perceptual import LPIPS, PERCEPTUAL_SPECS, find_backbone, l1_ssim, load_perceptual
+from insetgan.inversion import perceptual
+from insetgan.eval.seams import ssim
+from insetgan.inversion.perceptual import LPIPS, PERCEPTUAL_SPECS, find_backbone, l1_ssim, load_perceptual
 from tests.conftest import SHARED
 
 ALEX_FILE, VGG_FILE = "alexnet-owt-7be5be79.pth", "vgg16-397923af.pth"
@@ -183,7 +183,7 @@ def test_search_order(clean_env, monkeypatch):
 
 
 def test_load_perceptual_fallback_and_errors(clean_env, caplog):
-    with caplog.at_level(logging.WARNING, logger="insetgan.perceptual"):
+    with caplog.at_level(logging.WARNING, logger="insetgan.inversion.perceptual"):
         choice = load_perceptual("auto")
     assert choice.name == "l1-ssim" and choice.fn is l1_ssim
     assert VGG_FILE in choice.notice and "\n" not in choice.notice

@@ -114,7 +114,7 @@ def test_bodies_cli_zip(src, bodies, tmp_path):
 def test_label_face_box_matches_dlib_roughly(src):
     photo = Image.open(src["photos"] / "0001.jpg").convert("RGB")
     labels = np.asarray(Image.open(src["labels"] / "0001.png"))
-    from insetgan.align import LandmarkDetector
+    from insetgan.inversion.align import LandmarkDetector
     lm = find_landmarks(photo, LandmarkDetector(), 4.0)
     a, b = face_box_from_landmarks(lm), face_box_from_labels(labels, LabelSet.load(src["labels"]).head)
     ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))

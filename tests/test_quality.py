@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from insetgan import quality as q
+from insetgan.eval import model_quality as q
 from tests.conftest import REPO
 
 pytest.importorskip("dlib")
@@ -150,7 +150,7 @@ def test_dataset_face_prior_from_folder_zip_and_default(tmp_path):
     import json
     import zipfile
 
-    from insetgan.boxes import FACE_PRIOR
+    from insetgan.method.boxes import FACE_PRIOR
     from insetgan.errors import InsetganError
 
     folder = tmp_path / "ds"

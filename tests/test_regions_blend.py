@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from insetgan import blend
-from insetgan.metrics import seam_score
-from insetgan.regions import Box, box_mask, crop, paste
+from insetgan.method import blend
+from insetgan.eval.seams import seam_score
+from insetgan.method.regions import Box, box_mask, crop, paste
 
 
 def _smooth(n, c, h, w, seed=0):

@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from insetgan.errors import InsetganError
-from insetgan.invert import InvertConfig, project, synthesize
+from insetgan.inversion.invert import InvertConfig, project, synthesize
 from insetgan.io import to_uint8
 from insetgan.networks import native
 from insetgan.networks.checkpoints import load_checkpoint
@@ -398,8 +398,8 @@ def test_conditional_network_through_an_official_format_pickle(tmp_path):
 @pytest.mark.parametrize("name", ["sg3r_face32"])
 def test_projection_gains_10db_like_stylegan2(name):
     """The inversion bar of the StyleGAN2 fixtures: the default projector gains >= 10 dB PSNR over the w_avg start."""
-    from insetgan import invert as inv
-    from insetgan.perceptual import l1_ssim
+    from insetgan.inversion import invert as inv
+    from insetgan.inversion.perceptual import l1_ssim
 
     G = _load(name)
     torch.manual_seed(3)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from insetgan.errors import InsetganError
 from insetgan.models import DEFAULT, is_builtin
-from insetgan.requests import CKPT_SUFFIXES
+from insetgan.jobs.requests import CKPT_SUFFIXES
 
 ROLES = ("body", "face", "shoes")
 NO_SHOES = "none"  # the shoes menu's entry for a job without a shoes generator

@@ -35,14 +35,14 @@ from typing import Any, Callable, Generator, Iterator
 from PIL import Image
 
 from insetgan import io as iio
-from insetgan import jobs
+from insetgan.jobs import running as jobs
 from insetgan.app.choices import NetworkChoices, allowed_networks
 from insetgan.app.runner import Stage, StageLimits, Step, Worker, job_folder, one_line, stage_of, take_upload
 from insetgan.devices import torch_device
 from insetgan.errors import InsetganError
 from insetgan.images import decode_rgb
-from insetgan.invert import InvertConfig
-from insetgan.requests import (ComposeRequest, RefineRequest, RequestOutput, check_seed, embed_config,
+from insetgan.inversion.invert import InvertConfig
+from insetgan.jobs.requests import (ComposeRequest, RefineRequest, RequestOutput, check_seed, embed_config,
                                run_compose_request, run_refine_request, whole_number)
 
 log = logging.getLogger("insetgan")
@@ -430,7 +430,7 @@ def serve(cfg: AppConfig) -> None:
     nets = allowed_networks(cfg.body, cfg.face_net, cfg.shoes_net, cfg.models_dir)
     temporary = cfg.workdir is None
     root = Path(tempfile.mkdtemp(prefix="insetgan-app-")) if temporary else cfg.workdir
-    worker = Worker(cfg.limits, preload=("insetgan.requests",))
+    worker = Worker(cfg.limits, preload=("insetgan.jobs.requests",))
     with stop_signals() as stop:
         try:
             root.mkdir(parents=True, exist_ok=True)

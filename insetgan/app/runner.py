@@ -1,13 +1,13 @@
 """Running jobs for the web page: a worker process with a time limit per stage, per-job folders.
 
-A request (:class:`insetgan.requests.ComposeRequest` / ``RefineRequest``) runs in a child
+A request (:class:`insetgan.jobs.requests.ComposeRequest` / ``RefineRequest``) runs in a child
 process (:class:`Worker`, started with ``spawn``) that the server can kill: a job that runs
 over the time limit of its stage (loading, inversion, optimisation, writing), a cancelled job
 and a job whose client went away are stopped by killing that process, whatever the job is
 doing (a Python thread could not be stopped inside a loader). A fresh process is started at
 once for the next job. :meth:`Worker.run` is a generator that yields :class:`Step` and
 :class:`Stage` events while the job runs and returns its
-:class:`~insetgan.requests.RequestOutput`; closing it stops the job.
+:class:`~insetgan.jobs.requests.RequestOutput`; closing it stops the job.
 
 Uploaded files are copied into a per-job folder (:func:`job_folder`) that is removed when
 the job ends, whatever the outcome, so nothing a request uploaded outlives it.
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 from insetgan.errors import InsetganError
 
 if TYPE_CHECKING:
-    from insetgan.requests import RequestOutput
+    from insetgan.jobs.requests import RequestOutput
 
 JOB_PREFIX = "insetgan-job-"
 STAGES = ("loading", "inversion", "optimisation", "writing")

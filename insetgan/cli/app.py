@@ -7,7 +7,7 @@ import click
 
 from insetgan.app.runner import StageLimits
 from insetgan.cli.common import device_option, handle_errors, torch_device
-from insetgan.invert import InvertConfig
+from insetgan.inversion.invert import InvertConfig
 
 
 @click.command()

@@ -11,7 +11,7 @@ import torch
 
 from insetgan import io as iio
 from insetgan.cli.common import device_option, handle_errors, json_option, log, range_type, torch_device, write_files
-from insetgan.generate import PSI_RANGE, ROTATE_RANGE, TRANSLATE_RANGE
+from insetgan.sampling import PSI_RANGE, ROTATE_RANGE, TRANSLATE_RANGE
 from insetgan.limits import MAX_SEED, short_repr
 from insetgan.io import versions
 from insetgan.models import load_network
@@ -57,7 +57,7 @@ def generate(network: str, seeds: str, trunc: float, trunc_cutoff: int | None, n
       insetgan generate --network default-face --seeds 0-15 --outdir out/faces
       insetgan generate --network stylegan3-r-ffhq.pkl --seeds 0 --translate 0.2,0 --rotate 10 --outdir out/t
     """
-    from insetgan.generate import SampleConfig, sample_seeds
+    from insetgan.sampling import SampleConfig, sample_seeds
 
     seed_list = iio.parse_range(seeds, "seed", max_count=MAX_IMAGES)
     shift = parse_pair(translate, "--translate") if translate is not None else None

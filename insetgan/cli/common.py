@@ -93,7 +93,7 @@ progress_option = click.option("--progress", "progress_mode", type=click.Choice(
 
 def perceptual_options(fn: Callable) -> Callable:
     """``--perceptual`` and ``--weights``."""
-    from insetgan.perceptual import PERCEPTUAL_SPECS
+    from insetgan.inversion.perceptual import PERCEPTUAL_SPECS
 
     fn = click.option("--weights", default=None, metavar="PATH",
                       help="LPIPS backbone file or folder (else $INSETGAN_WEIGHTS, then the torch hub cache).")(fn)

@@ -7,18 +7,18 @@ from typing import Any, Callable
 import click
 
 from insetgan import io as iio
-from insetgan import jobs
+from insetgan.jobs import running as jobs
 from insetgan.cli.common import SEED, given, handle_errors, job_options, log, progress_bar, range_type, torch_device, \
     write_files
-from insetgan.generate import PSI_RANGE
+from insetgan.sampling import PSI_RANGE
 from insetgan.limits import MAX_CANDIDATES as MAX_BODIES
-from insetgan.losses import WEIGHT_RANGE
-from insetgan.optimize import STEPS_RANGE
-from insetgan.embedding import EmbedConfig
+from insetgan.method.losses import WEIGHT_RANGE
+from insetgan.method.config import STEPS_RANGE
+from insetgan.inversion.embedding import EmbedConfig
 from insetgan.errors import InsetganError
-from insetgan.invert import InvertConfig, PTIConfig
-from insetgan.regions import Box
-from insetgan.requests import (IDENTITY_WEIGHT, ComposeRequest, RefineRequest, RequestOutput, check_photo, check_seed,
+from insetgan.inversion.invert import InvertConfig, PTIConfig
+from insetgan.method.regions import Box
+from insetgan.jobs.requests import (IDENTITY_WEIGHT, ComposeRequest, RefineRequest, RequestOutput, check_photo, check_seed,
                                embed_config, run_compose_request, run_refine_request)
 
 

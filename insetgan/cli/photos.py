@@ -12,10 +12,10 @@ from insetgan.cli.common import (SEED, given, handle_errors, job_options, log, p
                                  write_files)
 from insetgan.cli.checkpoints import NETWORK_HELP
 from insetgan.errors import InsetganError
-from insetgan.invert import InvertConfig, PTIConfig
-from insetgan.losses import WEIGHT_RANGE
-from insetgan.perceptual import load_perceptual
-from insetgan.requests import report_head
+from insetgan.inversion.invert import InvertConfig, PTIConfig
+from insetgan.method.losses import WEIGHT_RANGE
+from insetgan.inversion.perceptual import load_perceptual
+from insetgan.jobs.requests import report_head
 
 
 @click.command()
@@ -34,7 +34,7 @@ def align(image: str, size: int, five_point: bool, out_path: str) -> None:
     """
     from pathlib import Path
 
-    from insetgan import align as al
+    from insetgan.inversion import align as al
 
     out = Path(out_path)
     if out.is_dir() or not out.parent.exists():
@@ -80,10 +80,11 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
       insetgan invert a.jpg b.jpg --network ffhq.pkl --mode pti --steps 500 --outdir out/pti
       insetgan invert selfie.jpg --network default-face --outdir out/me
     """
-    from insetgan import embedding, photos
-    from insetgan.jobs import run_invert
+    from insetgan.inversion import embedding
+    from insetgan.inversion import photos
+    from insetgan.jobs.running import run_invert
     from insetgan.networks import native
-    from insetgan.requests import load_generator_for
+    from insetgan.jobs.requests import load_generator_for
 
     if given("pti_steps") and mode != "pti":
         raise InsetganError("--pti-steps needs --mode pti")
@@ -101,7 +102,7 @@ def invert(images: tuple[str, ...], network: str, mode: str, steps: int, pti_ste
     if identity_weight > 0:
         if not align:
             raise InsetganError("--identity-weight needs --align (aligned faces)")
-        from insetgan.identity import load_mobilefacenet
+        from insetgan.inversion.identity import load_mobilefacenet
 
         identity = embedding.batch_identity(load_mobilefacenet(device=dev), metric_imgs, G.img_shape[1], dev)
     cfg = InvertConfig(mode="w" if mode == "pti" else mode, steps=steps, seed=seed, identity_weight=identity_weight)

@@ -14,7 +14,7 @@ from insetgan.cli.common import (SEED, device_option, finite, handle_errors, log
                                  range_type, torch_device)
 from insetgan.data.prepare import LIMIT, MAX_SIDE, FacesConfig, ShoesConfig
 from insetgan.limits import field_range
-from insetgan.losses import WEIGHT_RANGE
+from insetgan.method.losses import WEIGHT_RANGE
 from insetgan.io import versions
 from insetgan.errors import InsetganError
 from insetgan.networks.discriminator import ARCHITECTURES

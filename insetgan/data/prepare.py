@@ -8,13 +8,13 @@ per-image records):
   box, else the detected face, else the photo centre), mirror-padded where the window leaves the
   photo. Each record holds the face box and the shoe boxes in canvas pixels; their medians are
   written as relative ``(x, y, w, h)`` region priors (comparable to
-  :data:`insetgan.boxes.FACE_PRIOR` / :data:`insetgan.boxes.SHOES_PRIOR`).
+  :data:`insetgan.method.boxes.FACE_PRIOR` / :data:`insetgan.method.boxes.SHOES_PRIOR`).
 * :func:`prepare_faces`: FFHQ-aligned faces (dlib on an upscaled copy, landmarks mapped back).
 * :func:`prepare_shoes`: square crops around each shoe of the footwear labels.
 
 Boxes use continuous pixel coordinates (pixel ``i`` covers ``[i, i+1)``), like
-:mod:`insetgan.regions`. Face boxes are :func:`insetgan.boxes.ffhq_box` squares (side = FFHQ quad
-side, centre = quad centre), shifted inside the canvas with :func:`insetgan.boxes.clamp_box`.
+:mod:`insetgan.method.regions`. Face boxes are :func:`insetgan.method.boxes.ffhq_box` squares (side = FFHQ quad
+side, centre = quad centre), shifted inside the canvas with :func:`insetgan.method.boxes.clamp_box`.
 When dlib finds no face in a labelled photo, the face box comes from the label map: the head
 labels (hair, skin, hat, glasses, sunglasses) give the top of the head and, in the band of
 ``0.1·person height`` below it, the horizontal centre (median column); side ``0.143·h`` and
@@ -37,11 +37,11 @@ import numpy as np
 from PIL import Image
 
 from insetgan import io as iio
-from insetgan.align import LandmarkDetector, ffhq_quad, align_ffhq
+from insetgan.inversion.align import LandmarkDetector, ffhq_quad, align_ffhq
 from insetgan.images import MAX_PIXELS, ImageTooLargeError, open_rgb, read_label_map
-from insetgan.boxes import clamp_box, ffhq_box
-from insetgan.photos import reflect_crop
-from insetgan.regions import Box
+from insetgan.method.boxes import clamp_box, ffhq_box
+from insetgan.inversion.photos import reflect_crop
+from insetgan.method.regions import Box
 from insetgan.errors import InsetganError
 from insetgan.limits import Range, check_ranges, ranged
 from insetgan.progress import Progress

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from insetgan.errors import InsetganError
-from insetgan.generate import z_from_seed
+from insetgan.sampling import z_from_seed
 from insetgan.io import atomic_write_bytes, grid, png_bytes, to_uint8
 from insetgan.networks import native
 from insetgan.networks.generator import Generator

@@ -102,7 +102,7 @@ def paste(canvas: torch.Tensor, inset: torch.Tensor, box: Box, alpha: torch.Tens
 
     ``pasted`` is the inset on the canvas grid (zeros outside the box) and ``coverage`` [N,1,H,W]
     how much of each canvas pixel the inset covers, times ``alpha`` (an optional [N,1,h,w]
-    inset-frame mask). Composite with :mod:`insetgan.blend`. Differentiable in both inputs.
+    inset-frame mask). Composite with :mod:`insetgan.method.blend`. Differentiable in both inputs.
     """
     if inset.ndim != 4 or canvas.ndim != 4:
         raise InsetganError("canvas and inset must be [N, C, H, W]")

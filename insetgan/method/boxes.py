@@ -14,8 +14,8 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from insetgan.align import LandmarkDetector, ffhq_quad
-from insetgan.regions import Box
+from insetgan.inversion.align import LandmarkDetector, ffhq_quad
+from insetgan.method.regions import Box
 from insetgan.errors import InsetganError
 from insetgan.limits import check_ranges, ranged
 
@@ -84,7 +84,7 @@ def clamp_box(box: Box, height: int, width: int) -> Box:
 
 
 def ffhq_box(quad: np.ndarray, rotate: bool = False) -> Box:
-    """The FFHQ crop quad [4, 2] (see :func:`insetgan.align.ffhq_quad`) as a square box (rotated with ``rotate``)."""
+    """The FFHQ crop quad [4, 2] (see :func:`insetgan.inversion.align.ffhq_quad`) as a square box (rotated with ``rotate``)."""
     c = quad.mean(0)
     side = float(np.hypot(*(quad[3] - quad[0])))
     dx, dy = quad[3] - quad[0]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from insetgan.metrics import ssim
+from insetgan.eval.seams import ssim
 from insetgan.errors import InsetganError
 from insetgan.networks.generator import load_checked
 from insetgan.networks.torch_files import load_torch_file
@@ -180,7 +180,7 @@ def l1_ssim(a: Tensor, b: Tensor) -> Tensor:
 
     Over a 3-level pyramid (2× average pooling) each level adds mean |a − b| + (1 − SSIM); the
     result is the mean over levels. Descending stops when a side gets below the 11-pixel SSIM
-    window (:func:`insetgan.metrics.ssim`, valid convolution); the first level needs ≥ 11 px.
+    window (:func:`insetgan.eval.seams.ssim`, valid convolution); the first level needs ≥ 11 px.
     """
     terms = []
     for level in range(3):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from insetgan.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
+from insetgan.inversion.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
 from insetgan.errors import InsetganError
 from insetgan.networks.generator import Generator
 

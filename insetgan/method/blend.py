@@ -15,7 +15,7 @@ def hard(canvas: torch.Tensor, pasted: torch.Tensor, mask: torch.Tensor) -> torc
 
 
 def feather(canvas: torch.Tensor, pasted: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Alpha blend with a soft ``mask`` (e.g. :func:`insetgan.regions.box_mask` with ``feather`` > 0)."""
+    """Alpha blend with a soft ``mask`` (e.g. :func:`insetgan.method.regions.box_mask` with ``feather`` > 0)."""
     return canvas * (1 - mask) + pasted * mask
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from insetgan import io as iio
-from insetgan.align import ARCFACE_112, Face, LandmarkDetector, face_models_dir, five_points, similarity
+from insetgan.inversion.align import ARCFACE_112, Face, LandmarkDetector, face_models_dir, five_points, similarity
 from insetgan.errors import InsetganError
 
 
@@ -294,7 +294,7 @@ def dlib_distances(references: list[Image.Image], faces: list[Image.Image], desc
                    ) -> list[float | None]:
     """dlib face-descriptor distance of each face to its reference (``None`` where dlib finds no face).
 
-    Pass a loaded :class:`insetgan.identity.FaceDescriptor` as ``desc`` to reuse its dlib models.
+    Pass a loaded :class:`insetgan.inversion.identity.FaceDescriptor` as ``desc`` to reuse its dlib models.
     """
     desc = desc or FaceDescriptor()
     out = []

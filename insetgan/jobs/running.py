@@ -1,6 +1,6 @@
 """The three user jobs (compose, sample-bodies, refine-face) as functions from inputs to output files.
 
-Each job validates its inputs, runs :func:`insetgan.optimize.optimize` and returns a dict of
+Each job validates its inputs, runs :func:`insetgan.method.optimize.optimize` and returns a dict of
 file name → bytes; the CLI writes them atomically. Nothing here touches the file system
 except reading the inputs it is given.
 """
@@ -19,19 +19,19 @@ import torch
 from PIL import Image, ImageDraw
 
 from insetgan import io as iio
-from insetgan import losses as L
-from insetgan.align import open_rgb
-from insetgan.boxes import (FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, ManualBox, clamp_box,
+from insetgan.method import losses as L
+from insetgan.inversion.align import open_rgb
+from insetgan.method.boxes import (FACE_PRIOR, SHOES_PRIOR, BoxProvider, DlibFaceBox, FixedBox, ManualBox, clamp_box,
                             refine_box)
-from insetgan.identity import dlib_distances, identity_report
-from insetgan.keep import FaceVerdict, Given, Judges, face_verdict, measure
+from insetgan.inversion.identity import dlib_distances, identity_report
+from insetgan.eval.keep import FaceVerdict, Given, Judges, face_verdict, measure
 from insetgan.latents import read_latent
-from insetgan.invert import InvertConfig, PTIConfig, invert, quality, synthesize
-from insetgan.generate import z_from_seed
-from insetgan.optimize import (CanvasInput, InsetInput, OptimConfig, Result, composite, crop_boxes, evaluate,
-                               naive_paste, optimize, render)
-from insetgan.regions import Box, box_mask
-from insetgan.perceptual import l1_ssim
+from insetgan.inversion.invert import InvertConfig, PTIConfig, invert, quality, synthesize
+from insetgan.sampling import z_from_seed
+from insetgan.method.config import OptimConfig
+from insetgan.method.optimize import CanvasInput, InsetInput, Result, composite, crop_boxes, evaluate, naive_paste, optimize, render
+from insetgan.method.regions import Box, box_mask
+from insetgan.inversion.perceptual import l1_ssim
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
 from insetgan.progress import Progress
@@ -211,7 +211,7 @@ def package_outputs(res: Result, cfg: OptimConfig, perceptual_name: str, percept
     ``canvas_original`` (refine-face) is the input image: pixels outside every box are copied
     from it byte for byte. ``given`` is what the user gave (selfie, outfit, the input image):
     the body drift, outfit distance, the face's dlib score and identity distance are measured
-    before and after (:mod:`insetgan.keep`), and a face that got worse is reported with a
+    before and after (:mod:`insetgan.eval.keep`), and a face that got worse is reported with a
     warning; ``keep_best`` then returns the start face (refine-face: the input image unchanged).
     """
     t0 = time.perf_counter()

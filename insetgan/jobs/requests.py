@@ -2,7 +2,7 @@
 
 A request names checkpoints (or built-in models) and photos; running it loads the networks,
 embeds the user's selfie and outfit (reusing a cache folder), runs the job of
-:mod:`insetgan.jobs` and returns its encoded files. The command line and any other front end
+:mod:`insetgan.jobs.running` and returns its encoded files. The command line and any other front end
 build a request with keywords and write the files where they like.
 """
 from __future__ import annotations
@@ -18,15 +18,15 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from insetgan import jobs
-from insetgan.embedding import EmbedConfig, Embedded, embed_face, embed_outfit
+from insetgan.jobs import running as jobs
+from insetgan.inversion.embedding import EmbedConfig, Embedded, embed_face, embed_outfit
 from insetgan.errors import InsetganError
-from insetgan.invert import InvertConfig, PTIConfig
+from insetgan.inversion.invert import InvertConfig, PTIConfig
 from insetgan.io import MAX_SEED, versions
 from insetgan.models import load_network
-from insetgan.optimize import OptimConfig, load_config
-from insetgan.perceptual import PerceptualChoice, load_perceptual
-from insetgan.regions import Box
+from insetgan.method.config import OptimConfig, load_config
+from insetgan.inversion.perceptual import PerceptualChoice, load_perceptual
+from insetgan.method.regions import Box
 
 IDENTITY_WEIGHT = 0.5  # the identity loss weight of a selfie's or reference's embedding and of the joint optimisation
 
@@ -179,7 +179,7 @@ def user_face(photo: str, G: Any, perceptual: PerceptualChoice, cfg: EmbedConfig
               cache_dir: Path | None, dev: torch.device, what: str, progress: ProgressFactory
               ) -> tuple[Embedded, jobs.UserFace]:
     """Align + invert the user's selfie (reusing ``cache_dir``): the embedding and the user's face for the job."""
-    from insetgan.identity import load_mobilefacenet
+    from insetgan.inversion.identity import load_mobilefacenet
 
     net = load_mobilefacenet(device=dev) if identity_weight > 0 else None
     bar = progress(f"invert {what}", perceptual.notice)

@@ -43,10 +43,10 @@ import torch
 from PIL import Image
 
 from insetgan.errors import InsetganError
-from insetgan.align import LandmarkDetector
-from insetgan.boxes import FACE_PRIOR
+from insetgan.inversion.align import LandmarkDetector
+from insetgan.method.boxes import FACE_PRIOR
 from insetgan.data.dataset import dataset_meta
-from insetgan.identity import FaceDescriptor
+from insetgan.inversion.identity import FaceDescriptor
 from insetgan.images import decode_rgb
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -62,7 +62,7 @@ KINDS = ("face", "body", "shoes")
 @torch.no_grad()
 def samples(G: torch.nn.Module, n: int, psi: float, batch: int = 32) -> torch.Tensor:
     """Images [n, C, H, W] in [-1, 1] of seeds 0..n-1 (``z_from_seed``) at ψ ``psi``, const noise."""
-    from insetgan.generate import z_from_seed
+    from insetgan.sampling import z_from_seed
 
     out = []
     for start in range(0, n, batch):
@@ -427,7 +427,7 @@ def evaluate_snapshot(network_path: str | Path, kind: str, reference: Reference 
     kinds: the style spread summary, ``kimg`` (from the training metadata, else the file name) and
     ``seconds``. Load errors propagate (``CheckpointError``).
     """
-    from insetgan.jobs import region_priors
+    from insetgan.jobs.running import region_priors
     from insetgan.networks.checkpoints import load_checkpoint
 
     if kind not in KINDS:

@@ -5,7 +5,7 @@ independent candidates can be optimised by summing the terms over the batch: eac
 latents receive exactly the gradient they would get alone.
 
 The perceptual term is any callable ``(a, b) -> [B]``: LPIPS or its fallback from
-:mod:`insetgan.perceptual`.
+:mod:`insetgan.inversion.perceptual`.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from insetgan.regions import Box
+from insetgan.method.regions import Box
 from insetgan.errors import InsetganError
 
 

@@ -26,9 +26,9 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from insetgan import losses as L
-from insetgan.identity import DLIB_SAME_PERSON, face_crops
-from insetgan.regions import Box, box_mask
+from insetgan.method import losses as L
+from insetgan.inversion.identity import DLIB_SAME_PERSON, face_crops
+from insetgan.method.regions import Box, box_mask
 
 SCORE_FLOOR = -0.5  # dlib scores are reported down to this value (its detection threshold is 0)
 SCORE_TOLERANCE = 0.02  # a score this much below the start is resampling noise, not a worse face
@@ -153,7 +153,7 @@ class Judges:
     @staticmethod
     def load() -> "Judges | None":
         """dlib's detector and descriptor, or ``None`` when dlib or its models are missing."""
-        from insetgan.identity import FaceDescriptor
+        from insetgan.inversion.identity import FaceDescriptor
 
         try:
             desc = FaceDescriptor()

@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 import torch
 
-from insetgan import losses as L
-from insetgan.metrics import ssim
-from insetgan.optimize import lr_factor
+from insetgan.method import losses as L
+from insetgan.eval.seams import ssim
+from insetgan.method.optimize import lr_factor
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
 from insetgan.progress import Progress

@@ -1,0 +1,3 @@
+"""The user's photos as latents: loading and cropping (``photos``), face alignment (``align``),
+projection and pivotal tuning (``invert``), the cached embedding of a selfie or outfit
+(``embedding``), and the identity and perceptual distances it uses (``identity``, ``perceptual``)."""
