@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from insetgan.networks.generator import FullyConnectedLayer, float_dtype
+from insetgan.networks.layers import FullyConnectedLayer, float_dtype
 from insetgan.networks.projected import ProjectedDiscriminator
 from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 from insetgan.errors import InsetganError

@@ -7,115 +7,19 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from insetgan.networks.config import GeneratorConfig
-from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 from insetgan.errors import InsetganError
-from insetgan.networks.errors import CheckpointError
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.layers import FullyConnectedLayer, float_dtype, modulated_conv2d, normalize_2nd_moment
+from insetgan.networks.state_dicts import load_checked
+from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 
 NOISE_MODES = ("random", "const", "none")
-
-
-def float_dtype(module: nn.Module) -> torch.dtype:
-    """Full-precision compute dtype of ``module``: float64 for a ``.double()`` network, else float32."""
-    return torch.float64 if next(module.parameters()).dtype == torch.float64 else torch.float32
-
-
-def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
-    """Scale ``x`` to unit mean square along ``dim``."""
-    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
-
-
-def modulated_conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    styles: torch.Tensor,
-    noise: torch.Tensor | None = None,
-    up: int = 1,
-    padding: int = 0,
-    resample_filter: torch.Tensor | None = None,
-    demodulate: bool = True,
-    flip_weight: bool = True,
-    fused: bool = True,
-) -> torch.Tensor:
-    """StyleGAN2 modulated convolution of ``x`` [N, I, H, W] by ``weight`` [O, I, k, k].
-
-    ``fused=True`` folds the per-sample styles into the weights (a grouped convolution);
-    ``fused=False`` modulates the activations instead, which gives the same result and, when
-    the weights need no gradient, skips the weight-gradient convolutions in the backward pass.
-    """
-    batch = x.shape[0]
-    out_ch, in_ch, kh, kw = weight.shape
-    if x.dtype == torch.float16 and demodulate:
-        # Pre-normalise to avoid float16 overflow (scale-invariant thanks to demodulation).
-        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-
-    if not fused:
-        dcoefs = None
-        if demodulate:
-            # sum_{i,k} (W[o,i,k] s[i])^2 == s^2 @ sum_k W[o,i,k]^2
-            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
-        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = conv2d_resample.conv2d_resample(
-            x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight
-        )
-        if dcoefs is not None:
-            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
-        if noise is not None:
-            x = x + noise.to(x.dtype)
-        return x
-
-    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
-    x = x.reshape(1, -1, *x.shape[2:])
-    w = w.reshape(-1, in_ch, kh, kw)
-    x = conv2d_resample.conv2d_resample(
-        x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=batch, flip_weight=flip_weight
-    )
-    x = x.reshape(batch, -1, *x.shape[2:])
-    if noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
-
-
-class FullyConnectedLayer(nn.Module):
-    """Linear layer with equalised learning rate and optional activation."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        activation: str = "linear",
-        lr_multiplier: float = 1.0,
-        bias_init: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.activation = activation
-        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
-        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
-        self.bias_gain = lr_multiplier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the layer to ``x`` [N, in_features]."""
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
 
 
 class MappingNetwork(nn.Module):
@@ -448,40 +352,6 @@ class Generator(GeneratorBase):
 
     def __init__(self, cfg: GeneratorConfig) -> None:
         super().__init__(cfg, SynthesisNetwork(cfg), cfg)
-
-
-NetworkT = TypeVar("NetworkT", bound=nn.Module)
-
-
-def load_checked(G: NetworkT, state_dict: Mapping[str, torch.Tensor], source: str, what: str = "") -> NetworkT:
-    """Load ``state_dict`` into ``G`` (as float32) after checking it has exactly G's keys and shapes, in finite floats.
-
-    ``what`` names the network in the messages (e.g. ``"StyleGAN3 "``); a mismatch is a
-    one-line :class:`CheckpointError` naming the first offending tensors.
-    """
-    expected = G.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"{source}: {what}state dict does not match its config: {'; '.join(parts)}")
-    for key, ref in expected.items():
-        got = state_dict[key]
-        if tuple(got.shape) != tuple(ref.shape):
-            kind = "filter" if key.endswith("_filter") else "tensor"
-            raise CheckpointError(
-                f"{source}: {kind} {key} has shape {list(got.shape)} but the config implies {list(ref.shape)}"
-            )
-        if not got.dtype.is_floating_point:
-            raise CheckpointError(f"{source}: tensor {key} has non-float dtype {got.dtype}")
-        if not bool(torch.isfinite(got).all()):
-            raise CheckpointError(f"{source}: tensor {key} holds NaN or infinite values")
-    G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
-    return G
 
 
 def build_generator(cfg: GeneratorConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> Generator:

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from insetgan.errors import InsetganError
-from insetgan.networks.generator import (
-    NOISE_MODES, FullyConnectedLayer, Generator, GeneratorBase, float_dtype, load_checked, modulated_conv2d,
-)
+from insetgan.networks.generator import NOISE_MODES, Generator, GeneratorBase
+from insetgan.networks.layers import FullyConnectedLayer, float_dtype, modulated_conv2d
+from insetgan.networks.state_dicts import load_checked
 from insetgan.networks.stylegan3_config import LayerSpec, StyleGAN3Config
 from insetgan.torch_utils.ops.filtered_lrelu import filtered_lrelu
 

@@ -39,19 +39,23 @@ git ls-files -z --cached --others --exclude-standard \
 WHEEL=$(ls "$TMP"/dist/insetgan-*.whl)
 ok "built $(basename "$WHEEL")"
 
-"$BUILD_PYTHON" - "$WHEEL" <<'EOF'
+"$BUILD_PYTHON" - "$WHEEL" "$TMP/src/torch_utils/ops/csrc" <<'EOF'
 import fnmatch
 import sys
 import zipfile
+from pathlib import Path
 
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 top = sorted({n.split("/")[0] for n in names if n.split("/")[0] in ("networks", "torch_utils")})
 assert not top, f"wheel has top-level {top}"
-for pattern in ("insetgan/torch_utils/ops/csrc/*.cpp", "insetgan/assets/models/*.safetensors",
-                "insetgan/networks/__init__.py", "insetgan/torch_utils/__init__.py"):
+for pattern in ("insetgan/assets/models/*.safetensors", "insetgan/networks/__init__.py",
+                "insetgan/torch_utils/__init__.py"):
     assert fnmatch.filter(names, pattern), f"wheel lacks {pattern}"
+sources = sorted(p.name for p in Path(sys.argv[2]).iterdir())
+missing = [s for s in sources if f"insetgan/torch_utils/ops/csrc/{s}" not in names]
+assert sources and not missing, f"wheel lacks the kernel sources {missing}"
 EOF
-ok "wheel has no top-level networks/ or torch_utils/; has csrc/*.cpp and assets/models/*.safetensors"
+ok "wheel has no top-level networks/ or torch_utils/; has every csrc/ source and assets/models/*.safetensors"
 
 # 2. Fresh virtual environment with the CPU torch, then the wheel (its other dependencies from the index).
 "$PYTHON" -m venv "$TMP/venv"

@@ -58,15 +58,8 @@ def compose_eval(body: str, face: str, selfie: str, seeds: int, steps: int | Non
             "seconds": rep["timings_s"]["optimize"]}
 
 
-def main() -> None:
-    """Parse arguments, evaluate, print a markdown table and write eval.json."""
-    from insetgan.inversion.align import LandmarkDetector
-    from insetgan.method.boxes import FACE_PRIOR
-    from insetgan.jobs.running import region_priors
-    from insetgan.models import resolve_network
-    from insetgan.networks.checkpoints import load_checkpoint
-    from insetgan.eval import model_quality as q
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--body", default="default")
     ap.add_argument("--face", default="default")
@@ -82,9 +75,19 @@ def main() -> None:
     ap.add_argument("--invert-steps", type=int, default=None, help="Selfie projector steps (default: 300).")
     ap.add_argument("--psi", type=float, default=0.7)
     ap.add_argument("--outdir", default="out/eval")
-    args = ap.parse_args()
-    out = Path(args.outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    return ap.parse_args(argv)
+
+
+def model_rows(args: argparse.Namespace, out: Path) -> tuple[dict, Path, Path]:
+    """The models' own numbers (face and body rates, FDD, HOG; sample grids in ``out``) and the two network paths."""
+    # Imported here so that --help answers without loading torch and dlib.
+    from insetgan.eval import model_quality as q
+    from insetgan.inversion.align import LandmarkDetector
+    from insetgan.jobs.running import region_priors
+    from insetgan.method.boxes import FACE_PRIOR
+    from insetgan.models import resolve_network
+    from insetgan.networks.checkpoints import load_checkpoint
+
     body_path, face_path = resolve_network(args.body, "body"), resolve_network(args.face, "face")
     body_ck, face_ck = load_checkpoint(body_path), load_checkpoint(face_path)
     prior = region_priors(dict(body_ck.metadata)).get("face", FACE_PRIOR)
@@ -109,9 +112,11 @@ def main() -> None:
         ref = q.prepare_reference("shoes", args.shoes_data, n=args.fd_samples)
         res["shoes_hog_fd"] = q.hog_fd(shoes_G, ref.real, args.fd_samples)
         res["shoes_hog_fd_floor"] = ref.floor["hog_fd"]
-    res["compose"] = compose_eval(body_path, face_path, args.selfie, args.seeds, args.steps, out / "compose",
-                                  args.invert_steps)
-    (out / "eval.json").write_text(json.dumps(res, indent=2))
+    return res, body_path, face_path
+
+
+def print_table(res: dict, args: argparse.Namespace, out: Path) -> None:
+    """The results as a markdown table of metric, value and bar."""
     c = res["compose"]
     print("| metric | value | bar |")
     print("|---|---|---|")
@@ -139,6 +144,18 @@ def main() -> None:
     print(f"| compose: median dlib identity distance to the selfie ({c['identity_found']} faces found) | {med} | "
           f"< 0.6 = same person |")
     print(f"\nsample grids (ψ={args.psi}): {out}/{{face,body,shoes}}_grid.png; details: {out / 'eval.json'}")
+
+
+def main() -> None:
+    """Parse arguments, evaluate, print a markdown table and write eval.json."""
+    args = parse_args()
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    res, body_path, face_path = model_rows(args, out)
+    res["compose"] = compose_eval(body_path, face_path, args.selfie, args.seeds, args.steps, out / "compose",
+                                  args.invert_steps)
+    (out / "eval.json").write_text(json.dumps(res, indent=2))
+    print_table(res, args, out)
 
 
 if __name__ == "__main__":

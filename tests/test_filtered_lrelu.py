@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 
+import click
 import pytest
 import torch
 
-from insetgan.errors import InsetganError
+from insetgan.cli.common import handle_errors
+from insetgan.torch_utils.errors import OpArgumentError
 from insetgan.torch_utils.ops import bias_act, dispatch, upfirdn2d
 from insetgan.torch_utils.ops.filtered_lrelu import filtered_lrelu
 from tests.filters import random_filter
@@ -136,8 +138,19 @@ F4 = torch.ones([4]) / 4
     (dict(fu=torch.ones([65]), padding=40, impl="cpp"), "at most 64 taps"),
     (dict(impl="fast"), "impl must be"),
 ])
-def test_bad_arguments_raise_insetgan_error(kwargs, message):
+def test_bad_arguments_raise_op_argument_errors(kwargs, message):
     args = dict(x=X, fu=F4, fd=F4, padding=2)
     args.update(kwargs)
-    with pytest.raises(InsetganError, match=message):
+    with pytest.raises(OpArgumentError, match=message):
         filtered_lrelu(**args)
+
+
+def test_the_command_line_turns_bad_op_arguments_into_one_line():
+    @handle_errors
+    def command() -> None:
+        filtered_lrelu(X, F4, F4, up=0, padding=2)
+
+    with click.Context(click.Command("op")):
+        with pytest.raises(click.ClickException, match=r"^filtered_lrelu: up must be an integer >= 1, got 0$"):
+            command()
+

@@ -16,7 +16,7 @@ import torch
 from tests.filters import random_filter
 from tests.conftest import REPO, fixture_path
 from insetgan.torch_utils import custom_ops
-from insetgan.errors import InsetganError
+from insetgan.torch_utils.errors import OpArgumentError
 from insetgan.torch_utils.ops import bias_act, dispatch, filtered_lrelu as flrelu_mod, upfirdn2d
 from insetgan.torch_utils.ops.bias_act import ACTIVATIONS
 from insetgan.torch_utils.ops.filtered_lrelu import filtered_lrelu
@@ -200,7 +200,7 @@ def _flrelu_cases() -> list[dict]:
         ffu, ffd = random_filter(*fu, gen), random_filter(*fd, gen)
         try:
             flrelu_mod.check_args(probe, ffu, ffd, None, up, down, padding, 1.0, 0.2, None, False)
-        except InsetganError:
+        except OpArgumentError:
             continue  # empty output: draw again
         cases.append(case)
     return cases
@@ -298,9 +298,9 @@ def test_filtered_lrelu_dispatch(monkeypatch):
     monkeypatch.setattr(flrelu_mod, "_run_kernel", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     filtered_lrelu(x, f4, f4, up=2, down=2, padding=2)
     assert calls == ["cpp"]
-    with pytest.raises(InsetganError, match="does not support"):
+    with pytest.raises(OpArgumentError, match="does not support"):
         filtered_lrelu(x.half(), f4, f4, up=2, down=2, padding=2, impl="cpp")
-    with pytest.raises(InsetganError, match="cannot run on a cpu tensor"):
+    with pytest.raises(OpArgumentError, match="cannot run on a cpu tensor"):
         filtered_lrelu(x, f4, f4, up=2, down=2, padding=2, impl="cuda")
     # Filters longer than the kernels take: 'auto' runs the reference, 'cpp' refuses.
     f70 = torch.ones([70]) / 70
@@ -308,7 +308,7 @@ def test_filtered_lrelu_dispatch(monkeypatch):
     calls.clear()
     y = filtered_lrelu(big, f70, f4, up=2, down=2, padding=40)
     assert calls == [] and torch.equal(y, filtered_lrelu(big, f70, f4, up=2, down=2, padding=40, impl="ref"))
-    with pytest.raises(InsetganError, match="at most 64 taps"):
+    with pytest.raises(OpArgumentError, match="at most 64 taps"):
         filtered_lrelu(big, f70, f4, up=2, down=2, padding=40, impl="cpp")
     monkeypatch.setenv("INSETGAN_OPS", "ref")
     calls.clear()

@@ -7,17 +7,21 @@ scripts/check_install.sh does the same against a wheel installed into a fresh vi
 """
 from __future__ import annotations
 
+import ast
+import fnmatch
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
+from insetgan.torch_utils import custom_ops
 from tests.conftest import REPO, fixture_path
 
 IMG_TOL = dict(rtol=1e-4, atol=1e-4)
@@ -116,3 +120,42 @@ def test_setup_py_lists_every_package_folder():
             assert (folder / "__init__.py").exists(), f"{folder} holds .py files but no __init__.py: not installed"
             on_disk.add(".".join([prefix, *folder.relative_to(REPO / root).parts]))
     assert set(packages) == on_disk
+
+
+def _insetgan_imports(folder: str) -> dict[str, set[str]]:
+    """Module path -> the ``insetgan...`` modules it imports (at any level), for every module under ``folder``."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            inside = {n for n in names if n.split(".")[0] == "insetgan"}
+            found.setdefault(str(path.relative_to(REPO)), set()).update(inside)
+    return found
+
+
+def test_lower_layers_import_nothing_of_the_layers_above():
+    """torch_utils imports only itself; networks only itself, torch_utils and the user-error type."""
+    for path, names in _insetgan_imports("torch_utils").items():
+        assert all(n.startswith("insetgan.torch_utils") for n in names), (path, names)
+    allowed = ("insetgan.networks", "insetgan.torch_utils", "insetgan.errors")
+    for path, names in _insetgan_imports("networks").items():
+        assert all(n.startswith(allowed) for n in names), (path, names)
+
+
+def test_every_kernel_source_is_built_and_packaged():
+    """Each file in csrc/ belongs to a plugin (so it counts in the build's cache key) and travels in the wheel."""
+    csrc = REPO / "torch_utils" / "ops" / "csrc"
+    on_disk = sorted(p.name for p in csrc.iterdir())
+    built = custom_ops.plugin_sources("cpu") + custom_ops.plugin_sources("cuda")
+    assert sorted(built) == on_disk
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    packaged = [name for name in on_disk if any(fnmatch.fnmatch(f"csrc/{name}", g)
+                                                for g in patterns["insetgan.torch_utils.ops"])]
+    assert packaged == on_disk
+    for device, ops in custom_ops.OP_SOURCES.items():  # one kernel file per op and device
+        assert all(len(files) == 1 and files[0].startswith(op) for op, files in ops.items()), device

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from insetgan.eval import model_quality as q
+from insetgan.eval import frechet, model_quality as q, real_sets
 from tests.conftest import REPO
 
 pytest.importorskip("dlib")
@@ -31,27 +31,27 @@ def test_frechet_gaussians_matches_closed_forms():
     v1, v2 = np.array([4.0, 1.0, 0.25]), np.array([1.0, 9.0, 0.25])
     # Diagonal covariances: |mu1 - mu2|² + Σ (σ1 − σ2)².
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
-    assert q.frechet_gaussians(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-12)
+    assert frechet.frechet_gaussians(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-12)
     # Non-commuting 2×2 covariances: tr((A B)^½) = tr((A^½ B A^½)^½), each root in closed form.
     a, b = np.array([[2.0, 0.8], [0.8, 1.0]]), np.array([[1.0, -0.3], [-0.3, 3.0]])
     ra = _sqrt_2x2(a)
     expected = np.trace(a) + np.trace(b) - 2 * np.trace(_sqrt_2x2(ra @ b @ ra))
-    assert q.frechet_gaussians(np.zeros(2), a, np.zeros(2), b) == pytest.approx(expected, rel=1e-10)
-    assert q.frechet_gaussians(np.zeros(2), b, np.zeros(2), a) == pytest.approx(expected, rel=1e-10)
+    assert frechet.frechet_gaussians(np.zeros(2), a, np.zeros(2), b) == pytest.approx(expected, rel=1e-10)
+    assert frechet.frechet_gaussians(np.zeros(2), b, np.zeros(2), a) == pytest.approx(expected, rel=1e-10)
 
 
 def test_frechet_distance_of_feature_sets():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(50, 8))
-    assert q.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert frechet.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
     # Rank-deficient covariance (fewer rows than dimensions) stays finite and zero against itself.
     few = rng.normal(size=(5, 20))
-    assert q.frechet_distance(few, few) == pytest.approx(0.0, abs=1e-9)
+    assert frechet.frechet_distance(few, few) == pytest.approx(0.0, abs=1e-9)
     # A shift adds exactly its squared length.
     shift = np.arange(8, dtype=np.float64) / 10
-    assert q.frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-9)
+    assert frechet.frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-9)
     with pytest.raises(ValueError, match="same D"):
-        q.frechet_distance(a, a[:, :4])
+        frechet.frechet_distance(a, a[:, :4])
 
 
 def _dataset(folder: Path, n: int, size: tuple[int, int] = (16, 16)) -> Path:
@@ -66,17 +66,18 @@ def test_real_split_protocol_on_folder_and_zip(tmp_path):
     folder = _dataset(tmp_path / "data", 11)
     names = sorted(p.name for p in folder.iterdir())
     order = np.random.RandomState(0).permutation(len(names))
-    ref, floor = q.real_split(folder, n=4)
+    ref, floor = real_sets.real_split(folder, n=4)
     assert ref == [names[i] for i in order[:4]] and floor == [names[i] for i in order[4:8]]
     assert not set(ref) & set(floor)
     with zipfile.ZipFile(tmp_path / "images.zip", "w") as zf:
         for name in reversed(names):
             zf.write(folder / name, name)
-    assert q.real_split(tmp_path / "images.zip", n=4) == (ref, floor)
-    assert [a.shape for a in q.read_images(tmp_path / "images.zip", ref)] == [(16, 16, 3)] * 4
-    assert q.dataset_key(folder, 4) == q.dataset_key(tmp_path / "images.zip", 4) != q.dataset_key(folder, 5)
+    assert real_sets.real_split(tmp_path / "images.zip", n=4) == (ref, floor)
+    assert [a.shape for a in real_sets.read_images(tmp_path / "images.zip", ref)] == [(16, 16, 3)] * 4
+    key = real_sets.dataset_key
+    assert key(folder, 4) == key(tmp_path / "images.zip", 4) != key(folder, 5)
     with pytest.raises(ValueError, match="need 12"):
-        q.real_split(folder, n=6)
+        real_sets.real_split(folder, n=6)
 
 
 def test_hog_features_and_person_rate():
@@ -157,16 +158,16 @@ def test_dataset_face_prior_from_folder_zip_and_default(tmp_path):
     folder.mkdir()
     (folder / "00000.png").write_bytes(b"")
     (folder / "dataset.json").write_text(json.dumps({"priors": {"face": [0.3, 0.05, 0.4, 0.2]}}))
-    assert q.dataset_face_prior(folder) == (0.3, 0.05, 0.4, 0.2)
+    assert real_sets.dataset_face_prior(folder) == (0.3, 0.05, 0.4, 0.2)
     with zipfile.ZipFile(tmp_path / "inside.zip", "w") as zf:
         zf.writestr("00000.png", b"")
         zf.writestr("dataset.json", json.dumps({"priors": {"face": [0.1, 0.2, 0.3, 0.4]}}))
-    assert q.dataset_face_prior(tmp_path / "inside.zip") == (0.1, 0.2, 0.3, 0.4)
+    assert real_sets.dataset_face_prior(tmp_path / "inside.zip") == (0.1, 0.2, 0.3, 0.4)
     with zipfile.ZipFile(folder / "images.zip", "w") as zf:
         zf.writestr("00000.png", b"")
-    assert q.dataset_face_prior(folder / "images.zip") == (0.3, 0.05, 0.4, 0.2)  # the dataset.json beside it
+    assert real_sets.dataset_face_prior(folder / "images.zip") == (0.3, 0.05, 0.4, 0.2)  # the dataset.json beside it
     (folder / "dataset.json").write_text(json.dumps({"priors": {"face": "none"}}))
-    assert q.dataset_face_prior(folder) == FACE_PRIOR
+    assert real_sets.dataset_face_prior(folder) == FACE_PRIOR
     (folder / "dataset.json").write_text("[" * 100_000)
     with pytest.raises(InsetganError):  # the bounded reader refuses it in one line
-        q.dataset_face_prior(folder)
+        real_sets.dataset_face_prior(folder)

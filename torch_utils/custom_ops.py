@@ -60,7 +60,10 @@ CHILD = ("import json, sys; args = json.loads(sys.argv[1]); sys.path[:] = args['
 
 @dataclass(frozen=True)
 class PluginSpec:
-    """What to compile: a name, source files (relative to ``csrc``) and compiler flags."""
+    """What to compile: a name, source files (relative to ``csrc``) and compiler flags.
+
+    ``sources`` lists headers too: they count in the build's cache key but are not compiled.
+    """
 
     name: str
     sources: tuple[str, ...]
@@ -70,15 +73,29 @@ class PluginSpec:
     source_dir: Path = CSRC
 
 
+# The kernel sources of each op, per device: one file per op (a plugin compiles them all).
+OP_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
+    "cpu": {"upfirdn2d": ("upfirdn2d_cpu.cpp",), "bias_act": ("bias_act_cpu.cpp",),
+            "filtered_lrelu": ("filtered_lrelu_cpu.cpp",)},
+    "cuda": {"upfirdn2d": ("upfirdn2d_cuda.cu",), "bias_act": ("bias_act_cuda.cu",),
+             "filtered_lrelu": ("filtered_lrelu_cuda.cu",)},
+}
+# The Python binding and the headers each plugin shares between its ops' files.
+PLUGIN_COMMON = {
+    "cpu": ("ops_cpu.cpp", "ops_cpu.h"),
+    "cuda": ("ops_cuda.cpp", "ops_cuda.h", "ops_cuda_common.cuh"),
+}
+
+
+def plugin_sources(device: str) -> tuple[str, ...]:
+    """Every file of ``device``'s plugin (binding, shared headers, each op's kernels), relative to ``csrc``."""
+    return PLUGIN_COMMON[device] + tuple(f for files in OP_SOURCES[device].values() for f in files)
+
+
 PLUGINS = {
-    "cpu": PluginSpec("insetgan_ops_cpu", ("ops_cpu.cpp",)),
-    "cuda": PluginSpec(
-        "insetgan_ops_cuda",
-        ("ops_cuda.cpp", "ops_cuda_kernels.cu", "filtered_lrelu_cuda.cu", "ops_cuda.h", "ops_cuda_common.cuh"),
-        cflags=CPU_FLAGS,
-        cuda_cflags=("-O3",),
-        device="cuda",
-    ),
+    "cpu": PluginSpec("insetgan_ops_cpu", plugin_sources("cpu")),
+    "cuda": PluginSpec("insetgan_ops_cuda", plugin_sources("cuda"), cflags=CPU_FLAGS, cuda_cflags=("-O3",),
+                       device="cuda"),
 }
 
 

@@ -15,6 +15,7 @@ from insetgan.devices import DEVICES, torch_device  # noqa: F401 - the commands 
 from insetgan.errors import InsetganError
 from insetgan.limits import MAX_SEED, Range
 from insetgan.progress import ProgressBar
+from insetgan.torch_utils.errors import OpArgumentError
 
 log = logging.getLogger("insetgan")
 
@@ -24,7 +25,7 @@ class UserError(click.ClickException):
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """Turn user errors (:class:`InsetganError`, checkpoint errors, OS errors) into one-line messages.
+    """Turn user errors (:class:`InsetganError`, checkpoint errors, bad op arguments, OS errors) into one-line messages.
 
     Anything else is a bug and keeps its traceback. ``--debug`` shows tracebacks for all.
     """
@@ -33,7 +34,7 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (InsetganError, OSError) as exc:
+        except (InsetganError, OpArgumentError, OSError) as exc:
             if root_flag("debug"):
                 raise
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -12,19 +12,12 @@ per-image records):
 * :func:`prepare_faces`: FFHQ-aligned faces (dlib on an upscaled copy, landmarks mapped back).
 * :func:`prepare_shoes`: square crops around each shoe of the footwear labels.
 
-Boxes use continuous pixel coordinates (pixel ``i`` covers ``[i, i+1)``), like
-:mod:`insetgan.method.regions`. Face boxes are :func:`insetgan.method.boxes.ffhq_box` squares (side = FFHQ quad
-side, centre = quad centre), shifted inside the canvas with :func:`insetgan.method.boxes.clamp_box`.
-When dlib finds no face in a labelled photo, the face box comes from the label map: the head
-labels (hair, skin, hat, glasses, sunglasses) give the top of the head and, in the band of
-``0.1·person height`` below it, the horizontal centre (median column); side ``0.143·h`` and
-centre ``top + 0.081·h`` are the medians of the dlib box relative to the person height ``h``
-measured on 110 labelled ccp photos (median centre error ≈ 6 % of the side).
+Face boxes, crop windows and their coordinates: :mod:`insetgan.data.windows`; label maps and shoe
+components: :mod:`insetgan.data.labels`.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import zipfile
@@ -37,29 +30,21 @@ import numpy as np
 from PIL import Image
 
 from insetgan import io as iio
-from insetgan.inversion.align import LandmarkDetector, ffhq_quad, align_ffhq
-from insetgan.images import MAX_PIXELS, ImageTooLargeError, open_rgb, read_label_map
-from insetgan.method.boxes import clamp_box, ffhq_box
-from insetgan.inversion.photos import reflect_crop
-from insetgan.method.regions import Box
+from insetgan.data.labels import XYWH, LabelSet, load_label_map, shoe_components
+from insetgan.data.windows import (face_box_from_labels, face_box_from_landmarks, find_landmarks, median_box,
+                                   person_window, to_canvas)
 from insetgan.errors import InsetganError
+from insetgan.images import ImageTooLargeError, open_rgb
+from insetgan.inversion.align import LandmarkDetector, align_ffhq, ffhq_quad
+from insetgan.inversion.photos import reflect_crop
 from insetgan.limits import Range, check_ranges, ranged
+from insetgan.method.boxes import clamp_box, ffhq_box
+from insetgan.method.regions import Box
 from insetgan.progress import Progress
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-FOOTWEAR_NAMES = ("boots", "clogs", "flats", "heels", "loafers", "pumps", "sandals", "shoes", "sneakers", "wedges")
-HEAD_NAMES = ("hair", "skin", "hat", "glasses", "sunglasses")
-# ccp indices, used when no label_names.txt is found next to the label maps.
-DEFAULT_LABELS = {"boots": 7, "clogs": 12, "flats": 16, "heels": 21, "loafers": 28, "pumps": 32, "sandals": 36,
-                  "shoes": 39, "sneakers": 43, "wedges": 58, "hair": 19, "skin": 41, "hat": 20, "glasses": 17,
-                  "sunglasses": 47}
-HEAD_SIDE, HEAD_CENTRE, HEAD_BAND = 0.143, 0.081, 0.1  # label-map face box, in units of the person height
-DETECT_RETRY_PX = 1024  # detector images up to this side are searched again with 2x detector upsampling
-XYWH = tuple[float, float, float, float]
-
-
 MAX_SIDE = 4096  # the largest training image side (prepare writes it, train reads it)
 LIMIT = Range(1, 10**9, integer=True, optional=True)
 
@@ -124,7 +109,7 @@ class ShoesConfig:
         LIMIT.check(self.limit, "--limit")
 
 
-# ---------------------------------------------------------------------------- sources and labels
+# ---------------------------------------------------------------------------- sources and record helpers
 
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     """Image files of ``folder`` sorted by name (the first ``limit``); one-line errors for a missing or empty folder."""
@@ -138,200 +123,6 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     return files[:limit or None]
 
 
-@dataclass(frozen=True)
-class LabelSet:
-    """Label indices of interest, from ``label_names.txt`` (index → name, one per line) next to the label maps."""
-
-    footwear: tuple[int, ...]
-    head: tuple[int, ...]
-    source: str
-
-    @classmethod
-    def load(cls, labels_dir: str | Path) -> "LabelSet":
-        """Read ``label_names.txt`` from ``labels_dir`` or its parent; the ccp indices when there is none."""
-        for cand in (Path(labels_dir) / "label_names.txt", Path(labels_dir).parent / "label_names.txt"):
-            if cand.is_file():
-                names = {n.strip().lower(): i for i, n in enumerate(cand.read_text().splitlines()) if n.strip()}
-                missing = [n for n in FOOTWEAR_NAMES if n not in names]
-                if len(missing) == len(FOOTWEAR_NAMES):
-                    raise InsetganError(f"{cand} names no footwear label ({', '.join(FOOTWEAR_NAMES)})")
-                return cls(tuple(names[n] for n in FOOTWEAR_NAMES if n in names),
-                           tuple(names[n] for n in HEAD_NAMES if n in names), str(cand.resolve()))
-        log.warning("no label_names.txt found for %s; using the ccp label indices", labels_dir)
-        return cls(tuple(DEFAULT_LABELS[n] for n in FOOTWEAR_NAMES), tuple(DEFAULT_LABELS[n] for n in HEAD_NAMES),
-                   "ccp defaults")
-
-
-def load_label_map(labels_dir: str | Path | None, stem: str, size: tuple[int, int]) -> np.ndarray | None:
-    """The label map ``labels_dir/stem.png`` as [H, W] indices, or ``None`` when absent, unreadable or mis-sized.
-
-    A label map over the pixel limit is an error (:class:`~insetgan.images.ImageTooLargeError`), not a skip.
-    """
-    if labels_dir is None:
-        return None
-    path = Path(labels_dir) / f"{stem}.png"
-    if not path.is_file():
-        return None
-    try:
-        arr = read_label_map(path)
-    except ImageTooLargeError:
-        raise
-    except InsetganError as exc:
-        log.warning("ignoring the label map: %s", exc)
-        return None
-    if arr.ndim != 2 or arr.shape[::-1] != tuple(size):
-        log.warning("ignoring label map %s: %s does not match the photo's %dx%d", path, arr.shape, *size)
-        return None
-    return arr
-
-
-# ---------------------------------------------------------------------------- connected components
-
-@dataclass(frozen=True)
-class Component:
-    """A connected pixel region: bounding box ``[x0, x1) × [y0, y1)`` and pixel count."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    pixels: int
-
-    @property
-    def xywh(self) -> XYWH:
-        """Bounding box as ``(x, y, w, h)``."""
-        return float(self.x0), float(self.y0), float(self.x1 - self.x0), float(self.y1 - self.y0)
-
-
-def connected_components(mask: np.ndarray) -> list[Component]:
-    """8-connected components of a 2-D boolean mask (row runs joined by union-find), in scan order."""
-    m = np.asarray(mask, dtype=bool)
-    runs: list[tuple[int, int, int]] = []  # (row, start, stop)
-    parent: list[int] = []
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    prev: list[int] = []
-    prev_row = -2
-    for y in np.flatnonzero(m.any(axis=1)):
-        d = np.diff(np.concatenate(([0], m[y].astype(np.int8), [0])))
-        cur = []
-        for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
-            i = len(runs)
-            runs.append((int(y), int(s), int(e)))
-            parent.append(i)
-            cur.append(i)
-            for j in prev if prev_row == y - 1 else ():
-                if runs[j][1] <= e and runs[j][2] >= s:  # touching, diagonals included
-                    a, b = find(i), find(j)
-                    parent[max(a, b)] = min(a, b)
-        prev, prev_row = cur, int(y)
-    groups: dict[int, list[tuple[int, int, int]]] = {}
-    for i, run in enumerate(runs):
-        groups.setdefault(find(i), []).append(run)
-    return [Component(min(r[1] for r in g), g[0][0], max(r[2] for r in g), g[-1][0] + 1,
-                      sum(r[2] - r[1] for r in g)) for _, g in sorted(groups.items())]
-
-
-def shoe_components(labels: np.ndarray, footwear: Iterable[int], min_px: int = 6) -> list[tuple[str, Component]]:
-    """The shoes of a label map as ``[("left", c), ("right", c)]`` (image left first), or ``[]``.
-
-    The two largest footwear components whose bounding box has a side >= ``min_px``; a single
-    component (feet together, as in about a third of the ccp label maps) is split at its
-    narrowest column within the middle half of its width.
-    """
-    mask = np.isin(labels, list(footwear))
-    comps = [c for c in connected_components(mask) if max(c.x1 - c.x0, c.y1 - c.y0) >= min_px]
-    comps = sorted(comps, key=lambda c: (-c.pixels, c.y0, c.x0))[:2]
-    if len(comps) == 1 and comps[0].x1 - comps[0].x0 >= 2:
-        c = comps[0]
-        sub = mask[c.y0:c.y1, c.x0:c.x1]
-        w = c.x1 - c.x0
-        lo = max(1, w // 4)
-        cut = lo + int(np.argmin(sub.sum(0)[lo:max(lo + 1, w - w // 4)]))
-        comps = []
-        for part, dx in ((sub[:, :cut], 0), (sub[:, cut:], cut)):
-            ys, xs = np.nonzero(part)
-            comps.append(Component(c.x0 + dx + int(xs.min()), c.y0 + int(ys.min()), c.x0 + dx + int(xs.max()) + 1,
-                                   c.y0 + int(ys.max()) + 1, int(part.sum())))
-    return list(zip(("left", "right"), sorted(comps, key=lambda c: c.x0 + c.x1)))
-
-
-# ---------------------------------------------------------------------------- faces and windows
-
-def find_landmarks(photo: Image.Image, detector: LandmarkDetector, scale: float) -> np.ndarray | None:
-    """68 landmarks [68, 2] (pixel-index coordinates of ``photo``) of the largest face, or ``None``.
-
-    dlib runs on a copy upscaled by ``scale`` (small faces); a copy of at most 1024 px is searched
-    again with 2x detector upsampling when nothing is found.
-    """
-    big = photo
-    scale = min(scale, math.sqrt(MAX_PIXELS / (photo.width * photo.height)))  # the copy stays under the limit
-    if scale > 1:
-        big = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.LANCZOS)
-    faces = detector.faces(big, upsample=0)
-    if not faces and max(big.size) <= DETECT_RETRY_PX:
-        faces = detector.faces(big, upsample=1)
-    if not faces:
-        return None
-    k = np.array([photo.width / big.width, photo.height / big.height])
-    return (faces[0].landmarks + 0.5) * k - 0.5
-
-
-def face_box_from_landmarks(landmarks: np.ndarray) -> Box:
-    """The FFHQ face square (continuous coordinates) of 68 pixel-index landmarks."""
-    return ffhq_box(ffhq_quad(landmarks) + 0.5)
-
-
-def face_box_from_labels(labels: np.ndarray, head: Iterable[int]) -> Box | None:
-    """A face square estimated from the head labels at the top of the person (see the module notes), or ``None``."""
-    ys = np.flatnonzero((labels > 0).any(axis=1))
-    hmask = np.isin(labels, list(head))
-    hy, hx = np.nonzero(hmask)
-    if ys.size == 0 or hy.size == 0:
-        return None
-    height = float(ys[-1] + 1 - ys[0])
-    top = int(hy.min())
-    if top > ys[0] + 0.25 * height:  # no head labels near the top of the person
-        return None
-    cx = float(np.median(hx[hy < top + max(1.0, HEAD_BAND * height)])) + 0.5
-    side, cy = HEAD_SIDE * height, top + HEAD_CENTRE * height
-    return Box(cx - side / 2, cy - side / 2, side, side)
-
-
-def person_window(size: tuple[int, int], height: int, width: int, labels: np.ndarray | None = None,
-                  face_x: float | None = None, margin: float = 1.05) -> tuple[tuple[int, int, int, int], str]:
-    """The crop window ``(x0, y0, x1, y1)`` at the ``height``:``width`` aspect and what it is centred on.
-
-    ``labels`` (non-zero = person): centred on the person's bounding box, window height
-    ``max(h·margin, w·margin·height/width)``; else ``face_x``: horizontally on the face, full
-    photo height; else the photo centre. The window may extend outside the photo.
-    """
-    W, H = size
-    if labels is not None and (labels > 0).any():
-        ys, xs = np.nonzero(labels > 0)
-        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-        cx, cy, win_h = (x0 + x1) / 2, (y0 + y1) / 2, max((y1 - y0) * margin, (x1 - x0) * margin * height / width)
-        how = "labels"
-    else:
-        cx, cy, win_h = (face_x if face_x is not None else W / 2), H / 2, float(H)
-        how = "face" if face_x is not None else "photo"
-    win_w = win_h * width / height
-    left, top = int(round(cx - win_w / 2)), int(round(cy - win_h / 2))
-    return (left, top, left + max(1, int(round(win_w))), top + max(1, int(round(win_h)))), how
-
-
-def to_canvas(box: XYWH, window: tuple[int, int, int, int], height: int, width: int) -> XYWH:
-    """A photo box ``(x, y, w, h)`` in the canvas pixels of a crop window resized to ``width``×``height``."""
-    x0, y0, x1, y1 = window
-    sx, sy = width / (x1 - x0), height / (y1 - y0)
-    return (box[0] - x0) * sx, (box[1] - y0) * sy, box[2] * sx, box[3] * sy
-
-
 def _clip(box: XYWH, height: int, width: int) -> XYWH | None:
     x0, y0 = max(box[0], 0.0), max(box[1], 0.0)
     x1, y1 = min(box[0] + box[2], float(width)), min(box[1] + box[3], float(height))
@@ -340,14 +131,6 @@ def _clip(box: XYWH, height: int, width: int) -> XYWH | None:
 
 def _r(box: Sequence[float]) -> list[float]:
     return [round(float(v), 2) for v in box]
-
-
-def median_box(boxes: Sequence[Sequence[float]], height: int, width: int) -> list[float] | None:
-    """Per-coordinate median of canvas boxes as a relative ``(x, y, w, h)`` (fractions of width/height)."""
-    if not boxes:
-        return None
-    med = np.median(np.asarray(boxes, dtype=np.float64), axis=0)
-    return [round(float(v), 4) for v in med / [width, height, width, height]]
 
 
 # ---------------------------------------------------------------------------- output

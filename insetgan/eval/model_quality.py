@@ -28,12 +28,10 @@ Protocols (the CLI defaults of ``scripts/eval_run.py`` and ``scripts/eval_models
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -43,13 +41,12 @@ import torch
 from PIL import Image
 
 from insetgan.errors import InsetganError
+from insetgan.eval.frechet import frechet_distance, pca_frechet
+from insetgan.eval.real_sets import dataset_face_prior, dataset_key, read_images, real_split
 from insetgan.inversion.align import LandmarkDetector
-from insetgan.method.boxes import FACE_PRIOR
-from insetgan.data.dataset import dataset_meta
 from insetgan.inversion.identity import FaceDescriptor
-from insetgan.images import decode_rgb
+from insetgan.method.boxes import FACE_PRIOR
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 DESCRIPTOR_SIZE = 256  # images are upscaled to this square before dlib
 CENTRAL_BOX = (40, 40, 216, 216)  # the fallback face box in the 256×256 image when no face is found
 KINDS = ("face", "body", "shoes")
@@ -94,42 +91,6 @@ def write_grid(imgs: torch.Tensor, path: Path, cols: int = 8) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Fréchet distance
-# --------------------------------------------------------------------------------------------
-
-def _sqrt_psd(m: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues → 0)."""
-    vals, vecs = np.linalg.eigh((m + m.T) / 2)
-    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
-
-
-def frechet_gaussians(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-    """Fréchet (2-Wasserstein²) distance of N(mu1, cov1) and N(mu2, cov2).
-
-    ``|mu1 − mu2|² + tr(cov1) + tr(cov2) − 2 tr((cov1 cov2)^½)``, with the trace term computed as
-    ``tr((S cov2 S)^½)``, ``S = cov1^½``: the same eigenvalues, but of a symmetric PSD matrix, so
-    eigen-decompositions give a real, stable result (no complex parts to drop, no ``sqrtm`` needed).
-    """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
-    s1 = _sqrt_psd(cov1)
-    mid = s1 @ cov2 @ s1
-    tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((mid + mid.T) / 2), 0.0, None)).sum())
-    diff = mu1 - mu2
-    return max(float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * tr_sqrt), 0.0)
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance of Gaussians fitted to two feature sets [N, D] and [M, D] (unbiased covariances)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise InsetganError(f"expected two feature sets [N, D] of the same D, got {list(a.shape)} and {list(b.shape)}")
-    if len(a) < 2 or len(b) < 2:
-        raise InsetganError("each feature set needs at least 2 rows")
-    return frechet_gaussians(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-
-
-# --------------------------------------------------------------------------------------------
 # dlib face descriptors (FDD)
 # --------------------------------------------------------------------------------------------
 
@@ -154,66 +115,16 @@ def face_descriptors(images: Iterable[Image.Image | np.ndarray], model: FaceDesc
 
 
 # --------------------------------------------------------------------------------------------
-# Real sets
+# Real face sets (the dataset side: insetgan.eval.real_sets)
 # --------------------------------------------------------------------------------------------
-
-def _image_source(dataset_path: str | Path) -> tuple[Path, list[str]]:
-    """The folder or zip holding a dataset's images and their sorted names (as ``load_dataset`` reads them)."""
-    p = Path(dataset_path)
-    if p.is_file() and p.suffix == ".zip":
-        with zipfile.ZipFile(p) as zf:
-            return p, sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTS))
-    if p.is_dir():
-        names = sorted(f.name for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-        zips = sorted(p.glob("*.zip"))
-        if not names and zips:
-            return _image_source(zips[0])
-        return p, names
-    raise InsetganError(f"dataset not found: {dataset_path} (a folder of images or a .zip)")
-
-
-def real_split(dataset_path: str | Path, n: int = 300) -> tuple[list[str], list[str]]:
-    """Names of the reference set and of the floor set: sorted names, ``RandomState(0).permutation``, n + n."""
-    _, names = _image_source(dataset_path)
-    if len(names) < 2 * n:
-        raise InsetganError(f"dataset {dataset_path} has {len(names)} images; the real sets need {2 * n}")
-    order = np.random.RandomState(0).permutation(len(names))
-    return [names[i] for i in order[:n]], [names[i] for i in order[n:2 * n]]
-
-
-def read_images(dataset_path: str | Path, names: Sequence[str]) -> list[np.ndarray]:
-    """The named images of a dataset (folder or zip) as HWC uint8 RGB arrays."""
-    src, _ = _image_source(dataset_path)
-    if src.is_dir():
-        blobs = [(src / name).read_bytes() for name in names]
-    else:
-        with zipfile.ZipFile(src) as zf:
-            blobs = [zf.read(name) for name in names]
-    return [decode_rgb(b, f"dataset image {name}") for name, b in zip(names, blobs)]
-
-
-def dataset_face_prior(dataset_path: str | Path) -> tuple[float, float, float, float]:
-    """The face prior (relative x, y, w, h) in a body dataset's ``dataset.json`` (default: the built-in one)."""
-    priors = dataset_meta(dataset_path).get("priors")
-    box = priors.get("face") if isinstance(priors, dict) else None
-    try:
-        return tuple(float(v) for v in box[:4]) if box else FACE_PRIOR
-    except (TypeError, ValueError):  # a malformed prior: the built-in one
-        return FACE_PRIOR
-
-
-def dataset_key(dataset_path: str | Path, n: int) -> str:
-    """Cache key of a dataset's real sets: a hash of its sorted image names and the set size."""
-    _, names = _image_source(dataset_path)
-    return hashlib.sha256(("\n".join(names) + f"\n#n={n}").encode()).hexdigest()[:16]
-
 
 def real_face_sets(dataset_path: str | Path, cache_dir: str | Path | None = None, n: int = 300,
                    model: FaceDescriptor | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Descriptors [n, 128] of the reference and of the floor set of a face dataset (see :func:`real_split`).
+    """Descriptors [n, 128] of the reference and of the floor set of a face dataset (see
+    :func:`insetgan.eval.real_sets.real_split`).
 
-    With ``cache_dir`` they are kept in ``real-faces-<key>.npz`` there (key: :func:`dataset_key`)
-    and read back instead of recomputed.
+    With ``cache_dir`` they are kept in ``real-faces-<key>.npz`` there (key:
+    :func:`insetgan.eval.real_sets.dataset_key`) and read back instead of recomputed.
     """
     cache = Path(cache_dir) / f"real-faces-{dataset_key(dataset_path, n)}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file():
@@ -305,14 +216,6 @@ def hog_features(images: Sequence[Image.Image | np.ndarray], cell: int = 8) -> n
         raise InsetganError(f"HOG needs image sides that are multiples of {cell} (at least {2 * cell}), got {w}x{h}")
     hog = cv2.HOGDescriptor((w, h), (2 * cell, 2 * cell), (cell, cell), (cell, cell), 9)
     return np.stack([hog.compute(a).ravel() for a in arrays]).astype(np.float64)
-
-
-def pca_frechet(fake: np.ndarray, real: np.ndarray, components: int = 64) -> float:
-    """Fréchet distance after projecting both feature sets onto the real set's first principal components."""
-    mean = real.mean(0)
-    _, _, vt = np.linalg.svd(real - mean, full_matrices=False)
-    basis = vt[:min(components, vt.shape[0])].T
-    return frechet_distance((fake - mean) @ basis, (real - mean) @ basis)
 
 
 def _match_size(images: Sequence[np.ndarray], h: int, w: int) -> list[np.ndarray]:

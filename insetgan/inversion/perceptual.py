@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from insetgan.eval.seams import ssim
 from insetgan.errors import InsetganError
-from insetgan.networks.generator import load_checked
+from insetgan.networks.state_dicts import load_checked
 from insetgan.networks.torch_files import load_torch_file
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from insetgan.method.regions import Box, box_mask, crop, paste
 from insetgan.inversion.perceptual import l1_ssim
 from insetgan.networks.generator import Generator
 from insetgan.errors import InsetganError
-from insetgan.method.config import OptimConfig
+from insetgan.method.config import OptimConfig, Stage
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,121 @@ class _Latents:
             self.delta.copy_(self.delta0 + dd * scale)
 
 
+@dataclass
+class _Run:
+    """The state of one :func:`optimize` call: trainable latents, current boxes, fixed starts, records."""
+
+    canvas: _Latents | None  # None: the canvas is a fixed image
+    insets: dict[str, _Latents]
+    boxes: dict[str, list[Box]]
+    providers: dict[str, BoxProvider | None]
+    identities: dict[str, Callable[[torch.Tensor], torch.Tensor]]
+    canvas_start: torch.Tensor
+    insets_start: dict[str, torch.Tensor]
+    inset_refs: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+
+
+def _set_up(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig, batch: int,
+            device: torch.device) -> _Run:
+    """Trainable copies of the start latents, the start images and the references L_face keeps."""
+    lat_c = _Latents(canvas.G, canvas.ws, cfg.lr_canvas, cfg.canvas_trust) if canvas.G is not None else None
+    lat_i = {ins.name: _Latents(ins.G, ins.ws, cfg.lr_inset) for ins in insets}
+    identities = {ins.name: ins.identity for ins in insets if ins.identity is not None
+                  and cfg.inset_weights.face_identity > 0}
+    with torch.no_grad():
+        canvas_start = lat_c.image(False) if lat_c else canvas.image.to(torch.float32).expand(batch, -1, -1, -1)
+        insets_start = {n: lat.image(False) for n, lat in lat_i.items()}
+    inset_refs = {ins.name: (ins.reference if ins.reference is not None else insets_start[ins.name]).to(device)
+                  for ins in insets}
+    return _Run(lat_c, lat_i, {ins.name: list(ins.boxes) for ins in insets}, {ins.name: ins.provider for ins in insets},
+                identities, canvas_start, insets_start, inset_refs)
+
+
+def _active_roles(stage: Stage, roles: Sequence[str], t: int) -> set[str]:
+    """The roles stage step ``t`` optimises: all of them (joint) or one at a time, switching every N steps."""
+    if stage.schedule == "joint":
+        return set(roles)
+    return {roles[(t // stage.switch_every) % len(roles)]}
+
+
+def _tracks_at(stage: Stage, t: int) -> bool:
+    """Whether the boxes are re-estimated on the canvas before stage step ``t``."""
+    return bool(stage.track_every) and t > 0 and t % stage.track_every == 0 and \
+        (stage.track_until is None or t <= stage.track_until)
+
+
+def _backward(run: _Run, parts: dict[str, torch.Tensor], leaves: tuple[torch.Tensor, dict[str, torch.Tensor]],
+              images: tuple[torch.Tensor, dict[str, torch.Tensor]], active: set[str], cfg: OptimConfig) -> float:
+    """Each active role's loss gradient (from the detached image leaves) and regulariser into its latents; the total."""
+    (c_leaf, i_leaf), (c_img, i_imgs) = leaves, images
+    total = 0.0
+    if "canvas" in active:
+        lc = _role_total(parts, cfg.canvas_weights, "canvas")
+        g = torch.autograd.grad(lc.sum(), c_leaf, retain_graph="insets" in active)[0]
+        reg = run.canvas.reg(cfg.reg_mean_canvas, cfg.reg_delta_canvas)
+        torch.autograd.backward([c_img, reg.sum()], [g, None])
+        total += float(lc.detach().mean() + reg.detach().mean())
+    if "insets" in active:
+        li = _role_total(parts, cfg.inset_weights, "insets")
+        grads = torch.autograd.grad(li.sum(), list(i_leaf.values()), allow_unused=True)
+        outs, gs = [], []
+        for (n, lat), gi in zip(run.insets.items(), grads):
+            reg = lat.reg(cfg.reg_mean_inset, cfg.reg_delta_inset)
+            outs += [i_imgs[n], reg.sum()]
+            gs += [gi if gi is not None else torch.zeros_like(i_imgs[n]), None]
+            total += float(reg.detach().mean())
+        torch.autograd.backward(outs, gs)
+        total += float(li.detach().mean())
+    return total
+
+
+def _step(run: _Run, stage: Stage, t: int, active: set[str], cfg: OptimConfig,
+          perceptual: L.Perceptual | None) -> dict[str, float]:
+    """One optimisation step of ``stage`` (step ``t``) on the ``active`` roles; its record, also kept in the history."""
+    c_img = run.canvas.image("canvas" in active) if run.canvas else run.canvas_start
+    i_imgs = {n: lat.image("insets" in active) for n, lat in run.insets.items()}
+    if _tracks_at(stage, t):
+        _retrack(c_img.detach(), run.boxes, run.providers, cfg.track, run.events, run.step)
+    c_leaf = c_img.detach().requires_grad_("canvas" in active)
+    i_leaf = {n: v.detach().requires_grad_("insets" in active) for n, v in i_imgs.items()}
+    cw, iw = cfg.canvas_weights, cfg.inset_weights
+    parts = loss_parts(c_leaf, i_leaf, run.boxes, cfg, perceptual, run.canvas_start, run.inset_refs,
+                       need_body="canvas" in active and (cw.body_l1 > 0 or cw.body_perceptual > 0),
+                       need_face="insets" in active and (iw.face_l1 > 0 or iw.face_perceptual > 0),
+                       identities=run.identities if "insets" in active else None)
+    record: dict[str, float] = {k: float(v.detach().mean()) for k, v in parts.items()}
+    total = _backward(run, parts, (c_leaf, i_leaf), (c_img, i_imgs), active, cfg)
+    lr_f = lr_factor(t / max(stage.steps, 1), cfg.lr_rampup, cfg.lr_rampdown)
+    if "canvas" in active:
+        run.canvas.step(cfg.lr_canvas * lr_f)
+    if "insets" in active:
+        for lat in run.insets.values():
+            lat.step(cfg.lr_inset * lr_f)
+    record.update(step=run.step, stage=stage.name, active="+".join(sorted(active)), total=total)
+    run.history.append(record)
+    run.step += 1
+    return record
+
+
+def _result(run: _Run, insets: Sequence[InsetInput], seconds: float) -> Result:
+    """The final latents and their images (rendered with the same constant noise), boxes and records."""
+    with torch.no_grad():
+        final_canvas = run.canvas.image(False) if run.canvas else run.canvas_start
+        final_insets = {n: lat.image(False) for n, lat in run.insets.items()}
+    return Result(
+        canvas_ws=run.canvas.ws().detach() if run.canvas else None,
+        inset_ws={n: lat.ws().detach() for n, lat in run.insets.items()},
+        canvas_start=run.canvas_start.detach(), canvas=final_canvas.detach(),
+        insets_start={n: v.detach() for n, v in run.insets_start.items()},
+        insets={n: v.detach() for n, v in final_insets.items()},
+        boxes_start={ins.name: list(ins.boxes) for ins in insets}, boxes=run.boxes,
+        history=run.history, box_events=run.events, seconds=seconds, steps=run.step,
+        inset_ws_start={ins.name: ins.ws.detach() for ins in insets})
+
+
 def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig,
              perceptual: L.Perceptual | None = l1_ssim,
              progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Result:
@@ -245,93 +360,17 @@ def optimize(canvas: CanvasInput, insets: Sequence[InsetInput], cfg: OptimConfig
     """
     batch, device = _check_inputs(canvas, insets)
     t_start = time.perf_counter()
-    lat_c = _Latents(canvas.G, canvas.ws, cfg.lr_canvas, cfg.canvas_trust) if canvas.G is not None else None
-    lat_i = {ins.name: _Latents(ins.G, ins.ws, cfg.lr_inset) for ins in insets}
-    boxes = {ins.name: list(ins.boxes) for ins in insets}
-    providers = {ins.name: ins.provider for ins in insets}
-    identities = {ins.name: ins.identity for ins in insets if ins.identity is not None
-                  and cfg.inset_weights.face_identity > 0}
-
-    with torch.no_grad():
-        canvas_start = lat_c.image(False) if lat_c else canvas.image.to(torch.float32).expand(batch, -1, -1, -1)
-        insets_start = {n: lat.image(False) for n, lat in lat_i.items()}
-    inset_refs = {ins.name: (ins.reference if ins.reference is not None else insets_start[ins.name]).to(device)
-                  for ins in insets}
-    history: list[dict[str, float]] = []
-    events: list[dict[str, Any]] = []
-    total_steps, global_step = cfg.steps, 0
-
+    run = _set_up(canvas, insets, cfg, batch, device)
     for stage in cfg.stages:
-        roles = [r for r in stage.optimize if r != "canvas" or lat_c is not None]
+        roles = [r for r in stage.optimize if r != "canvas" or run.canvas is not None]
         if not roles:
             log.info("stage %s skipped: it optimises only the canvas, which is a fixed image", stage.name)
             continue
         for t in range(stage.steps):
-            if stage.schedule == "joint":
-                active = set(roles)
-            else:
-                active = {roles[(t // stage.switch_every) % len(roles)]}
-            lr_f = lr_factor(t / max(stage.steps, 1), cfg.lr_rampup, cfg.lr_rampdown)
-
-            c_img = lat_c.image("canvas" in active) if lat_c else canvas_start
-            i_imgs = {n: lat.image("insets" in active) for n, lat in lat_i.items()}
-
-            if stage.track_every and t > 0 and t % stage.track_every == 0 and \
-                    (stage.track_until is None or t <= stage.track_until):
-                _retrack(c_img.detach(), boxes, providers, cfg.track, events, global_step)
-
-            # Loss per role on detached image leaves, then one backward through each active generator.
-            c_leaf = c_img.detach().requires_grad_("canvas" in active)
-            i_leaf = {n: v.detach().requires_grad_("insets" in active) for n, v in i_imgs.items()}
-            parts = loss_parts(c_leaf, i_leaf, boxes, cfg, perceptual, canvas_start, inset_refs,
-                               need_body="canvas" in active and (cfg.canvas_weights.body_l1 > 0
-                                                                  or cfg.canvas_weights.body_perceptual > 0),
-                               need_face="insets" in active and (cfg.inset_weights.face_l1 > 0
-                                                                  or cfg.inset_weights.face_perceptual > 0),
-                               identities=identities if "insets" in active else None)
-            record: dict[str, float] = {k: float(v.detach().mean()) for k, v in parts.items()}
-            total = 0.0
-            if "canvas" in active:
-                lc = _role_total(parts, cfg.canvas_weights, "canvas")
-                g = torch.autograd.grad(lc.sum(), c_leaf, retain_graph="insets" in active)[0]
-                reg = lat_c.reg(cfg.reg_mean_canvas, cfg.reg_delta_canvas)
-                torch.autograd.backward([c_img, reg.sum()], [g, None])
-                total += float(lc.detach().mean() + reg.detach().mean())
-            if "insets" in active:
-                li = _role_total(parts, cfg.inset_weights, "insets")
-                leaves = list(i_leaf.values())
-                grads = torch.autograd.grad(li.sum(), leaves, allow_unused=True)
-                outs, gs = [], []
-                for (n, lat), gi in zip(lat_i.items(), grads):
-                    reg = lat.reg(cfg.reg_mean_inset, cfg.reg_delta_inset)
-                    outs += [i_imgs[n], reg.sum()]
-                    gs += [gi if gi is not None else torch.zeros_like(i_imgs[n]), None]
-                    total += float(reg.detach().mean())
-                torch.autograd.backward(outs, gs)
-                total += float(li.detach().mean())
-            if "canvas" in active:
-                lat_c.step(cfg.lr_canvas * lr_f)
-            if "insets" in active:
-                for lat in lat_i.values():
-                    lat.step(cfg.lr_inset * lr_f)
-            record.update(step=global_step, stage=stage.name, active="+".join(sorted(active)), total=total)
-            history.append(record)
-            global_step += 1
+            record = _step(run, stage, t, _active_roles(stage, roles, t), cfg, perceptual)
             if progress is not None:
-                progress(global_step, total_steps, record)
-
-    with torch.no_grad():
-        final_canvas = lat_c.image(False) if lat_c else canvas_start
-        final_insets = {n: lat.image(False) for n, lat in lat_i.items()}
-    return Result(
-        canvas_ws=lat_c.ws().detach() if lat_c else None,
-        inset_ws={n: lat.ws().detach() for n, lat in lat_i.items()},
-        canvas_start=canvas_start.detach(), canvas=final_canvas.detach(),
-        insets_start={n: v.detach() for n, v in insets_start.items()},
-        insets={n: v.detach() for n, v in final_insets.items()},
-        boxes_start={ins.name: list(ins.boxes) for ins in insets}, boxes=boxes,
-        history=history, box_events=events, seconds=time.perf_counter() - t_start, steps=global_step,
-        inset_ws_start={ins.name: ins.ws.detach() for ins in insets})
+                progress(run.step, cfg.steps, record)
+    return _result(run, insets, time.perf_counter() - t_start)
 
 
 def _retrack(canvas_img: torch.Tensor, boxes: dict[str, list[Box]], providers: dict[str, BoxProvider | None],

@@ -83,7 +83,8 @@ def device_ops(device: str | torch.device) -> dict[str, Any]:
     """What ``impl='auto'`` runs on ``device`` ('cpu', 'cuda' or a torch device) and why (builds the plugin if needed).
 
     ``active``: the compiled kind or 'ref'; ``reason``; ``ops``: op -> implementation; with a
-    loaded plugin also ``self_check``: op -> the verdict of its first-use check.
+    loaded plugin also ``self_check``: op -> the verdict of its first-use check and ``sources``:
+    op -> its kernel's source files (in ``torch_utils/ops/csrc``).
     """
     dev = "cuda" if torch.device(device).type == "cuda" else "cpu"
     kind = "cuda" if dev == "cuda" else "cpp"
@@ -96,6 +97,7 @@ def device_ops(device: str | torch.device) -> dict[str, Any]:
     info["ops"] = {op: kind if ok and kind in kinds and check.ok(op) else "ref" for op, kinds in OP_KERNELS.items()}
     if check is not None:
         info["self_check"] = check.to_dict()
+        info["sources"] = {op: list(custom_ops.OP_SOURCES[dev].get(op, ())) for op in OP_KERNELS}
     return info
 
 

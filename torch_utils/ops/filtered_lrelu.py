@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from insetgan.errors import InsetganError
+from insetgan.torch_utils.errors import OpArgumentError
 from insetgan.torch_utils.ops import bias_act, dispatch, upfirdn2d
 
 OP_NAME = "filtered_lrelu"
@@ -60,7 +60,7 @@ def output_size(in_hw: tuple[int, int], fu: torch.Tensor | None, fd: torch.Tenso
 
 def _factor(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InsetganError(f"filtered_lrelu: {name} must be an integer >= 1, got {value!r}")
+        raise OpArgumentError(f"filtered_lrelu: {name} must be an integer >= 1, got {value!r}")
     return value
 
 
@@ -68,10 +68,10 @@ def _number(name: str, value: object, minimum: float, strict: bool) -> float:
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise InsetganError(f"filtered_lrelu: {name} must be a number, got {value!r}") from None
+        raise OpArgumentError(f"filtered_lrelu: {name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number < minimum or (strict and number == minimum):
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise InsetganError(f"filtered_lrelu: {name} must be a finite number {bound}, got {value!r}")
+        raise OpArgumentError(f"filtered_lrelu: {name} must be a finite number {bound}, got {value!r}")
     return number
 
 
@@ -80,27 +80,27 @@ def _check_filter(name: str, f: object) -> None:
         return
     if not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.numel() == 0:
         shape = list(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-        raise InsetganError(f"filtered_lrelu: {name} must be None or a 1-D or 2-D tensor, got {shape}")
+        raise OpArgumentError(f"filtered_lrelu: {name} must be None or a 1-D or 2-D tensor, got {shape}")
     if not f.dtype.is_floating_point:
-        raise InsetganError(f"filtered_lrelu: {name} must be a floating-point tensor, got {f.dtype}")
+        raise OpArgumentError(f"filtered_lrelu: {name} must be a floating-point tensor, got {f.dtype}")
 
 
 def check_args(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None,
                up: int, down: int, padding: upfirdn2d.Padding, gain: float, slope: float, clamp: float | None,
                flip_filter: bool) -> FilteredLReluParams:
-    """Validate the arguments of :func:`filtered_lrelu`; raise ``InsetganError`` on bad ones."""
+    """Validate the arguments of :func:`filtered_lrelu`; raise ``OpArgumentError`` on bad ones."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.dtype.is_floating_point:
         shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise InsetganError(f"filtered_lrelu: x must be a floating-point [N, C, H, W] tensor, got {shape}")
+        raise OpArgumentError(f"filtered_lrelu: x must be a floating-point [N, C, H, W] tensor, got {shape}")
     _check_filter("fu", fu)
     _check_filter("fd", fd)
     if b is not None and (not isinstance(b, torch.Tensor) or b.ndim != 1 or b.shape[0] != x.shape[1]):
         shape = list(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
-        raise InsetganError(f"filtered_lrelu: b must be a [{x.shape[1]}] tensor (one per channel), got {shape}")
+        raise OpArgumentError(f"filtered_lrelu: b must be a [{x.shape[1]}] tensor (one per channel), got {shape}")
     try:
         pad = upfirdn2d.parse_padding(padding)
     except (TypeError, ValueError) as exc:
-        raise InsetganError(f"filtered_lrelu: bad padding {padding!r} ({exc})") from None
+        raise OpArgumentError(f"filtered_lrelu: bad padding {padding!r} ({exc})") from None
     params = FilteredLReluParams(
         up=_factor("up", up),
         down=_factor("down", down),
@@ -112,7 +112,7 @@ def check_args(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None
     )
     out_h, out_w = output_size((x.shape[2], x.shape[3]), fu, fd, params)
     if out_h < 1 or out_w < 1:
-        raise InsetganError(
+        raise OpArgumentError(
             f"filtered_lrelu: input {list(x.shape)} with padding {list(pad)}, up={up}, down={down} and these "
             "filters gives an empty output"
         )
@@ -144,17 +144,17 @@ def filtered_lrelu(
     ``impl``: 'auto' (the compiled kernel when it builds and supports the dtype, else the
     reference), 'ref', 'cpp' or 'cuda' (see :mod:`insetgan.torch_utils.ops.dispatch`); every
     implementation is differentiable to any order in ``x`` and ``b``. Bad arguments raise
-    :class:`insetgan.errors.InsetganError`.
+    :class:`insetgan.torch_utils.errors.OpArgumentError`.
     """
     p = check_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     try:
         kind = dispatch.resolve(impl, x, OP_NAME)
     except ValueError as exc:
-        raise InsetganError(f"filtered_lrelu: {exc}") from None
+        raise OpArgumentError(f"filtered_lrelu: {exc}") from None
     inner = "ref" if impl == "ref" else "auto"
     if kind != "ref" and _longest_filter(fu, fd) > MAX_KERNEL_TAPS:
         if impl != "auto":
-            raise InsetganError(f"filtered_lrelu: impl={impl!r} supports at most {MAX_KERNEL_TAPS} taps per axis, "
+            raise OpArgumentError(f"filtered_lrelu: impl={impl!r} supports at most {MAX_KERNEL_TAPS} taps per axis, "
                                 f"got {_longest_filter(fu, fd)}")
         kind = inner = "ref"  # the upfirdn2d CPU kernel has the same limit
     if kind == "ref":

@@ -1,4 +1,5 @@
-// CUDA kernels for filtered_lrelu (insetgan): float16 (computed in float32), float32, float64.
+// CUDA kernels of filtered_lrelu (insetgan): float16 (computed in float32), float32, float64. Bound to torch in
+// ops_cuda.cpp.
 //
 // Straightforward and correct rather than fast: pass A (up-FIR of x + b, then the pointwise
 // step) writes the whole intermediate map of the batch into a scratch buffer, one thread per

@@ -1,4 +1,4 @@
-// Torch binding of the CUDA kernels (insetgan): same Python signatures as ops_cpu.cpp.
+// Torch binding of the CUDA kernels (insetgan): the same Python signatures as the CPU plugin (ops_cpu.h).
 #include <torch/extension.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -86,7 +86,7 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, int64
   return out;
 }
 
-// Same arguments and results as filtered_lrelu in ops_cpu.cpp.
+// Same arguments and results as filtered_lrelu in filtered_lrelu_cpu.cpp.
 std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor b, torch::Tensor mask, torch::Tensor fa_y,
                                           torch::Tensor fa_x, torch::Tensor fa_2d, int64_t up, int64_t pad_ax0,
                                           int64_t pad_ay0, torch::Tensor fb_y, torch::Tensor fb_x, torch::Tensor fb_2d,

@@ -1,4 +1,5 @@
-// Launchers shared by ops_cuda.cpp (torch binding) and ops_cuda_kernels.cu (kernels).
+// Launchers shared by ops_cuda.cpp (torch binding) and the kernel files upfirdn2d_cuda.cu,
+// bias_act_cuda.cu and filtered_lrelu_cuda.cu.
 // Plain C++ types only, so the kernels compile with nvcc without torch headers.
 #pragma once
 #include <cstdint>
@@ -24,7 +25,7 @@ struct BiasActArgs {
   bool grad;
 };
 
-// filtered_lrelu: out = B(step(A(x + b))) per plane, as the CPU kernel (ops_cpu.cpp) computes it.
+// filtered_lrelu: out = B(step(A(x + b))) per plane, as the CPU kernel (filtered_lrelu_cpu.cpp) computes it.
 // Pass A upsamples by `up` (no downsampling), pass B downsamples by `down` (no upsampling). The
 // step is the activation (act: clamp(lrelu(v, slope) * gain), writing 2-bit codes into mask:
 // 0 v > 0, 1 v <= 0, 2 clamped; 4 per byte, rows of ceil(mid_w / 4) bytes) or the product with
