@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from insetgan.resources import ASSETS
 from insetgan.errors import InsetganError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ PREFIX = "default-"
 def models_dir() -> Path:
     """Folder of the built-in model files (``$INSETGAN_MODELS_DIR`` when set)."""
     override = os.environ.get("INSETGAN_MODELS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parent / "assets" / "models"
+    return Path(override) if override else ASSETS / "models"
 
 
 def builtin_names() -> list[str]:

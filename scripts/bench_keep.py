@@ -25,15 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 from benchutil import machine_line  # noqa: E402
 
-from insetgan.jobs import running as jobs  # noqa: E402
-from insetgan.inversion.embedding import EmbedConfig, embed_outfit  # noqa: E402
-from insetgan.sampling import z_from_seed  # noqa: E402
 from insetgan.eval.keep import body_drift  # noqa: E402
-from insetgan.models import load_network  # noqa: E402
+from insetgan.inversion.embedding import EmbedConfig, embed_outfit  # noqa: E402
+from insetgan.inversion.invert import InvertConfig
+from insetgan.inversion.perceptual import load_perceptual  # noqa: E402
+from insetgan.jobs import running as jobs  # noqa: E402
+from insetgan.jobs.requests import outfit_config  # noqa: E402
 from insetgan.method.config import load_config  # noqa: E402
 from insetgan.method.optimize import render  # noqa: E402
-from insetgan.inversion.perceptual import load_perceptual  # noqa: E402
-from insetgan.jobs.requests import outfit_config  # noqa: E402
+from insetgan.models import load_network  # noqa: E402
+from insetgan.sampling import z_from_seed  # noqa: E402
 
 VARIANTS = {  # name -> OptimConfig overrides (canvas_weights entries are merged)
     "preset as it is": {},
@@ -76,7 +77,6 @@ def main() -> None:
     pc = load_perceptual("auto", None, dev, warn=False)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    from insetgan.inversion.invert import InvertConfig
 
     emb = embed_outfit(args.photo, args.mask or None, body_ck.generator,
                        EmbedConfig(InvertConfig(mode="wplus", steps=args.invert_steps)), pc.fn, cache, dev)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from insetgan.eval.seams import ssim
+from insetgan.resources import ASSETS
 from insetgan.errors import InsetganError
 from insetgan.networks.state_dicts import load_checked
 from insetgan.networks.torch_files import load_torch_file
@@ -28,7 +29,7 @@ from insetgan.networks.torch_files import load_torch_file
 log = logging.getLogger(__name__)
 
 PERCEPTUAL_SPECS = ("auto", "lpips-vgg", "lpips-alex", "l1-ssim")
-HEADS_DIR = Path(__file__).parent / "assets" / "lpips"
+HEADS_DIR = ASSETS / "lpips"
 BACKBONE_FILES = MappingProxyType({"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"})
 
 # torchvision `features` layouts: (out channels, kernel, stride, padding) convs, each followed
