@@ -21,10 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from insetgan.eval import model_quality as q
+from insetgan.inversion.align import LandmarkDetector
+from insetgan.jobs.running import region_priors
+from insetgan.method.boxes import FACE_PRIOR
+from insetgan.models import resolve_network
+from insetgan.networks.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def compose_eval(body: str, face: str, selfie: str, seeds: int, steps: int | None, outdir: Path,
                  invert_steps: int | None = None) -> dict:
     """Run ``sample-bodies --face SELFIE`` over ``seeds`` body seeds; seam wins and identity distances."""
-    import subprocess
-
     args = [sys.executable, "-m", "insetgan", "--quiet", "sample-bodies", "--body", body, "--face-net", face,
             "--face", selfie, "--num", str(seeds), "--outdir", str(outdir)]
     if steps:
@@ -80,14 +86,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def model_rows(args: argparse.Namespace, out: Path) -> tuple[dict, Path, Path]:
     """The models' own numbers (face and body rates, FDD, HOG; sample grids in ``out``) and the two network paths."""
-    # Imported here so that --help answers without loading torch and dlib.
-    from insetgan.eval import model_quality as q
-    from insetgan.inversion.align import LandmarkDetector
-    from insetgan.jobs.running import region_priors
-    from insetgan.method.boxes import FACE_PRIOR
-    from insetgan.models import resolve_network
-    from insetgan.networks.checkpoints import load_checkpoint
-
     body_path, face_path = resolve_network(args.body, "body"), resolve_network(args.face, "face")
     body_ck, face_ck = load_checkpoint(body_path), load_checkpoint(face_path)
     prior = region_priors(dict(body_ck.metadata)).get("face", FACE_PRIOR)
