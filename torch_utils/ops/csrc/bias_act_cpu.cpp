@@ -129,8 +129,8 @@ void bias_act_kernel(const T* x, const T* dy, const T* b, T* out, int64_t outer,
 
 // grad=false: y = clamp(act(x + b) * gain); grad=true: dx = dy * d/dx[...] (0 where clamped).
 // The bias runs along `dim`; x may be contiguous or channels_last (then dim must be 1).
-at::Tensor bias_act(at::Tensor x, at::Tensor b, at::Tensor dy, int64_t act, double alpha, double gain,
-                       double clamp, int64_t dim, bool grad, bool poison) {
+at::Tensor bias_act(at::Tensor x, at::Tensor b, at::Tensor dy, int64_t act, double alpha, double gain, double clamp,
+                    int64_t dim, bool grad, bool poison) {
   TORCH_CHECK(x.device().is_cpu(), "bias_act (cpp): x must be a CPU tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "bias_act (cpp): float32 or float64 only");
   TORCH_CHECK(dim >= 0 && dim < std::max<int64_t>(x.dim(), 1), "bias_act (cpp): bad dim");

@@ -381,12 +381,11 @@ Strides strides_of(const at::Tensor& t) { return Strides{t.stride(0), t.stride(1
 // are used as given (a correlation; flip and gain applied by the caller). act: the activation
 // step, returning [y, mask]; otherwise the mask step with the given mask, returning [y, mask].
 // The output has the layout of x (channels_last stays channels_last).
-std::vector<at::Tensor> filtered_lrelu(at::Tensor x, at::Tensor b, at::Tensor mask, at::Tensor fa_y,
-                                          at::Tensor fa_x, at::Tensor fa_2d, int64_t up, int64_t pad_ax0,
-                                          int64_t pad_ay0, at::Tensor fb_y, at::Tensor fb_x, at::Tensor fb_2d,
-                                          int64_t down, int64_t pad_bx0, int64_t pad_by0, int64_t mid_h, int64_t mid_w,
-                                          int64_t out_h, int64_t out_w, double gain, double slope, double clamp,
-                                          bool act, bool poison) {
+std::vector<at::Tensor> filtered_lrelu(at::Tensor x, at::Tensor b, at::Tensor mask, at::Tensor fa_y, at::Tensor fa_x,
+                                       at::Tensor fa_2d, int64_t up, int64_t pad_ax0, int64_t pad_ay0, at::Tensor fb_y,
+                                       at::Tensor fb_x, at::Tensor fb_2d, int64_t down, int64_t pad_bx0,
+                                       int64_t pad_by0, int64_t mid_h, int64_t mid_w, int64_t out_h, int64_t out_w,
+                                       double gain, double slope, double clamp, bool act, bool poison) {
   TORCH_CHECK(x.device().is_cpu(), "filtered_lrelu (cpp): x must be a CPU tensor");
   TORCH_CHECK(x.dim() == 4, "filtered_lrelu (cpp): x must be 4-D");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,

@@ -150,9 +150,9 @@ void upfirdn2d_kernel(const T* x, T* y, int64_t B, int64_t Cin, const AxisParams
 
 // x: [N, C, H, W] (contiguous or channels_last). fy/fx: 1-D taps (separable) or f2d: [fh, fw].
 // Taps are used as given (flip and gain are applied by the caller).
-at::Tensor upfirdn2d(at::Tensor x, at::Tensor fy, at::Tensor fx, at::Tensor f2d, int64_t upx,
-                        int64_t upy, int64_t downx, int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0,
-                        int64_t pady1, bool poison) {
+at::Tensor upfirdn2d(at::Tensor x, at::Tensor fy, at::Tensor fx, at::Tensor f2d, int64_t upx, int64_t upy,
+                     int64_t downx, int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1,
+                     bool poison) {
   TORCH_CHECK(x.device().is_cpu(), "upfirdn2d (cpp): x must be a CPU tensor");
   TORCH_CHECK(x.dim() == 4, "upfirdn2d (cpp): x must be 4-D");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
