@@ -118,6 +118,14 @@ def unset(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def not_given(value: object, f: dataclasses.Field, spec: OptionSpec) -> bool:
+    """True when ``value`` leaves field ``f`` at its default: None, or blank text for a number or for an
+    option that is off by default (blank text is a value of a text option with a default, e.g. no policy)."""
+    if value is None:
+        return True
+    return unset(value) and (spec.range is not None or not has_default(f) or f.default is None)
+
+
 def parse_int(value: object, what: str) -> int:
     """An int from an int, a finite integral float, or the text of either; a one-line error otherwise."""
     number: object = None
@@ -200,7 +208,7 @@ def request_from(request_type: type[R], options: Mapping[str, object],
                  names: Mapping[str, str] | None = None) -> R:
     """A request of ``request_type`` from user-level ``options`` (field name -> value).
 
-    Values that mean "not given" (None, blank text) are dropped, so the field's default
+    Values that mean "not given" (:func:`not_given`) are dropped, so the field's default
     applies; the rest are turned into the field's type. ``names`` says how the caller names
     options in its messages (default: the command-line flags); every refusal, the request's
     own checks included, is one line that names them so.
@@ -210,7 +218,8 @@ def request_from(request_type: type[R], options: Mapping[str, object],
     unknown = sorted(set(options) - set(specs))
     if unknown:
         raise InsetganError(f"unknown option(s) for {request_type.__name__}: {', '.join(unknown)}")
-    values = {name: coerce(value, *specs[name], label[name]) for name, value in options.items() if not unset(value)}
+    values = {name: coerce(value, *specs[name], label[name]) for name, value in options.items()
+              if not not_given(value, *specs[name])}
     missing = [label[name] for name, (f, _) in specs.items() if not has_default(f) and name not in values]
     if missing:
         raise InsetganError(f"{missing[0]} is required")
