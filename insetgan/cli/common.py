@@ -16,7 +16,7 @@ from insetgan.devices import DEVICES, torch_device  # noqa: F401 - the commands 
 from insetgan.errors import InsetganError
 from insetgan.jobs import progress as job_progress
 from insetgan.jobs.options import OptionSpec, flag_name, has_default, is_flag, option_fields
-from insetgan.limits import MAX_SEED, Range
+from insetgan.limits import Range
 from insetgan.progress import ProgressBar
 
 log = logging.getLogger("insetgan")
@@ -71,19 +71,12 @@ class FiniteFloat(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
-def finite(min: float | None = None, max: float | None = None, min_open: bool = False) -> FiniteFloat:
-    """The click type of a finite float in [min, max] (``min_open``: strictly above min)."""
-    return FiniteFloat(min=min, max=max, min_open=min_open)
-
-
 def range_type(rng: Range) -> click.ParamType:
     """The click type of a :class:`~insetgan.limits.Range` (the same bounds as the config that owns it)."""
     if rng.integer:
         return click.IntRange(int(rng.lo), int(rng.hi), min_open=rng.lo_open, max_open=rng.hi_open)
     return FiniteFloat(min=rng.lo, max=rng.hi, min_open=rng.lo_open, max_open=rng.hi_open)
 
-
-SEED = click.IntRange(0, MAX_SEED)
 
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                              help="Where to run (auto: CUDA when available).")

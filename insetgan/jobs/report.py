@@ -36,9 +36,9 @@ def job_report(command: str, request: Any, device: torch.device | str, inputs: d
             "versions": iio.versions(), "ops": device_ops(torch.device(device))}
 
 
-def finished(files: dict[str, bytes], report: dict[str, Any], later: tuple[str, ...] = ()) -> JobOutput:
-    """The job's files with ``report.json``; the report lists every output (``later``: files added after)."""
-    report = {**report, "outputs": sorted(files) + list(later) + ["report.json"]}
+def finished(files: dict[str, bytes], report: dict[str, Any]) -> JobOutput:
+    """The job's files with ``report.json``; the report lists every output."""
+    report = {**report, "outputs": sorted(files) + ["report.json"]}
     return JobOutput({**files, "report.json": iio.json_bytes(report)}, report)
 
 
