@@ -232,6 +232,12 @@ class Page:
         cancel.click(None, None, None, cancels=[event])
 
 
+def buttons(gr: Any, label: str, tab: str) -> tuple[Any, Any]:
+    """A tab's Run and Cancel buttons (``{tab}-run``, ``{tab}-cancel``)."""
+    with gr.Row():
+        return gr.Button(label, variant="primary", elem_id=f"{tab}-run"), gr.Button("Cancel", elem_id=f"{tab}-cancel")
+
+
 def steps_of(value: object) -> int:
     """The steps of a job as the page's sliders offer them."""
     return whole_number(value, "steps", 1, MAX_STEPS)
@@ -252,9 +258,7 @@ def compose_tab(gr: Any, page: Page) -> None:
             steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps", elem_id="c-steps")
             pti = gr.Checkbox(False, label="Pivotal tuning (sharper, slower)")
             nets = page.networks(gr, "c", shoes=True)
-            with gr.Row():
-                run = gr.Button("Compose", variant="primary", elem_id="c-run")
-                cancel = gr.Button("Cancel", elem_id="c-cancel")
+            run, cancel = buttons(gr, "Compose", "c")
         with gr.Column():
             status = gr.Markdown("", elem_id="c-status")
             result = gr.Image(label="Result", type="pil", interactive=False, elem_id="c-result")
@@ -302,9 +306,7 @@ def many_tab(gr: Any, page: Page) -> None:
             first = gr.Number(0, label="First body seed", precision=0)
             steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
             nets = page.networks(gr, "m", shoes=False)
-            with gr.Row():
-                run = gr.Button("Make bodies", variant="primary", elem_id="m-run")
-                cancel = gr.Button("Cancel")
+            run, cancel = buttons(gr, "Make bodies", "m")
         with gr.Column():
             status = gr.Markdown("", elem_id="m-status")
             grid = gr.Image(label="All bodies", type="pil", interactive=False)
@@ -342,9 +344,7 @@ def fix_tab(gr: Any, page: Page) -> None:
             steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
             keep = gr.Checkbox(True, label="Keep the original face if the result is worse")
             face_net = page.menu(gr, "face", "Face network", "f-face-net")
-            with gr.Row():
-                run = gr.Button("Fix the face", variant="primary", elem_id="f-run")
-                cancel = gr.Button("Cancel")
+            run, cancel = buttons(gr, "Fix the face", "f")
         with gr.Column():
             status = gr.Markdown("", elem_id="f-status")
             result = gr.Image(label="Refined photo", type="pil", interactive=False)

@@ -128,6 +128,13 @@ class Engine(PerceptualOptions):
         if not Path(path).is_file():
             raise self.refuse("{" + field + "}: photo not found: " + escape(path))
 
+    def check_face_start(self, photo: str) -> None:
+        """Refuse a bad photo in option ``photo`` and more than one face start (the photo, ``face_seed``,
+        ``face_latent``: the requests with a face start declare both)."""
+        self.check_photo(photo)
+        self.exclusive(photo, "face_seed", "face_latent")
+        self.exclusive("face_seed", "face_latent")
+
     @property
     def face_box_value(self) -> Box | None:
         """The face box the user gave (canvas pixels), or None: detect it."""
@@ -163,9 +170,7 @@ class BodyJob(Engine):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.check_photo("face_photo")
-        self.exclusive("face_photo", "face_seed", "face_latent")
-        self.exclusive("face_seed", "face_latent")
+        self.check_face_start("face_photo")
 
     @property
     def face_source(self) -> LatentSource:
@@ -251,9 +256,7 @@ class RefineRequest(Engine):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.check_photo("reference")
-        self.exclusive("reference", "face_seed", "face_latent")
-        self.exclusive("face_seed", "face_latent")
+        self.check_face_start("reference")
 
     @property
     def face_source(self) -> LatentSource | None:
