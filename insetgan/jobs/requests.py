@@ -354,7 +354,7 @@ class GenerateRequest(JobRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainRequest(TrainConfig):
+class TrainRequest(TrainConfig, JobRequest):
     """``train``: a generator trained on a prepared dataset; the hyper-parameters are :class:`TrainConfig`'s
     (``--z-dim`` sets both z and w sizes)."""
 
@@ -364,20 +364,19 @@ class TrainRequest(TrainConfig):
     init: str | None = option(None, "Warm start: G and G_ema from a generator file (a snapshot, a shipped model, a "
                               ".pkl/.pt); a new discriminator. Our snapshots continue at their kimg.",
                               metavar="NETWORK")
-    device: str = option("auto", "Where to run (auto: CUDA when available).", choices=DEVICES)
     w_dim: int = dataclasses.field(default=TrainConfig.w_dim, init=False, repr=False)  # the config's is z_dim
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.resume is not None and not Path(self.resume).is_file():
-            raise refusal(self, "{resume}: state not found: " + escape(self.resume))
+            raise self.refuse("{resume}: state not found: " + escape(self.resume))
         if self.init is not None and self.resume is not None:
-            raise refusal(self, "{init} and {resume} exclude each other (a state already holds its networks)")
+            raise self.refuse("{init} and {resume} exclude each other (a state already holds its networks)")
         if self.init is not None and not Path(self.init_path or "").is_file():
-            raise refusal(self, "{init}: network not found: " + escape(str(self.init_path)))
+            raise self.refuse("{init}: network not found: " + escape(str(self.init_path)))
         if self.init is None and self.resume is None and self.d_warmup_kimg > 0:
-            raise refusal(self, "{d_warmup_kimg} needs {init} (a new run has nothing to warm the discriminator "
-                                "up for)")
+            raise self.refuse("{d_warmup_kimg} needs {init} (a new run has nothing to warm the discriminator up "
+                              "for)")
 
     @property
     def init_path(self) -> str | None:
