@@ -29,9 +29,8 @@ import numpy as np
 
 from insetgan.eval import model_quality as q
 from insetgan.inversion.align import LandmarkDetector
-from insetgan.jobs.running import region_priors
 from insetgan.method.boxes import FACE_PRIOR
-from insetgan.models import resolve_network
+from insetgan.models import region_priors, resolve_network
 from insetgan.networks.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,6 +15,7 @@ import click
 import insetgan
 from insetgan import outputs
 from insetgan.cli import app, checkpoints, compose, photos, training
+from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,8 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     temporary files and unfinished output sets are removed on the way out) and exit with
     128 + the signal number (130, 143, 129).
     """
-    from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
-
     argv = list(sys.argv[1:] if argv is None else argv)
     with outputs.interrupts_as_exceptions():
         try:

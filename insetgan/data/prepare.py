@@ -38,7 +38,7 @@ from insetgan.images import ImageTooLargeError, open_rgb
 from insetgan.inversion.align import LandmarkDetector, align_ffhq, ffhq_quad
 from insetgan.inversion.photos import reflect_crop
 from insetgan.limits import Range, check_ranges, ranged
-from insetgan.method.boxes import clamp_box, ffhq_box
+from insetgan.method.boxes import clamp_box
 from insetgan.method.regions import Box
 from insetgan.progress import Progress
 
