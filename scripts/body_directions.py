@@ -8,7 +8,8 @@
    lowest and highest ``--ratio`` of each score are labelled 0 / 1 and a linear SVM in W
    separates them (held-out accuracy recorded). ``upper_length`` is made orthogonal to the
    ``lower_length`` normal and to the least-squares gradient of the lower score in W
-   (InterFaceGAN's conditional manipulation: on this body the two are entangled). Each unit normal is scaled by :data:`UNIT_SIGMAS` standard deviations of the
+   (InterFaceGAN's conditional manipulation: on this body the two are entangled). Each unit
+   normal is scaled by :data:`UNIT_SIGMAS` standard deviations of the
    samples' W along it, so strengths -3..3 span ±9 σ, where the small body shows the change.
 3. Measured on ``--eval-seeds`` fresh seeds: the regressor's score along each direction at
    strengths -3..3 (mean per strength, per-seed Spearman correlation, share of monotone strips),

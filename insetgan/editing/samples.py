@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
 from insetgan import io as iio
 from insetgan.editing.readers import checked_size, read_npz_file
