@@ -8,7 +8,6 @@ import click
 import numpy as np
 
 from insetgan import io as iio
-from insetgan.cli.checkpoints import MAX_CLASSES, MAX_IMAGES, MAX_LAYERS, NETWORK_HELP
 from insetgan.cli.common import device_option, handle_errors, log, range_type, torch_device, write_files
 from insetgan.editing.boundary import KINDS, BoundaryConfig, fit_boundary
 from insetgan.editing.directions import load_edits
@@ -18,6 +17,7 @@ from insetgan.editing.sefa import sefa
 from insetgan.editing.spec import parse_edit, parse_rows
 from insetgan.editing.strip import StripConfig, parse_strengths, render_strip, strip_files, strip_report
 from insetgan.errors import InsetganError
+from insetgan.jobs.requests import MAX_CLASSES, MAX_IMAGES, MAX_LAYERS, NETWORK_HELP
 from insetgan.limits import MAX_SEED, field_range
 from insetgan.models import load_network
 from insetgan.networks.generator import NOISE_MODES
