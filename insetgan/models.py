@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from insetgan.resources import ASSETS
 from insetgan.errors import InsetganError
 from insetgan.io import sha256
+from insetgan.networks.checkpoints import load_checkpoint
+from insetgan.resources import ASSETS
 
 if TYPE_CHECKING:
     import torch
@@ -72,8 +73,6 @@ def resolve_network(spec: str, role: str | None = None) -> str:
 
 def describe_builtin(role: str) -> dict[str, Any]:
     """Name, file, size, resolution, parameters and the model-card line of one built-in model."""
-    from insetgan.networks.checkpoints import load_checkpoint
-
     path = Path(resolve_network(PREFIX + role))
     ckpt = load_checkpoint(path)
     cfg = ckpt.generator.cfg
@@ -94,8 +93,6 @@ def describe_builtin(role: str) -> dict[str, Any]:
 def load_network(spec: str, dev: torch.device | str, option: str, role: str | None = None
                  ) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint (or a built-in model by name) with its report entry."""
-    from insetgan.networks.checkpoints import load_checkpoint
-
     path = resolve_network(spec, role)
     if not Path(path).is_file():
         raise InsetganError(f"{option}: checkpoint not found (no such file): {path}")

@@ -24,14 +24,15 @@ import torch
 from PIL import Image
 
 from insetgan import io as iio
-from insetgan.method import losses as L
-from insetgan.inversion.align import LandmarkDetector, align_ffhq, open_rgb
 from insetgan.errors import InsetganError
+from insetgan.inversion.align import LandmarkDetector, align_ffhq, open_rgb
+from insetgan.inversion.identity import detect_five, identity_loss, identity_target, points_for_size
 from insetgan.inversion.invert import InvertConfig, PTIConfig, invert, quality, synthesize, with_noise
+from insetgan.inversion.photos import align_face, load_photo, person_crop, photo_info, to_tensor
 from insetgan.latents import read_npz_arrays
+from insetgan.method import losses as L
 from insetgan.networks import native
 from insetgan.networks.generator import Generator
-from insetgan.inversion.photos import align_face, load_photo, person_crop, photo_info, to_tensor
 from insetgan.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,6 @@ def face_identity(net: torch.nn.Module, aligned: Image.Image, size: int, device:
     The 5 points are detected once on the aligned selfie (upscaled when small) and reused for
     every generated face, which the face generator renders in the same FFHQ layout.
     """
-    from insetgan.inversion.identity import detect_five, identity_loss, identity_target, points_for_size
-
     pts = detect_five(aligned, detector=detector)
     if pts is None:
         raise InsetganError("no face landmarks found on the aligned selfie: use a clearer, frontal photo")
