@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from insetgan.data.prepare import person_window
+from insetgan.data.windows import person_window
 from insetgan.images import open_rgb, read_label_map
 from insetgan.inversion.photos import reflect_crop
 from insetgan.networks.efficientnet_lite import EfficientNetLite0
