@@ -1,31 +1,35 @@
 """Commands on latent directions: ``directions sefa|samples|boundary`` and the strip job ``edit``."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
 from insetgan import io as iio
-from insetgan.cli.common import device_option, handle_errors, log, range_type, torch_device, write_files
+from insetgan.cli.common import (
+    click_options,
+    device_option,
+    given_options,
+    handle_errors,
+    log,
+    outdir_option,
+    range_type,
+    torch_device,
+    write_files,
+)
 from insetgan.editing.boundary import KINDS, BoundaryConfig, fit_boundary
-from insetgan.editing.directions import load_edits
-from insetgan.editing.layers import generator_shape
 from insetgan.editing.samples import MAX_SAMPLES, read_labels, read_latents, samples_files
 from insetgan.editing.sefa import sefa
-from insetgan.editing.spec import parse_edit, parse_rows
-from insetgan.editing.strip import StripConfig, parse_strengths, render_strip, strip_files, strip_report
+from insetgan.editing.spec import parse_rows
 from insetgan.errors import InsetganError
-from insetgan.jobs.requests import MAX_CLASSES, MAX_IMAGES, MAX_LAYERS, NETWORK_HELP
+from insetgan.jobs.edit import run_edit
+from insetgan.jobs.options import request_from
+from insetgan.jobs.requests import NETWORK_HELP, EditRequest
 from insetgan.limits import MAX_SEED, field_range
 from insetgan.models import load_network
-from insetgan.networks.generator import NOISE_MODES
 from insetgan.sampling import PSI_RANGE, SampleConfig
-
-EDIT_HELP = ("Direction to apply, FILE[:NAME][@ROWS][%THRESHOLD][=STRENGTH]: a W direction (.npy, .npz, .pt, "
-             ".pkl) or a style-space one (a folder of style_vect_mean_<i>.pkl, an .npz of s<i>); "
-             "default-body:upper_length names a built-in one. Repeat to combine.")
 
 
 def _network(network: str, device: str):  # noqa: ANN202 - (generator, report entry)
@@ -109,24 +113,10 @@ def boundary_command(latents: str, labels: str, out: str, classifier: str, holdo
 
 
 @click.command("edit")
-@click.option("--network", required=True, metavar="CKPT", help=NETWORK_HELP)
-@click.option("--seeds", required=True, help="Seeds (rows of the grid), e.g. 0-3,7.")
-@click.option("--edit", "edit_specs", multiple=True, required=True, metavar="SPEC", help=EDIT_HELP)
-@click.option("--strengths", default="-3,0,3", show_default=True,
-              help="Columns of the grid: factors of each edit's strength.")
-@click.option("--trunc", type=range_type(PSI_RANGE), default=1.0, show_default=True, help="Truncation psi.")
-@click.option("--trunc-cutoff", type=click.IntRange(0, MAX_LAYERS), default=None,
-              help="Truncate only the first N layers.")
-@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
-@click.option("--class", "class_idx", type=click.IntRange(0, MAX_CLASSES), default=None,
-              help="Class label for conditional networks.")
-@device_option
-@click.option("--raw", is_flag=True, help="Also write each float32 CHW image as seedNNNN_K.npy.")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click_options(EditRequest)
+@outdir_option
 @handle_errors
-def edit(network: str, seeds: str, edit_specs: tuple[str, ...], strengths: str, trunc: float,
-         trunc_cutoff: int | None, noise_mode: str, class_idx: int | None, device: str, raw: bool,
-         outdir: str) -> None:
+def edit(outdir: str, **options: Any) -> None:
     """Render seeds along edits: a grid with one row per seed and one column per strength.
 
     \b
@@ -135,20 +125,11 @@ def edit(network: str, seeds: str, edit_specs: tuple[str, ...], strengths: str, 
       insetgan edit --network ffhq.pkl --seeds 0 --edit smile_boundary.npy@0-7 --strengths -2,0,2 --outdir s/
       insetgan edit --network shhq.pkl --seeds 1 --edit ss/upper_length%0.2@5=1 --strengths 0,10 --outdir s/
     """
-    parsed = [parse_edit(spec, strength_required=False) for spec in edit_specs]
-    cfg = StripConfig(tuple(iio.parse_range(seeds, "seed", max_count=MAX_IMAGES)), parse_strengths(strengths),
-                      SampleConfig(trunc, trunc_cutoff, noise_mode, class_idx))
-    t0 = time.perf_counter()
-    G, info = _network(network, device)
-    loaded = load_edits(parsed, generator_shape(G))
-    load_s = time.perf_counter() - t0
-    images, seconds = render_strip(G, loaded, cfg)
-    files = strip_files(images, cfg, raw)
-    report = strip_report(info, loaded, cfg, list(files), seconds)
-    report["timings_s"]["load"] = round(load_s, 4)
-    files["report.json"] = iio.json_bytes(report)
-    out = write_files(outdir, files)
-    log.info("wrote a %d×%d strip (grid.png) and report.json to %s", len(cfg.seeds), len(cfg.strengths), out)
+    req = request_from(EditRequest, given_options(options))
+    res = run_edit(req)
+    out = write_files(outdir, res.files)
+    log.info("wrote a %d×%d strip (grid.png) and report.json to %s", len(res.report["seeds"]),
+             len(res.report["strengths"]), out)
 
 
 COMMANDS = [directions, edit]

@@ -24,6 +24,9 @@ STRENGTH_RANGE = Range(-100.0, 100.0)  # |α| of one edit; unit directions move 
 THRESHOLD_RANGE = Range(0.0, 1e4)
 MAX_ROW = 63  # W+ rows and style layers of the largest networks stay below 64
 MAX_SPEC_CHARS = 1024
+EDIT_HELP = ("Direction to apply, FILE[:NAME][@ROWS][%THRESHOLD][=STRENGTH]: a W direction (.npy, .npz, .pt, "
+             ".pkl) or a style-space one (a folder of style_vect_mean_<i>.pkl, an .npz of s<i>); "
+             "default-body:upper_length names a built-in one. Repeat to combine.")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _ROWS_RE = re.compile(r"@(\d{1,3})(?:-(\d{1,3}))?$")

@@ -3,14 +3,13 @@
 Row ``r`` of ``grid.png`` is seed ``seeds[r]``, column ``k`` every edit at ``strengths[k]`` times
 its own strength (a spec without ``=α`` has strength 1, so the columns are the strengths
 themselves). Each tile is ``seedNNNN_K.png`` (with ``raw``: also the float32 CHW image
-``seedNNNN_K.npy``); ``report.json`` records the network, the edits (files and SHA-256), the
-strengths and the settings.
+``seedNNNN_K.npy``); the edit job (:mod:`insetgan.jobs.edit`) adds the report.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -87,18 +86,3 @@ def strip_files(images: list[list[torch.Tensor]], cfg: StripConfig, raw: bool) -
                 files[f"seed{seed:04d}_{k}.npy"] = iio.npy_bytes(img.numpy().astype(np.float32))
     files["grid.png"] = iio.png_bytes(iio.grid(tiles, cols=len(cfg.strengths)))
     return files
-
-
-def strip_report(network: dict[str, Any], edits: Sequence[LoadedEdit], cfg: StripConfig, outputs: list[str],
-                 seconds: float) -> dict[str, Any]:
-    """``report.json`` of a strip: network, edits, seeds, strengths, settings, outputs, versions."""
-    s = cfg.sample
-    return {"command": "edit", "inputs": {"network": network}, "edits": [e.to_dict() for e in edits],
-            "seeds": list(cfg.seeds), "strengths": list(cfg.strengths),
-            "grid": {"rows": "seeds", "columns": "strengths", "tile": "seed{seed:04d}_{column}.png"},
-            "settings": {"truncation_psi": s.truncation_psi, "truncation_cutoff": s.truncation_cutoff,
-                         "noise_mode": s.noise_mode, "class": s.class_idx,
-                         "convention": "W edits add strength*factor*d to the W+ rows after truncation; style "
-                                       "edits add strength*factor*v_i to layer i's styles"},
-            "outputs": sorted(outputs) + ["report.json"], "timings_s": {"render": round(seconds, 4)},
-            "versions": iio.versions()}

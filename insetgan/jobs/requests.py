@@ -20,6 +20,8 @@ from typing import ClassVar
 
 from insetgan import io as iio
 from insetgan.devices import DEVICES
+from insetgan.editing.spec import EDIT_HELP, Edit, parse_edit
+from insetgan.editing.strip import StripConfig, parse_strengths
 from insetgan.errors import InsetganError
 from insetgan.inversion.embedding import EmbedConfig
 from insetgan.inversion.invert import MODES as INVERT_MODES
@@ -351,6 +353,28 @@ class GenerateRequest(JobRequest):
     def sample_config(self) -> SampleConfig:
         """How the images are sampled."""
         return SampleConfig(self.trunc, self.trunc_cutoff, self.noise_mode, self.class_idx, self.shift(), self.rotate)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditRequest(GenerateRequest):
+    """``edit``: each seed rendered along direction edits, one grid column per strength factor."""
+
+    command: ClassVar[str] = "edit"
+    edits: tuple[str, ...] = option(REQUIRED, EDIT_HELP, flag="--edit", metavar="SPEC", many=True)
+    strengths: str = option("-3,0,3", "Columns of the grid: factors of each edit's strength.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.parsed_edits()
+        StripConfig(tuple(self.seed_list()), self.strength_list())
+
+    def parsed_edits(self) -> list[Edit]:
+        """The ``--edit`` specs (a spec without ``=α`` has strength 1)."""
+        return [parse_edit(spec, strength_required=False) for spec in self.edits]
+
+    def strength_list(self) -> tuple[float, ...]:
+        """The grid's columns: factors of every edit's strength."""
+        return parse_strengths(self.strengths)
 
 
 @dataclass(frozen=True, kw_only=True)
