@@ -14,7 +14,7 @@ import click
 
 import insetgan
 from insetgan import outputs
-from insetgan.cli import app, checkpoints, compose, photos, training
+from insetgan.cli import app, checkpoints, compose, encoder, photos, training
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,7 +27,7 @@ def cli(debug: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
 
 
-for _module in (checkpoints, compose, photos, training, app):
+for _module in (checkpoints, compose, photos, training, encoder, app):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -35,7 +35,7 @@ _SETTINGS = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 
 
 def default_weights() -> Path:
     """Path of the packaged MobileFaceNet state dict."""
-    return Path(__file__).resolve().parent / "assets" / "weights" / "mobilefacenet.pt"
+    return Path(__file__).resolve().parents[1] / "assets" / "weights" / "mobilefacenet.pt"
 
 
 # --------------------------------------------------------------------------------------------
