@@ -5,13 +5,15 @@ each feature map is unit-normalised along channels, the squared difference is we
 learned 1×1 head, averaged over positions and summed over layers. The heads (BSD-2-Clause,
 richzhang/PerceptualSimilarity) ship in ``assets/lpips``; the backbones are torchvision's
 ImageNet files, which we never download: :func:`find_backbone` looks for them locally and
-:func:`load_perceptual` falls back, loudly, when they are missing: to :class:`DeepFeatureDistance`
-(the same recipe without learned heads, on the pretrained EfficientNet-Lite0 that the projected
-discriminator uses, installed as a package) or, without that package, to :func:`l1_ssim`.
+:func:`load_perceptual` falls back to :func:`l1_ssim`, loudly, when they are missing.
+:class:`DeepFeatureDistance` is the LPIPS recipe without learned heads on the pretrained
+EfficientNet-Lite0 that the projected discriminator uses (installed as a package): the encoder
+trainer's perceptual term, and ``--perceptual effnet-lite0``. It is not the fallback of ``auto``:
+measured on the inversion benchmark (docs/PERFORMANCE.md) it reconstructs 64×64 faces with a
+lower PSNR and no better identity than l1-ssim, at 1-3× the time per step.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from insetgan.eval.seams import ssim
 from insetgan.errors import InsetganError
-from insetgan.networks.efficientnet_lite import WEIGHTS_PACKAGE, EfficientNetLite0, load_efficientnet_lite0
+from insetgan.networks.efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
 from insetgan.networks.generator import load_checked
 from insetgan.networks.torch_files import load_torch_file
 
@@ -237,11 +239,6 @@ class DeepFeatureDistance(nn.Module):
         return total
 
 
-def deep_features_available() -> bool:
-    """Whether the package with EfficientNet-Lite0's weights is installed."""
-    return importlib.util.find_spec(WEIGHTS_PACKAGE) is not None
-
-
 @dataclass(frozen=True)
 class PerceptualChoice:
     """A perceptual distance ``fn(a, b) -> [B]``, its ``name``, and a ``notice`` when it is a fallback."""
@@ -257,10 +254,9 @@ def load_perceptual(spec: str = "auto", weights: str | os.PathLike | None = None
 
     "lpips-vgg" / "lpips-alex" need the backbone file (see :func:`find_backbone`, ``weights``
     being the explicit path) and raise InsetganError when it is missing; "effnet-lite0" is
-    :class:`DeepFeatureDistance`; "l1-ssim" is :func:`l1_ssim`. "auto" is LPIPS-VGG when its
-    backbone is found, else effnet-lite0 (l1-ssim when its package is missing too) with a
-    one-line ``notice`` (also logged as a warning unless ``warn=False``, for callers that show
-    it themselves) naming the missing file and where to put it.
+    :class:`DeepFeatureDistance`; "l1-ssim" is the fallback; "auto" is LPIPS-VGG when its
+    backbone is found, else l1-ssim with a one-line ``notice`` (also logged as a warning unless
+    ``warn=False``, for callers that show it themselves) naming the missing file and where to put it.
     """
     if spec not in PERCEPTUAL_SPECS:
         raise InsetganError(f"unknown perceptual loss {spec!r}; choose one of {', '.join(PERCEPTUAL_SPECS)}")
@@ -273,14 +269,9 @@ def load_perceptual(spec: str = "auto", weights: str | os.PathLike | None = None
     if path is None:
         if spec != "auto":
             raise InsetganError(_missing_message(net))
-        deep = deep_features_available()
-        fallback = "effnet-lite0 (EfficientNet-Lite0 feature distance)" if deep else \
-            "l1-ssim (multi-scale L1 + SSIM)"
-        notice = _missing_message(net) + f"; using the {fallback} fallback instead"
+        notice = _missing_message(net) + "; using the l1-ssim fallback (multi-scale L1 + SSIM) instead"
         if warn:
             log.warning(notice)
-        if deep:
-            return PerceptualChoice(DeepFeatureDistance().to(device), "effnet-lite0", notice)
         return PerceptualChoice(l1_ssim, "l1-ssim", notice)
     try:
         model = LPIPS(net, load_torch_file(path)).to(device)
