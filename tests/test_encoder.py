@@ -1,4 +1,4 @@
-"""The image → W+ encoder: network shapes, its file and generator hash, training, resume, the feature distance, CLI."""
+"""The image → W+ encoder: shapes, its file and generator hash, training, resume, the feature distance, CLI."""
 from __future__ import annotations
 
 import json
@@ -261,6 +261,20 @@ def test_photos_and_the_feature_distance_enter_the_loss(G):
     assert losses["perceptual"] > 0 and "identity" not in losses
 
 
+def test_face_datasets_train_with_the_identity_loss_at_the_five_points(faces):
+    face = load_generator(FACE)
+    data = ImageSet(((faces * 127.5 + 128).clamp(0, 255)).to(torch.uint8).repeat(2, 1, 1, 1), {"kind": "faces"})
+    cfg = EncoderTrainConfig(batch_fake=1, batch_real=2, width=16, holdout=2, perceptual_weight=0)
+    ctx = make_context(face, data, cfg, CPU)
+    assert ctx.identity_net is not None and ctx.face_points.shape == (5, 2)
+    left_eye, right_eye, nose = ctx.face_points[:3]
+    assert 10 < left_eye[0] < nose[0] < right_eye[0] < 54 and left_eye[1] < nose[1]  # an upright face
+    losses = train_step(new_state(cfg, face, CPU), cfg, ctx)
+    assert 0 < losses["identity"] <= 2
+    numbers = evaluate(new_state(cfg, face, CPU), ctx, eval_set(ctx, data, cfg, count=2))[0]
+    assert -1 <= numbers["identity_cos_real"] <= 1 and numbers["psnr_real"] == numbers["psnr_real_w_avg"]
+
+
 def test_rows_unlock_one_by_one():
     cfg = EncoderTrainConfig(unlock_kimg=2)
     assert [active_rows(cfg, n, 10) for n in (0, 1999, 2000, 9000, 10**6)] == [1, 1, 2, 5, 10]
@@ -358,6 +372,8 @@ def test_train_encoder_cli_writes_a_run_and_resumes(G, tmp_path):
     res = run("train-encoder", "--network", gpath, "--data", data, "--outdir", out, "--kimg", "0.012",
               "--snapshot-kimg", "0.004", "--resume", *TINY_RUN)
     assert res.returncode == 0, res.stderr
+    assert_one_line_error(run("train-encoder", "--network", gpath, "--data", data, "--outdir", out, *TINY_RUN),
+                          "already holds a run")
     report = json.loads((out / "report.json").read_text())
     assert report["resumed_from"].endswith("state-000000.pt") and report["steps"] == 3
     assert [json.loads(line)["kimg"] for line in (out / "metrics.jsonl").read_text().splitlines()][-1] == 0.012

@@ -1,4 +1,4 @@
-"""The train-encoder command: a learned image → W+ encoder for a generator (one forward pass instead of an optimisation)."""
+"""The train-encoder command: an image → W+ encoder for a generator (one forward pass, not an optimisation)."""
 from __future__ import annotations
 
 import re
@@ -99,6 +99,8 @@ def train_encoder(network: str, data: str, outdir: str, resume: bool, xflip: boo
     """
     cfg = EncoderTrainConfig(xflip=xflip, **numbers)
     state_path = latest_state(Path(outdir)) if resume else None
+    if not resume and any(Path(outdir).glob("state-*.pt")):
+        raise InsetganError(f"--outdir {outdir} already holds a run (state-*.pt): add --resume or choose another folder")
     dev = torch_device(device)
     G, dataset = _load_inputs(network, data, dev)
     with outputs.made_folder(outdir) as out:

@@ -29,7 +29,7 @@ MAX_CANDIDATES = 64  # encoder files looked at in one folder
 
 
 def encoder_name(generator_path: str | os.PathLike) -> Path:
-    """The file name an encoder for the generator in ``generator_path`` has: ``<stem>-encoder.safetensors`` beside it."""
+    """The encoder file named for the generator in ``generator_path``: ``<stem>-encoder.safetensors`` beside it."""
     path = Path(generator_path)
     return path.with_name(path.stem + ENCODER_SUFFIX)
 
@@ -75,7 +75,7 @@ def find_encoder(G: AnyGenerator, generator_path: str | os.PathLike | None = Non
 def encoder_for(G: AnyGenerator, path: str | os.PathLike | None = None,
                 generator_path: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu") -> tuple[Encoder, Path] | None:
-    """The encoder to use for ``G``: the file ``path`` (which must match ``G``), else :func:`find_encoder`'s, else None."""
+    """The encoder for ``G``: the file ``path`` (which must match), else :func:`find_encoder`'s, else None."""
     found = Path(path) if path is not None else find_encoder(G, generator_path)
     if found is None:
         return None

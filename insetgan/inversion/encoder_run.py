@@ -24,7 +24,8 @@ from PIL import Image
 from insetgan.errors import InsetganError
 from insetgan.inversion.encoder_training import (EncoderTrainConfig, EncoderTrainState, TrainContext, face_identity,
                                                  load_state, new_state, sample_ws, save_state, train_step)
-from insetgan.inversion.identity import detect_five, load_mobilefacenet, points_for_size
+from insetgan.inversion.align import LandmarkDetector
+from insetgan.inversion.identity import detect_five, load_mobilefacenet
 from insetgan.inversion.invert import psnr
 from insetgan.inversion.perceptual import DeepFeatureDistance
 from insetgan.io import atomic_write_bytes, grid, json_bytes, png_bytes, to_uint8
@@ -51,17 +52,21 @@ class EvalSet:
 
 
 def face_points(images: torch.Tensor, count: int = POINT_IMAGES) -> torch.Tensor | None:
-    """The median five points [5, 2] that dlib finds on the first ``count`` aligned faces (None: dlib finds none)."""
+    """The median five points [5, 2] dlib finds on the first ``count`` aligned faces (None: no dlib, no face)."""
+    try:
+        detector = LandmarkDetector()
+    except InsetganError as exc:
+        log.warning("%s: training without the identity loss", exc)
+        return None
     found = []
     for img in images[:count]:
-        arr = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
-        pts = detect_five(Image.fromarray(arr))
+        pts = detect_five(Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())), detector=detector)
         if pts is not None:
             found.append(pts)
     if not found:
+        log.warning("dlib finds no face in the dataset's first images: training without the identity loss")
         return None
-    h, w = images.shape[-2:]
-    return torch.tensor(points_for_size(np.median(found, axis=0), (h, w), (h, w)), dtype=torch.float32)
+    return torch.tensor(np.median(found, axis=0), dtype=torch.float32)
 
 
 def holdout_indices(n: int, count: int) -> torch.Tensor:
@@ -97,9 +102,7 @@ def make_context(G: Generator, data: ImageSet, cfg: EncoderTrainConfig, device: 
     identity_net, points = None, None
     if data.meta.get("kind") == "faces" and cfg.identity_weight > 0:
         points = face_points(data.images)
-        if points is None:
-            log.warning("dlib finds no face in the dataset's first images: training without the identity loss")
-        else:
+        if points is not None:
             identity_net = load_mobilefacenet(device=device)
     return TrainContext(G, split(data, cfg)[0], perceptual, identity_net, points, device)
 
