@@ -138,8 +138,9 @@ def main_faces(args: argparse.Namespace) -> None:
           f"{torch.__version__}, {torch.get_num_threads()} threads, {args.count} held-out photos")
     print("| method | PSNR | median identity distance (dlib) | faces found | s/image |")
     print("|---|---:|---:|---:|---:|")
-    for r in face_rows(args.faces, args.count, [int(s) for s in args.face_steps.split(",")],
-                       args.face_perceptual.split(","), args.encoder):
+    steps = [int(s) for s in args.face_steps.split(",") if s]
+    for r in face_rows(args.faces, args.count, steps, [p for p in args.face_perceptual.split(",") if p],
+                       args.encoder):
         ident = f"{r['identity']:.3f}" if r["identity"] is not None else "-"
         print(f"| {r['method']} | {r['psnr']:.2f} | {ident} | {r['found']}/{r['count']} | {r['s_per_image']:.3f} |",
               flush=True)
@@ -156,7 +157,7 @@ def main() -> None:
     ap.add_argument("--perceptual", default="auto")
     ap.add_argument("--faces", default=None, help="A prepared 64x64 face dataset: the real-photo benchmark.")
     ap.add_argument("--count", type=int, default=8, help="Photos (the first ones train-encoder holds out).")
-    ap.add_argument("--face-steps", default="100,300")
+    ap.add_argument("--face-steps", default="100,300", help="Comma-separated step counts ('' for none).")
     ap.add_argument("--face-perceptual", default="l1-ssim,effnet-lite0")
     ap.add_argument("--encoder", default=None, help="An encoder file for the face generator.")
     args = ap.parse_args()
