@@ -1,11 +1,13 @@
 """File output helpers: atomic writes, image conversion, grids and argument parsing."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
 import platform
 import re
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -100,3 +102,12 @@ def versions() -> dict[str, str]:
     """Versions recorded in every report."""
     return {"insetgan": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

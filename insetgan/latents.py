@@ -77,7 +77,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str, allowed:
 
 
 @contextlib.contextmanager
-def _one_line_errors(what: str) -> Iterator[None]:
+def one_line_errors(what: str) -> Iterator[None]:
     """Turn what a damaged file makes numpy, zipfile or zlib raise into one :class:`InsetganError` line."""
     try:
         yield
@@ -111,7 +111,7 @@ def read_array(path: str | Path, names: Sequence[str], allowed: ShapeCheck, want
 
     Any damage (truncation, a corrupt archive, a bad header) is a one-line :class:`InsetganError`.
     """
-    with _one_line_errors(what), _open_checked(path, what) as fp:
+    with one_line_errors(what), _open_checked(path, what) as fp:
         if _kind(fp, what) == "npy":
             return read_npy(fp, what, allowed, want)
         with zipfile.ZipFile(fp) as zf:
@@ -121,7 +121,7 @@ def read_array(path: str | Path, names: Sequence[str], allowed: ShapeCheck, want
 def read_npz_arrays(path: str | Path, shapes: dict[str, tuple[int, ...]], what: str) -> dict[str, np.ndarray]:
     """The members ``NAME.npy`` of an ``.npz`` with exactly the given shapes (finite float data), as float32."""
     out: dict[str, np.ndarray] = {}
-    with _one_line_errors(what), _open_checked(path, what) as fp, zipfile.ZipFile(fp) as zf:
+    with one_line_errors(what), _open_checked(path, what) as fp, zipfile.ZipFile(fp) as zf:
         present = set(zf.namelist())
         for name, shape in shapes.items():
             if f"{name}.npy" not in present:

@@ -115,3 +115,6 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     """A one-line error unless ``value`` is one of the strings ``choices``."""
     if not isinstance(value, str) or value not in choices:
         raise InsetganError(f"{name} must be one of {', '.join(choices)}, got {short_repr(value)}")
+
+
+SEED_RANGE = Range(0, MAX_SEED, integer=True)  # every seed a user gives

@@ -10,11 +10,14 @@ An installation without them gives a clear error that asks for a checkpoint path
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from insetgan.resources import ASSETS
 from insetgan.errors import InsetganError
+from insetgan.io import sha256
 
 if TYPE_CHECKING:
     import torch
@@ -22,12 +25,13 @@ if TYPE_CHECKING:
 BUILTIN = {"body": "body.safetensors", "face": "face.safetensors", "shoes": "shoes.safetensors"}
 DEFAULT = "default"
 PREFIX = "default-"
+log = logging.getLogger("insetgan")
 
 
 def models_dir() -> Path:
     """Folder of the built-in model files (``$INSETGAN_MODELS_DIR`` when set)."""
     override = os.environ.get("INSETGAN_MODELS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parent / "assets" / "models"
+    return Path(override) if override else ASSETS / "models"
 
 
 def builtin_names() -> list[str]:
@@ -90,7 +94,6 @@ def describe_builtin(role: str) -> dict[str, Any]:
 def load_network(spec: str, dev: torch.device | str, option: str, role: str | None = None
                  ) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint (or a built-in model by name) with its report entry."""
-    from insetgan.jobs.running import sha256
     from insetgan.networks.checkpoints import load_checkpoint
 
     path = resolve_network(spec, role)
@@ -100,3 +103,29 @@ def load_network(spec: str, dev: torch.device | str, option: str, role: str | No
     info = {"path": str(path), "sha256": sha256(path), "format": ckpt.format, "notes": list(ckpt.notes),
             "resolution": [ckpt.generator.cfg.img_height, ckpt.generator.cfg.img_width]}
     return ckpt, info
+
+
+def region_priors(metadata: dict[str, Any]) -> dict[str, tuple[float, float, float, float]]:
+    """Region priors (relative x, y, w, h per region) stored in a network's metadata by ``insetgan train``.
+
+    Only the ``face`` and ``shoes`` entries are read; the bookkeeping that ``insetgan prepare``
+    stores beside them (``from``: how many boxes each median came from, ``format``) is skipped.
+    """
+    raw = metadata.get("region_priors")
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        out = {}
+        for name in ("face", "shoes"):
+            box = data.get(name)
+            if box is None:
+                continue
+            x, y, w, h = (float(v) for v in box)
+            if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1):
+                raise InsetganError(box)
+            out[str(name)] = (x, y, w, h)
+        return out
+    except (ValueError, TypeError, AttributeError):
+        log.warning("ignoring malformed region_priors in the network metadata")
+        return {}

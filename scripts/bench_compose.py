@@ -31,6 +31,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 from benchutil import median_time  # noqa: E402
 
+from insetgan.inversion.perceptual import l1_ssim
+from insetgan.method.blend import BLENDS
+from insetgan.method.boxes import FACE_PRIOR, FixedBox
+from insetgan.method.config import load_config
+from insetgan.method.optimize import CanvasInput, InsetInput, composite, evaluate, naive_paste, optimize
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.generator import Generator
+from insetgan.sampling import z_from_seed
+from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
+
 CASES = {
     "a": dict(body=dict(img_resolution=256, square=False), face=dict(img_resolution=64)),
     "b": dict(body=dict(img_resolution=1024, square=False), face=dict(img_resolution=1024)),
@@ -40,9 +50,6 @@ FULL = dict(z_dim=512, w_dim=512, c_dim=0, img_channels=3, channel_base=32768, c
 
 
 def _generator(kw: dict, seed: int, device: str):
-    from insetgan.networks.config import GeneratorConfig
-    from insetgan.networks.generator import Generator
-
     torch.manual_seed(seed)
     G = Generator(GeneratorConfig.from_init_kwargs({**FULL, **kw}))
     with torch.no_grad():  # a w_avg like a trained model's (mean of mapped samples)
@@ -52,14 +59,6 @@ def _generator(kw: dict, seed: int, device: str):
 
 def child(case: str, preset: str, steps: int | None, max_steps: int | None, device: str) -> dict:
     """One row: run compose on random full-size generators, return the measurements."""
-    from insetgan.method.boxes import FACE_PRIOR, FixedBox
-    from insetgan.method.blend import BLENDS
-    from insetgan.inversion.perceptual import l1_ssim
-    from insetgan.sampling import z_from_seed
-    from insetgan.method.config import load_config
-    from insetgan.method.optimize import CanvasInput, InsetInput, composite, evaluate, naive_paste, optimize
-    from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
-
     tune_cpu_allocator()
     dev = torch.device(device)
     Gb, Gf = _generator(CASES[case]["body"], 1, device), _generator(CASES[case]["face"], 2, device)

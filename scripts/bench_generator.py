@@ -34,10 +34,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+from benchutil import median_time  # noqa: E402
+
+from insetgan.networks.checkpoints import load_checkpoint
 from insetgan.networks.config import GeneratorConfig  # noqa: E402
 from insetgan.networks.generator import Generator  # noqa: E402
-from benchutil import median_time  # noqa: E402
 from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
+from insetgan.torch_utils.ops import dispatch
 
 CONFIGS = {
     "1024": dict(img_resolution=1024, channel_base=32768, channel_max=512, mapping_layers=8),
@@ -106,9 +109,6 @@ def fixtures_dir() -> Path:
 def measure_stylegan3(name: str, device: str, batch: int, repeats: int, rounds: int) -> dict[str, dict[str, float]]:
     """Synthesis forward and forward+backward to ws of a StyleGAN3 fixture for every ``SG3_VARIANTS`` entry,
     interleaved over ``rounds`` in this process; medians."""
-    from insetgan.networks.checkpoints import load_checkpoint
-    from insetgan.torch_utils.ops import dispatch
-
     dev = torch.device(device)
     G = load_checkpoint(fixtures_dir() / f"{name}.pkl").generator.to(dev)
     torch.manual_seed(0)

@@ -25,15 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 from benchutil import machine_line  # noqa: E402
 
-from insetgan.jobs import running as jobs  # noqa: E402
-from insetgan.inversion.embedding import EmbedConfig, embed_outfit  # noqa: E402
-from insetgan.sampling import z_from_seed  # noqa: E402
 from insetgan.eval.keep import body_drift  # noqa: E402
-from insetgan.models import load_network  # noqa: E402
+from insetgan.inversion.embedding import embed_outfit  # noqa: E402
+from insetgan.inversion.perceptual import load_perceptual  # noqa: E402
+from insetgan.jobs.compose import ComposeInputs, compose_candidates, outfit_config, run_compose  # noqa: E402
+from insetgan.jobs.options import request_from  # noqa: E402
+from insetgan.jobs.progress import silent  # noqa: E402
+from insetgan.jobs.requests import ComposeRequest  # noqa: E402
+from insetgan.jobs.sources import LatentSource  # noqa: E402
 from insetgan.method.config import load_config  # noqa: E402
 from insetgan.method.optimize import render  # noqa: E402
-from insetgan.inversion.perceptual import load_perceptual  # noqa: E402
-from insetgan.jobs.requests import outfit_config  # noqa: E402
+from insetgan.method.regions import Box  # noqa: E402
+from insetgan.models import load_network  # noqa: E402
+from insetgan.sampling import z_from_seed  # noqa: E402
 
 VARIANTS = {  # name -> OptimConfig overrides (canvas_weights entries are merged)
     "preset as it is": {},
@@ -41,14 +45,12 @@ VARIANTS = {  # name -> OptimConfig overrides (canvas_weights entries are merged
     "trust 0.20": {"canvas_trust": 0.20},
     "trust 0.10": {"canvas_trust": 0.10},
     "trust 0.05": {"canvas_trust": 0.05},
-    "outfit default": None,  # what compose --outfit uses (insetgan.jobs.requests.outfit_config)
+    "outfit default": None,  # the compose --outfit job itself (its request, run as the command line runs it)
 }
 
 
 def variant_config(base, overrides):
-    """The preset with one variant's overrides (``None``: the outfit default)."""
-    if overrides is None:
-        return outfit_config(base)
+    """The preset with one variant's overrides."""
     kw = dict(overrides)
     if "canvas_weights" in kw:
         kw["canvas_weights"] = dataclasses.replace(base.canvas_weights, **kw["canvas_weights"])
@@ -76,10 +78,11 @@ def main() -> None:
     pc = load_perceptual("auto", None, dev, warn=False)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    from insetgan.inversion.invert import InvertConfig
-
-    emb = embed_outfit(args.photo, args.mask or None, body_ck.generator,
-                       EmbedConfig(InvertConfig(mode="wplus", steps=args.invert_steps)), pc.fn, cache, dev)
+    req = request_from(ComposeRequest, {"body": args.body, "face_net": args.face_net, "outfit": args.photo,
+                                        "outfit_mask": args.mask or None, "face_seed": args.face_seed,
+                                        "steps": args.steps, "invert_steps": args.invert_steps, "trunc": args.trunc,
+                                        "device": "cpu"})
+    emb = embed_outfit(args.photo, args.mask or None, body_ck.generator, req.embed_config, pc.fn, cache, dev)
     for name, data in emb.cache_files.items():
         (cache / name).write_bytes(data)
     with torch.no_grad():
@@ -97,13 +100,16 @@ def main() -> None:
           "outfit L1 start -> result |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, overrides in VARIANTS.items():
-        cfg = variant_config(base, overrides)
-        inp = jobs.ComposeInputs(emb.G, face_ck.generator, (jobs.LatentSource(ws=emb.ws, label="outfit"),),
-                                 jobs.LatentSource(seed=args.face_seed, key="face"), trunc=args.trunc,
-                                 outfit=emb.target, outfit_mask=emb.mask)
-        out = jobs.run_compose(inp, cfg, dev, {}, pc.fn, pc.name)
+        if overrides is None:  # the embedding is a cache hit: the same inversion as the variants'
+            cfg, out = outfit_config(base), run_compose(req, silent, cache).job
+        else:
+            cfg = variant_config(base, overrides)
+            inp = ComposeInputs(emb.G, face_ck.generator, (LatentSource(ws=emb.ws, label="outfit"),),
+                                LatentSource(seed=args.face_seed, key="face"), trunc=args.trunc,
+                                outfit=emb.target, outfit_mask=emb.mask)
+            out = compose_candidates(inp, cfg, dev, pc.fn, pc.name)
         before, after = out.report["metrics"]["before"][0], out.report["metrics"]["after"][0]
-        boxes = [[jobs.Box(*b[:4]) for b in out.report["boxes"]["final"]["face"]]]
+        boxes = [[Box(*b[:4]) for b in out.report["boxes"]["final"]["face"]]]
         ref = statistics.median(d["l1"] for d in body_drift(start, randoms, boxes * 8, cfg.feather, None))
         row = {"variant": name, "drift_l1": after["body_drift_l1"], "random_l1": round(ref, 6),
                "ratio": round(after["body_drift_l1"] / ref, 4), "seam_naive": before["face:seam"],

@@ -22,8 +22,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchutil import median_time  # noqa: E402
-from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
+
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.generator import Generator
 from insetgan.networks.stylegan3 import design_lowpass_filter  # noqa: E402
+from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator  # noqa: E402
 from insetgan.torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
 from insetgan.torch_utils.ops.filtered_lrelu import filtered_lrelu  # noqa: E402
 
@@ -103,9 +106,6 @@ def bench_generator(device: str, repeats: int, rounds: int = 3) -> None:
     Both variants run interleaved in this process (``INSETGAN_OPS`` switched between calls),
     so a slow phase of a noisy machine hits both alike; medians over all rounds.
     """
-    from insetgan.networks.config import GeneratorConfig
-    from insetgan.networks.generator import Generator
-
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(img_resolution=1024, mapping_layers=8)).eval().requires_grad_(False).to(device)
     ws = G.mapping(torch.randn(1, G.z_dim, device=device), None).detach()

@@ -27,17 +27,19 @@ import time
 
 import torch
 
+from insetgan.networks.discriminator import DiscriminatorConfig
+from insetgan.networks.efficientnet_lite import load_efficientnet_lite0
+from insetgan.networks.projected import ProjectedDiscriminator
+from insetgan.train.config import TrainConfig
+from insetgan.train.data import ImageSet
+from insetgan.train.state import build_state
+from insetgan.train.step import train_step
 
 CONFIGS = {"32x32": (32, 32), "64x64": (64, 64), "256x128": (256, 128)}
 
 
 def measure(name: str, device: str, batch: int, steps: int, model: dict) -> tuple[float, float]:
     """(images/s, seconds per step) over ``steps`` steps after 2 warm-up steps (``model`` holds TrainConfig fields)."""
-    from insetgan.train.config import TrainConfig
-    from insetgan.train.data import ImageSet
-    from insetgan.train.state import build_state
-    from insetgan.train.step import train_step
-
     H, W = CONFIGS[name]
     data = ImageSet((torch.rand(64, 3, H, W) * 255).to(torch.uint8), {})
     cfg = TrainConfig(batch=batch, **model)
@@ -66,10 +68,6 @@ def _timed(fn, repeat: int) -> float:
 
 def breakdown(name: str, batch: int, feature_sizes: list[int], head_width: float, repeat: int = 5) -> None:
     """Print the projected discriminator's cost per image: feature forward, forward + backward to the image, heads."""
-    from insetgan.networks.discriminator import DiscriminatorConfig
-    from insetgan.networks.efficientnet_lite import load_efficientnet_lite0
-    from insetgan.networks.projected import ProjectedDiscriminator
-
     H, W = CONFIGS[name]
     features = load_efficientnet_lite0()
     img = torch.rand(batch, 3, H, W) * 2 - 1

@@ -20,6 +20,11 @@ from pathlib import Path
 
 import torch
 
+from insetgan.train.checkpoint import load_state
+from insetgan.train.config import TrainConfig
+from insetgan.train.data import load_dataset
+from insetgan.train.diagnose import minibatch_std_stats, style_spread
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,11 +44,6 @@ def _states(paths: list[str]) -> list[Path]:
 
 def main() -> None:
     """Print one row per training state."""
-    from insetgan.train.diagnose import minibatch_std_stats, style_spread
-    from insetgan.train.checkpoint import load_state
-    from insetgan.train.config import TrainConfig
-    from insetgan.train.data import load_dataset
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("states", nargs="+", help="state-*.pt files or run folders")
     ap.add_argument("--data", required=True, help="the run's prepared dataset (folder or zip)")

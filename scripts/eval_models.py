@@ -62,7 +62,7 @@ def main() -> None:
     """Parse arguments, evaluate, print a markdown table and write eval.json."""
     from insetgan.inversion.align import LandmarkDetector
     from insetgan.method.boxes import FACE_PRIOR
-    from insetgan.jobs.running import region_priors
+    from insetgan.models import region_priors
     from insetgan.models import resolve_network
     from insetgan.networks.checkpoints import load_checkpoint
     from insetgan.eval import model_quality as q

@@ -23,6 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from insetgan.eval.model_quality import KINDS, descriptor_model, evaluate_snapshot, prepare_reference
+from insetgan.inversion.align import LandmarkDetector
+from insetgan.io import atomic_write_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SNAPSHOT = re.compile(r"network-(\d{6})\.safetensors")
@@ -41,8 +45,6 @@ def snapshots(run: Path, every: int) -> list[tuple[int, Path]]:
 
 
 def _write_json(path: Path, obj) -> None:
-    from insetgan.io import atomic_write_bytes
-
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
@@ -54,8 +56,6 @@ def _fmt(value) -> str:
 
 def write_curve(run: Path, kind: str, floor: dict[str, float]) -> list[dict]:
     """Rewrite ``curve.json`` and ``curve.md`` from the run's ``quality-*.json`` files; returns the rows."""
-    from insetgan.io import atomic_write_bytes
-
     rows = []
     for path in run.glob("quality-*.json"):
         try:
@@ -76,8 +76,6 @@ def write_curve(run: Path, kind: str, floor: dict[str, float]) -> list[dict]:
 
 def evaluate_pending(run: Path, args, reference, detector, model) -> tuple[int, int]:
     """Evaluate the snapshots without a quality file; returns (evaluated, failed)."""
-    from insetgan.eval.model_quality import evaluate_snapshot
-
     done = failed = 0
     for kimg, path in snapshots(run, args.every):
         out = run / f"quality-{kimg:06d}.json"
@@ -100,9 +98,6 @@ def evaluate_pending(run: Path, args, reference, detector, model) -> tuple[int, 
 
 def main() -> int:
     """Parse arguments, evaluate pending snapshots (polling with ``--watch``); the exit code."""
-    from insetgan.inversion.align import LandmarkDetector
-    from insetgan.eval.model_quality import KINDS, descriptor_model, prepare_reference
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="the run folder (holds network-KKKKKK.safetensors)")
     ap.add_argument("--kind", required=True, choices=KINDS)

@@ -20,19 +20,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from insetgan.io import atomic_write_bytes
+from insetgan.train.data import load_dataset
 
 
 def pack(src: Path, dst: Path, quality: int, records: bool) -> tuple[int, int]:
     """Write ``dst``; returns (images, bytes)."""
-    from insetgan.train.data import load_dataset
-
     data = load_dataset(src)
     meta = dict(data.meta)
     if not records:
         meta.pop("records", None)
         meta.pop("skipped", None)
     meta["packed"] = {"format": "jpeg", "quality": quality, "from": str(src)}
-    from insetgan.io import atomic_write_bytes
 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:

@@ -21,18 +21,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from insetgan.models import resolve_network
+from insetgan.networks.checkpoints import load_generator
+from insetgan.networks.discriminator import ARCHITECTURES, DiscriminatorConfig, build_discriminator
+from insetgan.train.augment import augment, draw_params, parse_policy
+from insetgan.train.data import load_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = 64
 
 
 def main() -> None:
     """Train the probe and print one row per 25 steps."""
-    from insetgan.models import resolve_network
-    from insetgan.networks.checkpoints import load_generator
-    from insetgan.networks.discriminator import ARCHITECTURES, DiscriminatorConfig, build_discriminator
-    from insetgan.train.augment import augment, draw_params, parse_policy
-    from insetgan.train.data import load_dataset
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("network", help="the generator (a file or a built-in name such as default-body)")
     ap.add_argument("--data", required=True, help="its prepared dataset (folder or zip)")

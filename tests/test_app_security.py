@@ -289,7 +289,8 @@ def test_page_and_command_line_build_the_same_embedding_settings(page, monkeypat
     from insetgan.app import page as page_module
     from insetgan.cli.compose import compose
     from insetgan.inversion.invert import InvertConfig, PTIConfig
-    from insetgan.jobs.requests import embed_config
+    from insetgan.jobs.options import request_from
+    from insetgan.jobs.requests import ComposeRequest
 
     handlers, _ = page
     seen = []
@@ -303,7 +304,8 @@ def test_page_and_command_line_build_the_same_embedding_settings(page, monkeypat
     for pti in (False, True):
         assert _status(handlers["compose"], *_compose(pti=pti)) == "**Error:** captured"
     defaults = {p.name: p.default for p in compose.params}
-    cli = embed_config(defaults["invert_steps"], False, defaults["pti_steps"], defaults["identity_weight"])
-    assert seen[0].embed == cli and seen[0].identity_weight == defaults["identity_weight"]
-    assert seen[1].embed.pti == PTIConfig(steps=defaults["pti_steps"])
+    cli = request_from(ComposeRequest, {"invert_steps": defaults["invert_steps"],
+                                        "identity_weight": defaults["identity_weight"]}).embed_config
+    assert seen[0].embed_config == cli and seen[0].identity_weight == defaults["identity_weight"]
+    assert seen[1].embed_config.pti == PTIConfig(steps=defaults["pti_steps"])
     assert cli.invert.steps == InvertConfig.steps and cli.identity_weight == 0.5

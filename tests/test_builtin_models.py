@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from insetgan import models
 from insetgan.eval import model_quality as quality
-from insetgan.jobs.running import region_priors
+from insetgan.models import region_priors
 from insetgan.networks.checkpoints import load_checkpoint
 from tests.conftest import REPO
 from tests.cli_run import run

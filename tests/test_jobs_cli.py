@@ -8,15 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
+from insetgan.jobs.sources import load_image, load_latent
 from insetgan.method.boxes import DlibFaceBox
-from insetgan.jobs.running import load_image, load_latent
 from insetgan.method.regions import box_mask
 from insetgan.networks import native
 from insetgan.networks.checkpoints import load_generator
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.generator import Generator
-from tests.conftest import REPO, SHARED, fixture_path
 from tests.cli_run import assert_one_line_error, run, run_subprocess
+from tests.conftest import REPO, SHARED, fixture_path
 
 BODY, FACE = fixture_path("sghuman_body64x32.pkl"), fixture_path("sg2ada_face64.pkl")
 PHOTO = SHARED / "data" / "ccp" / "photos" / "0001.jpg"

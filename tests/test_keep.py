@@ -10,38 +10,30 @@ import pytest
 import torch
 from PIL import Image
 
-from insetgan.jobs import running as jobs
-from insetgan.inversion.embedding import EmbedConfig, embed_outfit
-from insetgan.sampling import z_from_seed
-from insetgan.inversion.invert import InvertConfig
 from insetgan.eval.keep import SCORE_TOLERANCE, Given, body_drift, body_mask, face_verdict, measure
+from insetgan.inversion.embedding import embed_outfit
+from insetgan.inversion.perceptual import l1_ssim
+from insetgan.jobs.compose import ComposeInputs, compose_candidates, run_compose
+from insetgan.jobs.options import request_from
+from insetgan.jobs.progress import silent
+from insetgan.jobs.requests import ComposeRequest
+from insetgan.jobs.setup import UserFace
+from insetgan.jobs.sources import LatentSource
+from insetgan.method.config import Stage, load_config
+from insetgan.method.optimize import render
+from insetgan.method.regions import Box
 from insetgan.models import load_network
 from insetgan.networks import native
 from insetgan.networks.checkpoints import load_generator
 from insetgan.networks.config import GeneratorConfig
 from insetgan.networks.generator import Generator
-from insetgan.method.config import Stage, load_config
-from insetgan.method.optimize import render
-from insetgan.inversion.perceptual import l1_ssim
-from insetgan.method.regions import Box
-from insetgan.jobs.requests import ComposeRequest, run_compose_request
+from insetgan.sampling import z_from_seed
 from tests.cli_run import run
 from tests.conftest import REPO, SHARED, fixture_path
 
 BODY, FACE = fixture_path("sghuman_body64x32.pkl"), fixture_path("sg2ada_face64.pkl")
 PHOTO = SHARED / "data" / "ccp" / "photos" / "0001.jpg"
 FACE_BOX = Box(8, 2, 16, 16)
-
-
-def _quiet_progress(desc, notice):
-    class _Bar:
-        def __call__(self, step, total, values):
-            pass
-
-        def close(self):
-            pass
-
-    return _Bar()
 
 
 def test_body_mask_leaves_out_the_dilated_boxes():
@@ -78,9 +70,9 @@ def test_face_verdict():
 def _compose(steps: int, outfit: torch.Tensor | None = None):
     body, face = load_generator(BODY), load_generator(FACE)
     cfg = dataclasses.replace(load_config("default"), stages=(Stage("joint", steps, ("canvas", "insets"), "joint"),))
-    inp = jobs.ComposeInputs(body, face, (jobs.LatentSource(seed=1),), jobs.LatentSource(seed=2, key="face"),
-                             face_box=FACE_BOX, detector="fixed", outfit=outfit)
-    return jobs.run_compose(inp, cfg, torch.device("cpu"), {}, l1_ssim, "l1-ssim")
+    inp = ComposeInputs(body, face, (LatentSource(seed=1),), LatentSource(seed=2, key="face"),
+                        face_box=FACE_BOX, detector="fixed", outfit=outfit)
+    return compose_candidates(inp, cfg, torch.device("cpu"), l1_ssim, "l1-ssim")
 
 
 def test_zero_steps_measure_zero_and_a_moved_canvas_measures_positive():
@@ -112,9 +104,8 @@ def test_measure_outfit_mask_limits_the_region():
 def test_outfit_defaults_keep_the_body_on_the_builtin_models(tmp_path):
     """The issue's bar: drift <= 1/4 of the median distance to 8 random bodies; seam below the naive paste."""
     photo, mask = REPO / "examples" / "fullbody.jpg", REPO / "examples" / "fullbody_mask.png"
-    req = ComposeRequest(outfit=str(photo), outfit_mask=str(mask), face_source=jobs.LatentSource(seed=0, key="face"),
-                         embed=EmbedConfig(InvertConfig(mode="wplus", steps=150)), cache_dir=tmp_path)
-    res = run_compose_request(req, _quiet_progress)
+    req = request_from(ComposeRequest, {"outfit": str(photo), "outfit_mask": str(mask), "invert_steps": 150})
+    res = run_compose(req, silent, tmp_path)
     for name, data in res.cache_files.items():
         (tmp_path / name).write_bytes(data)
     out = res.job.report
@@ -124,8 +115,7 @@ def test_outfit_defaults_keep_the_body_on_the_builtin_models(tmp_path):
     # The reference distance: the inverted outfit (the start canvas) against 8 random bodies.
     dev = torch.device("cpu")
     G = load_network("default-body", dev, "--body", "body")[0].generator
-    emb = embed_outfit(str(photo), str(mask), G, EmbedConfig(InvertConfig(mode="wplus", steps=150)), l1_ssim,
-                       tmp_path, dev)
+    emb = embed_outfit(str(photo), str(mask), G, req.embed_config, l1_ssim, tmp_path, dev)
     assert emb.info["cache"]["hit"]  # the same inversion the job made
     with torch.no_grad():
         start = render(emb.G, emb.ws)
@@ -181,14 +171,14 @@ def test_compose_keep_best_puts_the_start_face_back(random_face_net):
     body, face = load_generator(BODY), load_generator(random_face_net)
     cfg = load_config("default").with_steps(4)
     selfie = Image.open(REPO / "tests" / "data" / "astronaut.jpg").convert("RGB")
-    inp = jobs.ComposeInputs(body, face, (jobs.LatentSource(seed=1),), jobs.LatentSource(seed=2, key="face"),
-                             face_box=FACE_BOX, detector="fixed", user_face=jobs.UserFace(None, selfie))
-    plain = jobs.run_compose(inp, cfg, torch.device("cpu"), {}, l1_ssim, "l1-ssim")
+    inp = ComposeInputs(body, face, (LatentSource(seed=1),), LatentSource(seed=2, key="face"),
+                        face_box=FACE_BOX, detector="fixed", user_face=UserFace(None, selfie))
+    plain = compose_candidates(inp, cfg, torch.device("cpu"), l1_ssim, "l1-ssim")
     check = plain.report["face_check"]
     assert check["reference"] == "selfie" and check["worse"] == [True] and check["kept_start_face"] == [False]
     assert "cannot be measured" in check["warnings"][0]  # a random network draws no face
     assert plain.files["face.png"] != plain.files["face_start.png"]
-    kept = jobs.run_compose(inp, cfg, torch.device("cpu"), {}, l1_ssim, "l1-ssim", keep_best=True)
+    kept = compose_candidates(inp, cfg, torch.device("cpu"), l1_ssim, "l1-ssim", keep_best=True)
     assert kept.report["face_check"]["kept_start_face"] == [True]
     assert kept.files["face.png"] == kept.files["face_start.png"]
     assert kept.files["canvas.png"] == plain.files["canvas.png"]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from insetgan import models
-from insetgan.jobs.running import region_priors
+from insetgan.models import region_priors
 from insetgan.networks import native
 from insetgan.networks.checkpoints import load_generator
 from tests.conftest import fixture_path

@@ -639,7 +639,7 @@ def test_prepare_then_train_end_to_end(tmp_path):
     meta = read_metadata(tmp_path / "run" / "network-latest.safetensors")
     priors = json.loads(meta["region_priors"])
     assert set(priors) >= {"face"} and len(priors["face"]) == 4
-    from insetgan.jobs.running import region_priors
+    from insetgan.models import region_priors
     assert region_priors(meta)["face"] == tuple(priors["face"])  # what compose reads from the network
     assert load_generator(tmp_path / "run" / "network-latest.safetensors").img_shape == (3, 32, 16)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from insetgan.errors import InsetganError
-from insetgan.models import DEFAULT, is_builtin
 from insetgan.jobs.requests import CKPT_SUFFIXES
+from insetgan.models import DEFAULT, is_builtin
 
 ROLES = ("body", "face", "shoes")
 NO_SHOES = "none"  # the shoes menu's entry for a job without a shoes generator

@@ -1,7 +1,9 @@
 """The Gradio page of ``insetgan app``: three tabs, each a thin layer over a job request.
 
-Every tab builds the same request the command line builds (:class:`ComposeRequest`,
-:class:`RefineRequest`) and runs it in the worker process of :mod:`insetgan.app.runner`: live
+Every tab builds the request the command line builds (:class:`ComposeRequest`,
+:class:`SampleBodiesRequest`, :class:`RefineRequest`) through the same constructor
+(:func:`insetgan.jobs.options.request_from`, the page's own words naming the options in its
+messages) and runs it in the worker process of :mod:`insetgan.app.runner`: live
 progress in the status line, a Cancel button, a time limit per stage, and the job's files
 offered as one zip. Jobs run one at a time (one worker shared by the three tabs); up to
 ``queue_size`` more wait in Gradio's queue, which tells each its place and turns further
@@ -19,6 +21,7 @@ no share link is made.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -34,20 +37,21 @@ from typing import Any, Callable, Generator, Iterator
 
 from PIL import Image
 
-from insetgan import io as iio
-from insetgan.jobs import running as jobs
 from insetgan.app.choices import NetworkChoices, allowed_networks
 from insetgan.app.runner import Stage, StageLimits, Step, Worker, job_folder, one_line, stage_of, take_upload
-from insetgan.devices import torch_device
 from insetgan.errors import InsetganError
 from insetgan.images import decode_rgb
 from insetgan.inversion.invert import InvertConfig
-from insetgan.jobs.requests import (ComposeRequest, RefineRequest, RequestOutput, check_seed, embed_config,
-                               run_compose_request, run_refine_request, whole_number)
+from insetgan.jobs.compose import run_compose
+from insetgan.jobs.options import flag_value, request_from, unset, whole_number
+from insetgan.jobs.refine import run_refine
+from insetgan.jobs.report import RequestOutput, summary
+from insetgan.jobs.requests import ComposeRequest, RefineRequest, SampleBodiesRequest
+from insetgan.limits import MAX_SEED
+from insetgan.method.config import PRESETS
 
 log = logging.getLogger("insetgan")
 
-PRESETS = ("default", "paper", "stylegan-human")
 DOWNLOAD_FILES = ("result.png", "compare.png", "latents.npz", "report.json")
 PROGRESS_EVERY_S = 0.25  # the status line is refreshed at most this often
 UPLOAD_TTL_S = 1800  # Gradio's upload and result cache forgets files after this long
@@ -55,6 +59,12 @@ MAX_STEPS = 400  # the Steps sliders' range is 1..MAX_STEPS
 MAX_BODIES = 16  # "Many bodies" makes 1..MAX_BODIES bodies
 UPLOADS = "gradio"  # the work folder's subfolder for Gradio's uploads and results
 JOBS = "jobs"  # the work folder's subfolder for job folders
+FILES_LABEL = "result.png, compare.png, latents.npz, report.json"
+COMPOSE_INPUTS = ("selfie", "face_seed", "outfit", "mask", "body_seed", "random_body", "preset", "steps", "pti",
+                  "body", "face_net", "shoes_net")
+NAMES = {"face_seed": "the face seed", "body_seed": "the body seed", "face_photo": "a selfie", "pti": "pivotal tuning",
+         "outfit": "an outfit photo", "outfit_mask": "the outfit mask", "reference": "your selfie",
+         "image": "the photo", "keep_best": "keep the original face", "steps": "steps"}  # the page's words
 
 
 @dataclass(frozen=True)
@@ -106,28 +116,6 @@ def _zip(out: RequestOutput, folder: Path, name: str) -> str:
     return str(path)
 
 
-def _fmt(v: Any) -> str:
-    return "none" if v is None else f"{v:.3f}"
-
-
-def summary(report: dict[str, Any]) -> str:
-    """The headline numbers of a job report as Markdown (first candidate): seam, identity, face, body drift."""
-    before, after = report["metrics"]["before"][0], report["metrics"]["after"][0]
-    lines = [f"**Seam score**: naive paste {_fmt(before.get('face:seam'))} → result {_fmt(after.get('face:seam'))}"]
-    ident = report.get("identity")
-    if ident:
-        lines.append(f"**Identity distance** to your selfie: {_fmt(ident['before'][0])} → "
-                     f"{_fmt(ident['after'][0])} (same person below {ident['same_person_below']})")
-    if "face:score" in after:
-        lines.append(f"**Face score** (dlib): {_fmt(before.get('face:score'))} → {_fmt(after.get('face:score'))}")
-    lines.append(f"**Body drift** (L1): {_fmt(after.get('body_drift_l1'))}")
-    if "outfit_l1" in after:
-        lines.append(f"**Outfit distance** (L1): {_fmt(before['outfit_l1'])} → {_fmt(after['outfit_l1'])}")
-    for warning in report.get("face_check", {}).get("warnings", []):
-        lines.append(f"⚠ {warning}")
-    return "\n\n".join(lines)
-
-
 def _drive(worker: Worker, fn: Callable, request: Any, status: Any) -> Generator[dict, None, RequestOutput]:
     """Run a request in the worker, yielding status-line updates (steps throttled); returns its output.
 
@@ -157,20 +145,6 @@ def _drive(worker: Worker, fn: Callable, request: Any, status: Any) -> Generator
 
 def _error(text: str) -> str:
     return f"**Error:** {text}"
-
-
-def _seed(value: object, what: str) -> int | None:
-    """A seed from a number box or a text box (None or blank: not given)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return check_seed(value, what)
-
-
-def _flag(value: object, what: str) -> bool:
-    """A checkbox's value (true or false, nothing else)."""
-    if not isinstance(value, bool):
-        raise InsetganError(f"{what} must be true or false")
-    return value
 
 
 def _preset(value: object) -> str:
@@ -208,193 +182,210 @@ def guarded(root: Path, status: Any, body: Callable[..., Generator[dict, None, N
     return handler
 
 
-def face_input(face_photo: str | None, face_seed: object) -> tuple[str | None, int | None]:
-    """The job's face: the uploaded selfie or a seed, exactly one of them."""
-    seed = _seed(face_seed, "the face seed")
-    if face_photo is None and seed is None:
-        raise InsetganError("upload your selfie, or give a face seed")
-    if face_photo is not None and seed is not None:
-        raise InsetganError("give either a selfie or a face seed, not both")
-    return face_photo, seed
+@dataclass(frozen=True)
+class Page:
+    """What the page's tabs share: the server's settings, the networks offered, the job worker and the
+    work folder's job and upload subfolders."""
+
+    cfg: AppConfig
+    nets: NetworkChoices
+    worker: Worker
+    jobs: Path
+    uploads: Path
+
+    def upload(self, payload: object, folder: Path, name: str) -> str | None:
+        """The job folder's copy of an upload (None when none was given)."""
+        return take_upload(_upload_path(payload, name), folder, name, self.uploads)
+
+    def request(self, request_type: type, folder: Path, **options: object) -> Any:
+        """A job request from the page's values, on this server's device and inversion steps; its
+        inversion cache lives in the job folder."""
+        return request_from(request_type, {"device": self.cfg.device, "invert_steps": self.cfg.invert_steps,
+                                           **options}, NAMES)
+
+    def run(self, fn: Callable[..., RequestOutput], request: Any, folder: Path, status: Any,
+            cleared: dict) -> Generator[dict, None, RequestOutput]:
+        """Run a request's job in the worker (its inversion cache in the job folder), showing its progress;
+        the ``cleared`` outputs are emptied as it starts."""
+        yield {status: "starting…", **cleared}
+        return (yield from _drive(self.worker, functools.partial(fn, cache_dir=folder / "cache"), request, status))
+
+    def menu(self, gr: Any, role: str, label: str, elem_id: str | None = None) -> Any:
+        """A dropdown of the networks offered for ``role``, the preselected one first."""
+        names = self.nets.names(role)
+        return gr.Dropdown(names, value=names[0], label=label, elem_id=elem_id)
+
+    def networks(self, gr: Any, tab: str, shoes: bool) -> tuple[Any, ...]:
+        """The body and face (and shoes) menus of a tab, folded away."""
+        with gr.Accordion("Networks (the models this server offers)", open=False):
+            menus = (self.menu(gr, "body", "Body (canvas)", f"{tab}-body-net"),
+                     self.menu(gr, "face", "Face", f"{tab}-face-net"))
+            if shoes:
+                menus += (self.menu(gr, "shoes", "Shoes (optional)", f"{tab}-shoes-net"),)
+        return menus
+
+    def wire(self, run: Any, cancel: Any, handler: Callable, inputs: list, outputs: list, status: Any,
+             api_name: str) -> None:
+        """Run ``handler`` in the worker on Run (one job at a time, raw request values); Cancel stops it."""
+        event = run.click(guarded(self.jobs, status, handler), inputs, outputs, api_name=api_name,
+                          concurrency_limit=1, concurrency_id="worker", preprocess=False)
+        cancel.click(None, None, None, cancels=[event])
+
+
+def buttons(gr: Any, label: str, tab: str) -> tuple[Any, Any]:
+    """A tab's Run and Cancel buttons (``{tab}-run``, ``{tab}-cancel``)."""
+    with gr.Row():
+        return gr.Button(label, variant="primary", elem_id=f"{tab}-run"), gr.Button("Cancel", elem_id=f"{tab}-cancel")
+
+
+def steps_of(value: object) -> int:
+    """The steps of a job as the page's sliders offer them."""
+    return whole_number(value, "steps", 1, MAX_STEPS)
+
+
+def compose_tab(gr: Any, page: Page) -> None:
+    """The Compose tab: a selfie (or a face seed), an optional outfit, one body."""
+    with gr.Tab("Compose"), gr.Row():
+        with gr.Column():
+            selfie = gr.File(label="Your selfie", file_types=["image"], type="filepath", elem_id="c-selfie")
+            face_seed = gr.Textbox("", label="…or a face seed (no selfie)", elem_id="c-face-seed")
+            outfit = gr.File(label="Outfit photo (optional, full body)", file_types=["image"], type="filepath")
+            mask = gr.File(label="Outfit mask (optional)", file_types=["image"], type="filepath")
+            with gr.Row():
+                body_seed = gr.Number(0, label="Body seed", precision=0)
+                random_body = gr.Checkbox(False, label="Random body")
+            preset = gr.Dropdown(list(PRESETS), value="default", label="Preset")
+            steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps", elem_id="c-steps")
+            pti = gr.Checkbox(False, label="Pivotal tuning (sharper, slower)")
+            nets = page.networks(gr, "c", shoes=True)
+            run, cancel = buttons(gr, "Compose", "c")
+        with gr.Column():
+            status = gr.Markdown("", elem_id="c-status")
+            result = gr.Image(label="Result", type="pil", interactive=False, elem_id="c-result")
+            compare = gr.Image(label="Start │ naive paste │ result", type="pil", interactive=False)
+            with gr.Row():
+                face0 = gr.Image(label="Face before", type="pil", interactive=False)
+                face1 = gr.Image(label="Face after", type="pil", interactive=False)
+            metrics = gr.Markdown("", elem_id="c-metrics")
+            files = gr.File(label=FILES_LABEL, interactive=False, elem_id="c-files")
+
+    def compose(folder: Path, *values: object) -> Generator[dict, None, None]:
+        v = dict(zip(COMPOSE_INPUTS, values))
+        nets = {"body": page.nets.resolve("body", v["body"]), "face_net": page.nets.resolve("face", v["face_net"]),
+                "shoes_net": page.nets.resolve("shoes", v["shoes_net"])}
+        preset, n_steps = _preset(v["preset"]), steps_of(v["steps"])
+        random_seed = flag_value(v["random_body"], "random body")
+        body_seed = random.randrange(MAX_SEED + 1) if random_seed else v["body_seed"]
+        face_photo = page.upload(v["selfie"], folder, "selfie")
+        if face_photo is None and unset(v["face_seed"]):
+            raise InsetganError("upload your selfie, or give a face seed")
+        req = page.request(ComposeRequest, folder, **nets, preset=preset, steps=n_steps, pti=v["pti"],
+                           body_seed=body_seed, face_seed=v["face_seed"], face_photo=face_photo,
+                           outfit=page.upload(v["outfit"], folder, "outfit"),
+                           outfit_mask=page.upload(v["mask"], folder, "mask"))
+        out = yield from page.run(run_compose, req, folder, status, {metrics: "", files: None})
+        made = out.job.files
+        body_note = f" (body seed {req.body_sources[0].seed})" if req.outfit is None else ""
+        yield {status: f"done in {out.job.report['timings_s']['optimize']:.1f} s{body_note}",
+               result: _image(made["result.png"]), compare: _image(made["compare.png"]),
+               face0: _image(made["face_start.png"]), face1: _image(made["face.png"]),
+               metrics: summary(out.job.report, markdown=True), files: _zip(out, folder, "insetgan-compose.zip")}
+
+    inputs = [selfie, face_seed, outfit, mask, body_seed, random_body, preset, steps, pti, *nets]
+    page.wire(run, cancel, compose, inputs,
+              [status, result, compare, face0, face1, metrics, files], status, "compose")
+
+
+def many_tab(gr: Any, page: Page) -> None:
+    """The Many bodies tab: one face on several bodies, optimised together."""
+    with gr.Tab("Many bodies"), gr.Row():
+        with gr.Column():
+            selfie = gr.File(label="Your selfie", file_types=["image"], type="filepath")
+            face_seed = gr.Textbox("", label="…or a face seed (no selfie)")
+            count = gr.Slider(1, MAX_BODIES, value=4, step=1, label="How many bodies")
+            first = gr.Number(0, label="First body seed", precision=0)
+            steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
+            nets = page.networks(gr, "m", shoes=False)
+            run, cancel = buttons(gr, "Make bodies", "m")
+        with gr.Column():
+            status = gr.Markdown("", elem_id="m-status")
+            grid = gr.Image(label="All bodies", type="pil", interactive=False)
+            gallery = gr.Gallery(label="Each body", columns=4, elem_id="m-gallery")
+            files = gr.File(label=FILES_LABEL, interactive=False)
+
+    def many(folder: Path, selfie_in: object, seed: object, n: object, start: object, n_steps: object,
+             body: object, face_net: object) -> Generator[dict, None, None]:
+        n = whole_number(n, "the number of bodies", 1, MAX_BODIES)
+        start = 0 if unset(start) else whole_number(start, "the first body seed", 0, MAX_SEED)
+        nets = {"body": page.nets.resolve("body", body), "face_net": page.nets.resolve("face", face_net)}
+        face_photo = page.upload(selfie_in, folder, "selfie")
+        if face_photo is None and unset(seed):
+            raise InsetganError("upload your selfie, or give a face seed")
+        req = page.request(SampleBodiesRequest, folder, **nets, steps=steps_of(n_steps), face_seed=seed,
+                           face_photo=face_photo, body_seeds=f"{start}-{start + n - 1}")
+        out = yield from page.run(run_compose, req, folder, status, {files: None})
+        made = out.job.files
+        each = [_image(made[f"result_{i:03d}.png"]) for i in range(n)
+                if f"result_{i:03d}.png" in made] or [_image(made["result.png"])]
+        yield {status: f"{len(each)} bodies in {out.job.report['timings_s']['optimize']:.1f} s",
+               grid: _image(made["result.png"]), gallery: each, files: _zip(out, folder, "insetgan-bodies.zip")}
+
+    page.wire(run, cancel, many, [selfie, face_seed, count, first, steps, *nets], [status, grid, gallery, files],
+              status, "many")
+
+
+def fix_tab(gr: Any, page: Page) -> None:
+    """The Fix a face tab: the face of a photo refined, or replaced by the user's."""
+    with gr.Tab("Fix a face"), gr.Row():
+        with gr.Column():
+            photo = gr.File(label="A photo with a face", file_types=["image"], type="filepath")
+            reference = gr.File(label="Your selfie (optional: the face becomes yours)", file_types=["image"],
+                                type="filepath")
+            steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
+            keep = gr.Checkbox(True, label="Keep the original face if the result is worse")
+            face_net = page.menu(gr, "face", "Face network", "f-face-net")
+            run, cancel = buttons(gr, "Fix the face", "f")
+        with gr.Column():
+            status = gr.Markdown("", elem_id="f-status")
+            result = gr.Image(label="Refined photo", type="pil", interactive=False)
+            compare = gr.Image(label="Start │ naive paste │ result", type="pil", interactive=False)
+            metrics = gr.Markdown("")
+            files = gr.File(label=FILES_LABEL, interactive=False)
+
+    def fix(folder: Path, photo_in: object, reference_in: object, n_steps: object, keep_best: object,
+            face: object) -> Generator[dict, None, None]:
+        face_spec, n_steps = page.nets.resolve("face", face), steps_of(n_steps)
+        image = page.upload(photo_in, folder, "photo")
+        if image is None:
+            raise InsetganError("upload a photo with a face")
+        req = page.request(RefineRequest, folder, image=image, face_net=face_spec, steps=n_steps, keep_best=keep_best,
+                           reference=page.upload(reference_in, folder, "reference"))
+        out = yield from page.run(run_refine, req, folder, status, {files: None})
+        made = out.job.files
+        yield {status: f"done in {out.job.report['timings_s']['optimize']:.1f} s",
+               result: _image(made["result.png"]), compare: _image(made["compare.png"]),
+               metrics: summary(out.job.report, markdown=True), files: _zip(out, folder, "insetgan-face.zip")}
+
+    page.wire(run, cancel, fix, [photo, reference, steps, keep, face_net], [status, result, compare, metrics, files],
+              status, "fix")
 
 
 def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker) -> Any:
     """The Gradio Blocks of the app (not yet launched).
 
     Job folders are made under ``root / JOBS``; uploads are taken only from ``root / UPLOADS``;
-    jobs run in ``worker``; the network menus offer ``nets``.
+    jobs run in ``worker`` (one at a time, the three tabs sharing it); the network menus offer ``nets``.
     """
     gr = import_gradio()
-    uploads, root = root / UPLOADS, root / JOBS
-    embed = embed_config(cfg.invert_steps)
-    # One worker for the three tabs; the handlers check the raw request values themselves (see the module doc).
-    worker_opts = {"concurrency_limit": 1, "concurrency_id": "worker", "preprocess": False}
-
-    def upload(payload: object, folder: Path, name: str) -> str | None:
-        return take_upload(_upload_path(payload, name), folder, name, uploads)
-
-    def steps_of(value: object) -> int:
-        return whole_number(value, "steps", 1, MAX_STEPS)
-
-    def menu(role: str, label: str, elem_id: str | None = None) -> Any:
-        names = nets.names(role)
-        return gr.Dropdown(names, value=names[0], label=label, elem_id=elem_id)
-
-    def networks(tab: str, shoes: bool) -> tuple[Any, ...]:
-        with gr.Accordion("Networks (the models this server offers)", open=False):
-            menus = (menu("body", "Body (canvas)", f"{tab}-body-net"), menu("face", "Face", f"{tab}-face-net"))
-            if shoes:
-                menus += (menu("shoes", "Shoes (optional)", f"{tab}-shoes-net"),)
-        return menus
-
-    def device() -> Any:
-        return torch_device(cfg.device)
-
-    with gr.Blocks(title="insetgan", analytics_enabled=False, delete_cache=(300, UPLOAD_TTL_S)) as page:
+    page = Page(cfg, nets, worker, root / JOBS, root / UPLOADS)
+    with gr.Blocks(title="insetgan", analytics_enabled=False, delete_cache=(300, UPLOAD_TTL_S)) as blocks:
         gr.Markdown("# insetgan\nA full-body picture of you: drop a selfie, get a body. Everything runs on this "
                     "machine.")
-        with gr.Tab("Compose"):
-            with gr.Row():
-                with gr.Column():
-                    c_selfie = gr.File(label="Your selfie", file_types=["image"], type="filepath", elem_id="c-selfie")
-                    c_face_seed = gr.Textbox("", label="…or a face seed (no selfie)", elem_id="c-face-seed")
-                    c_outfit = gr.File(label="Outfit photo (optional, full body)", file_types=["image"],
-                                       type="filepath")
-                    c_mask = gr.File(label="Outfit mask (optional)", file_types=["image"], type="filepath")
-                    with gr.Row():
-                        c_body_seed = gr.Number(0, label="Body seed", precision=0)
-                        c_random = gr.Checkbox(False, label="Random body")
-                    c_preset = gr.Dropdown(list(PRESETS), value="default", label="Preset")
-                    c_steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps", elem_id="c-steps")
-                    c_pti = gr.Checkbox(False, label="Pivotal tuning (sharper, slower)")
-                    c_nets = networks("c", shoes=True)
-                    with gr.Row():
-                        c_run = gr.Button("Compose", variant="primary", elem_id="c-run")
-                        c_cancel = gr.Button("Cancel", elem_id="c-cancel")
-                with gr.Column():
-                    c_status = gr.Markdown("", elem_id="c-status")
-                    c_result = gr.Image(label="Result", type="pil", interactive=False, elem_id="c-result")
-                    c_compare = gr.Image(label="Start │ naive paste │ result", type="pil", interactive=False)
-                    with gr.Row():
-                        c_face0 = gr.Image(label="Face before", type="pil", interactive=False)
-                        c_face1 = gr.Image(label="Face after", type="pil", interactive=False)
-                    c_metrics = gr.Markdown("", elem_id="c-metrics")
-                    c_files = gr.File(label="result.png, compare.png, latents.npz, report.json", interactive=False,
-                                      elem_id="c-files")
-
-        def compose(folder, selfie, face_seed, outfit, mask, body_seed, random_body, preset, steps, pti, body,
-                    face_net, shoes_net):
-            req_args = dict(body=nets.resolve("body", body), face_net=nets.resolve("face", face_net),
-                            shoes_net=nets.resolve("shoes", shoes_net), preset=_preset(preset), steps=steps_of(steps))
-            pti, random_body = _flag(pti, "pivotal tuning"), _flag(random_body, "random body")
-            bseed = random.randrange(iio.MAX_SEED + 1) if random_body else _seed(body_seed, "the body seed") or 0
-            face_photo, fseed = face_input(upload(selfie, folder, "selfie"), face_seed)
-            outfit_photo = upload(outfit, folder, "outfit")
-            mask_img = upload(mask, folder, "mask")
-            if mask_img is not None and outfit_photo is None:
-                raise InsetganError("the outfit mask needs an outfit photo")
-            req = ComposeRequest(
-                command="compose", **req_args, body_sources=(jobs.LatentSource(seed=bseed),),
-                face_source=jobs.LatentSource(seed=fseed or 0, key="face"), device=device(),
-                cache_dir=folder / "cache", face_photo=face_photo, outfit=outfit_photo, outfit_mask=mask_img,
-                embed=embed_config(cfg.invert_steps, pti))
-            yield {c_status: "starting…", c_metrics: "", c_files: None}
-            out = yield from _drive(worker, run_compose_request, req, c_status)
-            files = out.job.files
-            body_note = f" (body seed {bseed})" if outfit_photo is None else ""
-            yield {c_status: f"done in {out.job.report['timings_s']['optimize']:.1f} s{body_note}",
-                   c_result: _image(files["result.png"]), c_compare: _image(files["compare.png"]),
-                   c_face0: _image(files["face_start.png"]), c_face1: _image(files["face.png"]),
-                   c_metrics: summary(out.job.report), c_files: _zip(out, folder, "insetgan-compose.zip")}
-
-        c_inputs = [c_selfie, c_face_seed, c_outfit, c_mask, c_body_seed, c_random, c_preset, c_steps, c_pti, *c_nets]
-        c_outputs = [c_status, c_result, c_compare, c_face0, c_face1, c_metrics, c_files]
-        c_event = c_run.click(guarded(root, c_status, compose), c_inputs, c_outputs, api_name="compose", **worker_opts)
-        c_cancel.click(None, None, None, cancels=[c_event])
-
-        with gr.Tab("Many bodies"):
-            with gr.Row():
-                with gr.Column():
-                    m_selfie = gr.File(label="Your selfie", file_types=["image"], type="filepath")
-                    m_face_seed = gr.Textbox("", label="…or a face seed (no selfie)")
-                    m_count = gr.Slider(1, MAX_BODIES, value=4, step=1, label="How many bodies")
-                    m_first = gr.Number(0, label="First body seed", precision=0)
-                    m_steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
-                    m_nets = networks("m", shoes=False)
-                    with gr.Row():
-                        m_run = gr.Button("Make bodies", variant="primary", elem_id="m-run")
-                        m_cancel = gr.Button("Cancel")
-                with gr.Column():
-                    m_status = gr.Markdown("", elem_id="m-status")
-                    m_grid = gr.Image(label="All bodies", type="pil", interactive=False)
-                    m_gallery = gr.Gallery(label="Each body", columns=4, elem_id="m-gallery")
-                    m_files = gr.File(label="result.png, compare.png, latents.npz, report.json", interactive=False)
-
-        def many(folder, selfie, face_seed, count, first, steps, body, face_net):
-            count = whole_number(count, "the number of bodies", 1, MAX_BODIES)
-            start = _seed(first, "the first body seed") or 0
-            seeds = iio.parse_range(f"{start}-{start + count - 1}", "body seed")  # --body-seeds' check
-            req_args = dict(body=nets.resolve("body", body), face_net=nets.resolve("face", face_net),
-                            steps=steps_of(steps))
-            face_photo, fseed = face_input(upload(selfie, folder, "selfie"), face_seed)
-            req = ComposeRequest(
-                command="sample-bodies", **req_args, body_sources=tuple(jobs.LatentSource(seed=s) for s in seeds),
-                face_source=jobs.LatentSource(seed=fseed or 0, key="face"), device=device(),
-                cache_dir=folder / "cache", keep_face=True, face_photo=face_photo, embed=embed)
-            yield {m_status: "starting…", m_files: None}
-            out = yield from _drive(worker, run_compose_request, req, m_status)
-            files = out.job.files
-            each = [_image(files[f"result_{i:03d}.png"]) for i in range(count)
-                    if f"result_{i:03d}.png" in files] or [_image(files["result.png"])]
-            yield {m_status: f"{len(each)} bodies in {out.job.report['timings_s']['optimize']:.1f} s",
-                   m_grid: _image(files["result.png"]), m_gallery: each,
-                   m_files: _zip(out, folder, "insetgan-bodies.zip")}
-
-        m_inputs = [m_selfie, m_face_seed, m_count, m_first, m_steps, *m_nets]
-        m_event = m_run.click(guarded(root, m_status, many), m_inputs,
-                              [m_status, m_grid, m_gallery, m_files], api_name="many", **worker_opts)
-        m_cancel.click(None, None, None, cancels=[m_event])
-
-        with gr.Tab("Fix a face"):
-            with gr.Row():
-                with gr.Column():
-                    f_photo = gr.File(label="A photo with a face", file_types=["image"], type="filepath")
-                    f_reference = gr.File(label="Your selfie (optional: the face becomes yours)",
-                                          file_types=["image"], type="filepath")
-                    f_steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
-                    f_keep = gr.Checkbox(True, label="Keep the original face if the result is worse")
-                    f_face = menu("face", "Face network", "f-face-net")
-                    with gr.Row():
-                        f_run = gr.Button("Fix the face", variant="primary", elem_id="f-run")
-                        f_cancel = gr.Button("Cancel")
-                with gr.Column():
-                    f_status = gr.Markdown("", elem_id="f-status")
-                    f_result = gr.Image(label="Refined photo", type="pil", interactive=False)
-                    f_compare = gr.Image(label="Start │ naive paste │ result", type="pil", interactive=False)
-                    f_metrics = gr.Markdown("")
-                    f_files = gr.File(label="result.png, compare.png, latents.npz, report.json", interactive=False)
-
-        def fix(folder, photo, reference, steps, keep, face_net):
-            face_spec, n_steps = nets.resolve("face", face_net), steps_of(steps)
-            keep = _flag(keep, "keep the original face")
-            image = upload(photo, folder, "photo")
-            if image is None:
-                raise InsetganError("upload a photo with a face")
-            req = RefineRequest(image=image, face_net=face_spec, reference=upload(reference, folder, "reference"),
-                                steps=n_steps, device=device(), cache_dir=folder / "cache", embed=embed,
-                                keep_best=keep)
-            yield {f_status: "starting…", f_files: None}
-            out = yield from _drive(worker, run_refine_request, req, f_status)
-            files = out.job.files
-            yield {f_status: f"done in {out.job.report['timings_s']['optimize']:.1f} s",
-                   f_result: _image(files["result.png"]), f_compare: _image(files["compare.png"]),
-                   f_metrics: summary(out.job.report), f_files: _zip(out, folder, "insetgan-face.zip")}
-
-        f_event = f_run.click(guarded(root, f_status, fix), [f_photo, f_reference, f_steps, f_keep, f_face],
-                              [f_status, f_result, f_compare, f_metrics, f_files], api_name="fix", **worker_opts)
-        f_cancel.click(None, None, None, cancels=[f_event])
-    page.queue(max_size=cfg.queue_size, default_concurrency_limit=1)
-    return page
+        compose_tab(gr, page)
+        many_tab(gr, page)
+        fix_tab(gr, page)
+    blocks.queue(max_size=cfg.queue_size, default_concurrency_limit=1)
+    return blocks
 
 
 @contextlib.contextmanager
@@ -430,7 +421,7 @@ def serve(cfg: AppConfig) -> None:
     nets = allowed_networks(cfg.body, cfg.face_net, cfg.shoes_net, cfg.models_dir)
     temporary = cfg.workdir is None
     root = Path(tempfile.mkdtemp(prefix="insetgan-app-")) if temporary else cfg.workdir
-    worker = Worker(cfg.limits, preload=("insetgan.jobs.requests",))
+    worker = Worker(cfg.limits, preload=("insetgan.jobs.compose", "insetgan.jobs.refine"))
     with stop_signals() as stop:
         try:
             root.mkdir(parents=True, exist_ok=True)

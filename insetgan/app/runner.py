@@ -1,13 +1,13 @@
 """Running jobs for the web page: a worker process with a time limit per stage, per-job folders.
 
-A request (:class:`insetgan.jobs.requests.ComposeRequest` / ``RefineRequest``) runs in a child
+A job request (:mod:`insetgan.jobs.requests`) runs in a child
 process (:class:`Worker`, started with ``spawn``) that the server can kill: a job that runs
 over the time limit of its stage (loading, inversion, optimisation, writing), a cancelled job
 and a job whose client went away are stopped by killing that process, whatever the job is
 doing (a Python thread could not be stopped inside a loader). A fresh process is started at
 once for the next job. :meth:`Worker.run` is a generator that yields :class:`Step` and
 :class:`Stage` events while the job runs and returns its
-:class:`~insetgan.jobs.requests.RequestOutput`; closing it stops the job.
+:class:`~insetgan.jobs.report.RequestOutput`; closing it stops the job.
 
 Uploaded files are copied into a per-job folder (:func:`job_folder`) that is removed when
 the job ends, whatever the outcome, so nothing a request uploaded outlives it.
@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 
 from insetgan.errors import InsetganError
+from insetgan.jobs.progress import shown
 
 if TYPE_CHECKING:
-    from insetgan.jobs.requests import RequestOutput
+    from insetgan.jobs.report import RequestOutput
 
 JOB_PREFIX = "insetgan-job-"
 STAGES = ("loading", "inversion", "optimisation", "writing")
@@ -105,9 +106,8 @@ class Step:
 
     def text(self) -> str:
         """One line for the page, e.g. ``compose: step 12/30 · total 0.531 · face:seam 1.2``."""
-        shown = [f"{k} {v:.4g}" for k, v in self.values.items() if isinstance(v, (int, float))
-                 and (k == "total" or k.endswith("coarse_l1") or k.endswith(":border") or k == "loss")]
-        return " · ".join([f"{self.desc}: step {self.step}/{self.total}", *shown[:4]])
+        values = [f"{k} {v:.4g}" for k, v in self.values.items() if isinstance(v, (int, float)) and shown(k)]
+        return " · ".join([f"{self.desc}: step {self.step}/{self.total}", *values[:4]])
 
 
 @dataclass(frozen=True)

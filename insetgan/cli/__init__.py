@@ -3,7 +3,7 @@
 One module per command group: :mod:`~insetgan.cli.checkpoints` (generate, inspect, convert,
 models, doctor), :mod:`~insetgan.cli.compose` (compose, sample-bodies, refine-face),
 :mod:`~insetgan.cli.photos` (align, invert), :mod:`~insetgan.cli.training` (prepare,
-train) and :mod:`~insetgan.cli.app` (app); shared options and error handling live in :mod:`~insetgan.cli.common`.
+train), :mod:`~insetgan.cli.editing` (directions, edit) and :mod:`~insetgan.cli.app` (app); shared options and error handling live in :mod:`~insetgan.cli.common`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import click
 
 import insetgan
 from insetgan import outputs
-from insetgan.cli import app, checkpoints, compose, encoder, photos, training
+from insetgan.cli import app, checkpoints, compose, editing, encoder, photos, training
+from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,7 +28,7 @@ def cli(debug: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
 
 
-for _module in (checkpoints, compose, photos, training, encoder, app):
+for _module in (checkpoints, compose, photos, training, app, editing, encoder):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
@@ -40,8 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     temporary files and unfinished output sets are removed on the way out) and exit with
     128 + the signal number (130, 143, 129).
     """
-    from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
-
     argv = list(sys.argv[1:] if argv is None else argv)
     with outputs.interrupts_as_exceptions():
         try:

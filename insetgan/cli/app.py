@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from insetgan.app.page import AppConfig, serve
 from insetgan.app.runner import StageLimits
 from insetgan.cli.common import device_option, handle_errors, torch_device
 from insetgan.inversion.invert import InvertConfig
@@ -49,8 +50,6 @@ def app(host: str, port: int, body: str, face_net: str, shoes_net: str | None, q
       insetgan app --body body.pkl --face-net ffhq.pkl --device cuda --port 8000
       insetgan app --models-dir models/ --stage-timeout optimisation=600
     """
-    from insetgan.app.page import AppConfig, serve
-
     torch_device(device)  # an error now for --device cuda without a GPU, not at the first job
     cfg = AppConfig(host=host, port=port, body=body, face_net=face_net, shoes_net=shoes_net, device=device,
                     queue_size=queue_size, max_file_mb=max_file_mb, workdir=Path(workdir) if workdir else None,

@@ -1,6 +1,7 @@
 """What every command group shares: error handling, option types, shared options, devices, outputs."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -13,7 +14,9 @@ import click
 from insetgan import outputs
 from insetgan.devices import DEVICES, torch_device  # noqa: F401 - the commands import torch_device from here
 from insetgan.errors import InsetganError
-from insetgan.limits import MAX_SEED, Range
+from insetgan.jobs import progress as job_progress
+from insetgan.jobs.options import OptionSpec, flag_name, has_default, is_flag, option_fields
+from insetgan.limits import Range
 from insetgan.progress import ProgressBar
 
 log = logging.getLogger("insetgan")
@@ -68,19 +71,12 @@ class FiniteFloat(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
-def finite(min: float | None = None, max: float | None = None, min_open: bool = False) -> FiniteFloat:
-    """The click type of a finite float in [min, max] (``min_open``: strictly above min)."""
-    return FiniteFloat(min=min, max=max, min_open=min_open)
-
-
 def range_type(rng: Range) -> click.ParamType:
     """The click type of a :class:`~insetgan.limits.Range` (the same bounds as the config that owns it)."""
     if rng.integer:
         return click.IntRange(int(rng.lo), int(rng.hi), min_open=rng.lo_open, max_open=rng.hi_open)
     return FiniteFloat(min=rng.lo, max=rng.hi, min_open=rng.lo_open, max_open=rng.hi_open)
 
-
-SEED = click.IntRange(0, MAX_SEED)
 
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                              help="Where to run (auto: CUDA when available).")
@@ -91,22 +87,52 @@ progress_option = click.option("--progress", "progress_mode", type=click.Choice(
                                help="auto: a bar on a terminal, a line every few percent otherwise.")
 
 
-def perceptual_options(fn: Callable) -> Callable:
-    """``--perceptual`` and ``--weights``."""
-    from insetgan.inversion.perceptual import PERCEPTUAL_SPECS
+def _click_param(f: dataclasses.Field, spec: OptionSpec) -> Callable[[Callable], Callable]:
+    """The click argument or option of one request field (see :func:`click_options`)."""
+    if spec.argument:
+        return click.argument(f.name, metavar=spec.metavar, nargs=-1 if spec.many else 1, required=not has_default(f))
+    flag = flag_name(f.name, spec)
+    if is_flag(f):
+        if f.default:
+            return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=True, show_default=True,
+                                help=spec.help or None)
+        return click.option(flag, f.name, is_flag=True, help=spec.help or None)
+    default = f.default if has_default(f) else None
+    if default is None and spec.shown is not None:
+        default = spec.shown
+    kind = range_type(spec.range) if spec.range is not None else \
+        click.Choice(spec.choices) if spec.choices is not None else None
+    return click.option(flag, f.name, type=kind, default=default, required=not has_default(f),
+                        show_default=default is not None, metavar=spec.metavar, help=spec.help or None)
 
-    fn = click.option("--weights", default=None, metavar="PATH",
-                      help="LPIPS backbone file or folder (else $INSETGAN_WEIGHTS, then the torch hub cache).")(fn)
-    return click.option("--perceptual", type=click.Choice(PERCEPTUAL_SPECS), default="auto", show_default=True,
-                        help="Perceptual loss: LPIPS when its backbone weights are found (auto), or the l1-ssim "
-                             "fallback.")(fn)
+
+def click_options(request_type: type) -> Callable[[Callable], Callable]:
+    """Decorate a command with one click option (or argument) per option field of ``request_type``.
+
+    In declaration order, with the field's help, default, metavar and flag; a :class:`Range`
+    becomes an ``IntRange`` / finite float range, choices a ``Choice``, a yes/no field a flag
+    (``--x/--no-x`` when it defaults to yes). The command passes :func:`given_options` on to
+    :func:`insetgan.jobs.options.request_from`, so the request's defaults are the only ones.
+    """
+    params = [_click_param(f, spec) for f, spec in option_fields(request_type) if spec.cli]
+
+    def decorate(fn: Callable) -> Callable:
+        for param in reversed(params):
+            fn = param(fn)
+        return fn
+
+    return decorate
 
 
-def job_options(fn: Callable) -> Callable:
-    """The options of every optimisation job: perceptual loss, device, output folder, progress."""
-    for opt in (progress_option, outdir_option, device_option):
-        fn = opt(fn)
-    return perceptual_options(fn)
+def given_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the user gave (command line or environment); the rest take the request's defaults."""
+    return {name: value for name, value in options.items() if given(name)}
+
+
+def job_progress_factory(mode: str, keys: Callable[[str], bool] | None = job_progress.shown, unit: str = "step"
+                         ) -> Callable[[str, str | None], ProgressBar]:
+    """Progress bars for a job's loops (``--progress``), showing the values ``keys`` picks (None: all)."""
+    return lambda desc, notice: progress_bar(desc, mode, notice, keys, unit)
 
 
 def write_files(outdir: str | Path, files: dict[str, bytes]) -> Path:

@@ -1,101 +1,32 @@
 """Commands that build models: prepare (training sets from photos) and train."""
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import click
 
-from insetgan import io as iio
 from insetgan import outputs
-from insetgan.cli.common import (SEED, device_option, finite, handle_errors, log, progress_bar, progress_option,
-                                 range_type, torch_device)
-from insetgan.data.prepare import LIMIT, MAX_SIDE, FacesConfig, ShoesConfig
-from insetgan.limits import field_range
-from insetgan.method.losses import WEIGHT_RANGE
-from insetgan.io import versions
+from insetgan.cli.common import (click_options, given_options, handle_errors, job_progress_factory, log, progress_bar,
+                                 progress_option, range_type)
+from insetgan.data.prepare import (LIMIT, MAX_SIDE, BodiesConfig, FacesConfig, ShoesConfig, prepare_bodies,
+                                   prepare_faces, prepare_shoes)
 from insetgan.errors import InsetganError
-from insetgan.networks.discriminator import ARCHITECTURES
-from insetgan.torch_utils.ops.dispatch import device_ops
-from insetgan.train.config import TrainConfig
+from insetgan.jobs.options import request_from
+from insetgan.jobs.requests import TrainRequest
+from insetgan.jobs.train import run_train
+from insetgan.limits import field_range
 
 _SIDE = click.IntRange(8, MAX_SIDE)
-MAX_KIMG = 100_000.0  # 10^8 images (StyleGAN2's FFHQ run showed 25,000 kimg)
-_KIMG = finite(0.001, MAX_KIMG)
-_NON_NEGATIVE_KIMG = finite(0, MAX_KIMG)
-_LR = finite(0, 1.0, min_open=True)
-_BATCH = click.IntRange(1, 4096)
-_CHANNEL_BASE = click.IntRange(1, 1 << 17)
-_CHANNEL_MAX = click.IntRange(1, 4096)
 
 
 @click.command()
-@click.option("--data", required=True, metavar="DIR|ZIP", help="Prepared dataset (insetgan prepare): images + dataset.json.")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Run folder (states, samples, networks).")
-@click.option("--kimg", type=_KIMG, default=TrainConfig.kimg, show_default=True,
-              help="Train until this many thousand real images were shown.")
-@click.option("--batch", type=_BATCH, default=TrainConfig.batch, show_default=True, help="Global batch size.")
-@click.option("--batch-gpu", type=_BATCH, default=None, help="Samples per forward pass (gradient accumulation).")
-@click.option("--gamma", type=finite(0, 10_000), default=TrainConfig.gamma, show_default=True, help="R1 weight.")
-@click.option("--ema-kimg", type=_NON_NEGATIVE_KIMG, default=TrainConfig.ema_kimg, show_default=True)
-@click.option("--lr", type=_LR, default=TrainConfig.lr, show_default=True)
-@click.option("--lr-d", type=_LR, default=None, help="Discriminator lr (two time-scale updates)  [default: --lr]")
-@click.option("--lr-drop-kimg", type=_NON_NEGATIVE_KIMG, default=None, metavar="K",
-              help="Halve both lrs from K kimg on (a run that has flattened out continues finer)  [default: never]")
-@click.option("--channel-base", type=_CHANNEL_BASE, default=TrainConfig.channel_base, show_default=True)
-@click.option("--channel-max", type=_CHANNEL_MAX, default=TrainConfig.channel_max, show_default=True)
-@click.option("--d-channel-base", type=_CHANNEL_BASE, default=None,
-              help="Discriminator channel base (a wider teacher for a small generator)  [default: --channel-base]")
-@click.option("--d-channel-max", type=_CHANNEL_MAX, default=None,
-              help="Discriminator channel maximum  [default: --channel-max]")
-@click.option("--d-arch", type=click.Choice(ARCHITECTURES), default=TrainConfig.d_arch, show_default=True,
-              help="Discriminator: StyleGAN2's residual one, plain strided convolutions (learns sooner and "
-                   "runs faster at small widths on a CPU; use --lr-d 0.001), or projected (frozen ImageNet "
-                   "features, hinge loss, no R1; use --aug color,translation,cutout).")
-@click.option("--d-feature-res", type=click.IntRange(64, 1024), default=None, metavar="PIXELS",
-              help="Projected discriminator: the feature network's input size, long side (a power of two; "
-                   "smaller is faster)  [default: the image's]")
-@click.option("--d-head-width", type=finite(0.0625, 4), default=TrainConfig.d_head_width, show_default=True,
-              help="Projected discriminator: width multiplier of its projections and per-scale discriminators.")
-@click.option("--face-d", type=range_type(WEIGHT_RANGE), default=TrainConfig.face_d, show_default=True,
-              metavar="WEIGHT",
-              help="Body datasets: a second discriminator (same kind) that sees only a square around the face "
-                   "prior; WEIGHT scales its loss in G's (0: off).")
-@click.option("--face-d-arch", type=click.Choice(ARCHITECTURES), default=None,
-              help="The face discriminator's architecture  [default: --d-arch]")
-@click.option("--proj-d", type=range_type(WEIGHT_RANGE), default=TrainConfig.proj_d, show_default=True,
-              metavar="WEIGHT",
-              help="A projected discriminator beside the resnet/conv one (hinge loss, no R1, --d-feature-res, "
-                   "--d-head-width); WEIGHT scales its loss in G's (0: off).")
-@click.option("--mbstd-channels", type=click.IntRange(1, 64), default=TrainConfig.mbstd_channels, show_default=True,
-              help="Discriminator minibatch-std features (channel groups, each its own statistic).")
-@click.option("--map-layers", type=click.IntRange(1, 32), default=TrainConfig.map_layers, show_default=True)
-@click.option("--z-dim", type=click.IntRange(1, 4096), default=TrainConfig.z_dim, show_default=True,
-              help="z and w size.")
-@click.option("--aug", default=TrainConfig.aug, show_default=True, help="DiffAugment policies ('' for none).")
-@click.option("--xflip/--no-xflip", default=True, show_default=True, help="Mirror real images at random.")
-@click.option("--noise/--no-noise", default=True, show_default=True,
-              help="Per-pixel noise inputs (--no-noise: strengths stay 0, details come from the latents only).")
-@click.option("--snapshot-kimg", type=_KIMG, default=TrainConfig.snapshot_kimg, show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--resume", default=None, metavar="STATE.pt", help="Continue a run from a saved training state.")
-@click.option("--init", default=None, metavar="NETWORK",
-              help="Warm start: G and G_ema from a generator file (a snapshot, a shipped model, a .pkl/.pt); "
-                   "a new discriminator. Our snapshots continue at their kimg.")
-@click.option("--d-warmup-kimg", type=_NON_NEGATIVE_KIMG, default=TrainConfig.d_warmup_kimg, show_default=True,
-              help="With --init: train only the new discriminator for this many kimg first.")
-@device_option
+@click_options(TrainRequest)
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="Run folder (states, samples, networks).")
 @progress_option
 @handle_errors
-def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None, gamma: float, ema_kimg: float,
-          lr: float, lr_d: float | None, lr_drop_kimg: float | None, channel_base: int, channel_max: int,
-          d_channel_base: int | None, d_channel_max: int | None, d_arch: str, d_feature_res: int | None,
-          d_head_width: float, face_d: float, face_d_arch: str | None, proj_d: float,
-          mbstd_channels: int, map_layers: int,
-          z_dim: int, aug: str, xflip: bool, noise: bool, snapshot_kimg: float, seed: int, resume: str | None,
-          init: str | None, d_warmup_kimg: float, device: str, progress_mode: str) -> None:
+def train(outdir: str, progress_mode: str, **options: Any) -> None:
     """Train a StyleGAN2 generator (canvas or inset) on a prepared dataset.
 
     Runs single-process, or data-parallel under torchrun (NCCL on GPUs, gloo on CPU) with the
@@ -109,54 +40,11 @@ def train(data: str, outdir: str, kimg: float, batch: int, batch_gpu: int | None
       insetgan train --data data/faces64 --outdir runs/face64 --resume runs/face64/state-000100.pt
       insetgan train --data data/faces64 --outdir runs/face64b --init default-face --d-warmup-kimg 12 --kimg 300
     """
-    from insetgan.models import resolve_network
-    from insetgan.train.distributed import torchrun_world
-    from insetgan.train.data import load_dataset
-    from insetgan.train.loop import train as run_training
-
-    cfg = TrainConfig(kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, lr=lr, lr_d=lr_d,
-                      lr_drop_kimg=lr_drop_kimg,
-                      channel_base=channel_base, channel_max=channel_max, d_channel_base=d_channel_base,
-                      d_channel_max=d_channel_max, d_arch=d_arch, d_feature_res=d_feature_res,
-                      d_head_width=d_head_width, face_d=face_d, face_d_arch=face_d_arch, proj_d=proj_d,
-                      mbstd_channels=mbstd_channels, map_layers=map_layers,
-                      z_dim=z_dim, w_dim=z_dim, aug=aug, xflip=xflip, noise=noise,
-                      snapshot_kimg=snapshot_kimg, seed=seed, d_warmup_kimg=d_warmup_kimg)
-    if resume is not None and not Path(resume).is_file():
-        raise InsetganError(f"--resume: state not found: {resume}")
-    if init is not None:
-        if resume is not None:
-            raise InsetganError("--init and --resume exclude each other (a state already holds its networks)")
-        init = resolve_network(init)
-        if not Path(init).is_file():
-            raise InsetganError(f"--init: network not found: {init}")
-    elif d_warmup_kimg > 0 and resume is None:
-        raise InsetganError("--d-warmup-kimg needs --init (a new run has nothing to warm the discriminator up for)")
-    with torchrun_world(torch_device(device), batch) as world:
-        dataset = load_dataset(data)
-        # Rank 0 owns the run folder; it is removed again if the run fails before writing anything
-        # (a refused --resume or --init leaves no empty folder).
-        run_folder = outputs.made_folder(outdir) if world.rank == 0 else contextlib.nullcontext(Path(outdir))
-        with run_folder as out:
-            t0 = time.perf_counter()
-            bar = progress_bar("train", progress_mode, unit="img") if world.rank == 0 else None
-            try:
-                state = run_training(dataset, cfg, out, world.device, resume, bar, init=init)
-            finally:
-                if bar is not None:
-                    bar.close()
-        if world.rank == 0:
-            seconds = time.perf_counter() - t0
-            last = {k: round(v, 5) for k, v in (bar.last or {}).items() if k not in ("kimg", "img/s")} \
-                if bar and bar.last else None
-            report = {"command": "train", "data": str(data), "dataset": {k: v for k, v in dataset.meta.items()
-                                                                       if k not in ("records",)},
-                      "images": list(dataset.images.shape), "config": cfg.to_dict(), "processes": world.size,
-                      "device": str(world.device), "resumed_from": resume, "initialised_from": init, "steps": state.step,
-                      "kimg": state.nimg / 1000, "seconds": round(seconds, 2), "last_losses": last,
-                      "versions": versions(), "ops": device_ops(world.device)}
-            iio.atomic_write_bytes(out / "report.json", iio.json_bytes(report))
-            log.info("trained to %.1f kimg in %.0f s; networks in %s", state.nimg / 1000, seconds, out)
+    req = request_from(TrainRequest, given_options(options))
+    report = run_train(req, outdir, job_progress_factory(progress_mode, keys=None, unit="img"))
+    if report is not None:
+        log.info("trained to %.1f kimg in %.0f s; networks in %s", report["kimg"], report["timings_s"]["train"],
+                 outdir)
 
 
 @click.group()
@@ -214,7 +102,6 @@ def prepare_bodies_cmd(src: str, labels: str | None, height: int, width: int, ou
     Example:
       insetgan prepare bodies ccp/photos --labels ccp/labels --out data/bodies --zip
     """
-    from insetgan.data import BodiesConfig, prepare_bodies
     cfg = BodiesConfig(height=height, width=width, limit=limit)
     _run_prepare("bodies", progress_mode, prepare_bodies, src, out=out, sources=[src, labels], cfg=cfg, labels=labels,
                  zip_output=zip_output)
@@ -235,7 +122,6 @@ def prepare_faces_cmd(srcs: tuple[str, ...], size: int, min_face: float, out: st
     Example:
       insetgan prepare faces aaf/faces ccp/photos --size 64 --out data/faces
     """
-    from insetgan.data import FacesConfig, prepare_faces
     cfg = FacesConfig(size=size, min_face=min_face, limit=limit)
     _run_prepare("faces", progress_mode, prepare_faces, list(srcs), out=out, sources=srcs, cfg=cfg,
                  zip_output=zip_output)
@@ -259,7 +145,6 @@ def prepare_shoes_cmd(src: str, labels: str, size: int, pad: float, min_px: int,
     Example:
       insetgan prepare shoes ccp/photos --labels ccp/labels --size 32 --out data/shoes
     """
-    from insetgan.data import ShoesConfig, prepare_shoes
     cfg = ShoesConfig(size=size, pad=pad, min_px=min_px, limit=limit)
     _run_prepare("shoes", progress_mode, prepare_shoes, src, labels, out=out, sources=[src, labels], cfg=cfg,
                  zip_output=zip_output)

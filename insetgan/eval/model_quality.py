@@ -427,7 +427,7 @@ def evaluate_snapshot(network_path: str | Path, kind: str, reference: Reference 
     kinds: the style spread summary, ``kimg`` (from the training metadata, else the file name) and
     ``seconds``. Load errors propagate (``CheckpointError``).
     """
-    from insetgan.jobs.running import region_priors
+    from insetgan.models import region_priors
     from insetgan.networks.checkpoints import load_checkpoint
 
     if kind not in KINDS:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from insetgan import io as iio
 from insetgan.inversion.align import ARCFACE_112, Face, LandmarkDetector, face_models_dir, five_points, similarity
+from insetgan.resources import ASSETS
 from insetgan.errors import InsetganError
 
 
@@ -35,7 +36,7 @@ _SETTINGS = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 
 
 def default_weights() -> Path:
     """Path of the packaged MobileFaceNet state dict."""
-    return Path(__file__).resolve().parents[1] / "assets" / "weights" / "mobilefacenet.pt"
+    return ASSETS / "weights" / "mobilefacenet.pt"
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from insetgan.eval.seams import ssim
+from insetgan.resources import ASSETS
 from insetgan.errors import InsetganError
 from insetgan.networks.efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
 from insetgan.networks.generator import load_checked
@@ -34,7 +35,7 @@ from insetgan.networks.torch_files import load_torch_file
 log = logging.getLogger(__name__)
 
 PERCEPTUAL_SPECS = ("auto", "lpips-vgg", "lpips-alex", "effnet-lite0", "l1-ssim")
-HEADS_DIR = Path(__file__).resolve().parents[1] / "assets" / "lpips"
+HEADS_DIR = ASSETS / "lpips"
 BACKBONE_FILES = MappingProxyType({"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"})
 
 # torchvision `features` layouts: (out channels, kernel, stride, padding) convs, each followed

@@ -1,299 +1,390 @@
-"""The compose / sample-bodies / refine-face jobs from their user-level inputs (paths, seeds, options).
+"""One request per job: every setting a user gives, declared once, checked when the request is made.
 
-A request names checkpoints (or built-in models) and photos; running it loads the networks,
-embeds the user's selfie and outfit (reusing a cache folder), runs the job of
-:mod:`insetgan.jobs.running` and returns its encoded files. The command line and any other front end
-build a request with keywords and write the files where they like.
+Each request is a frozen dataclass of user-level values (text, numbers, paths, yes/no) declared
+with :func:`~insetgan.jobs.options.option`; the command line's options are generated from these
+declarations and the page and the scripts build requests with
+:func:`~insetgan.jobs.options.request_from`. ``__post_init__`` refuses a bad request with one
+line that names the option. What a job needs beyond the user's words (latent sources, boxes,
+the embedding and optimisation configs) comes from the request's properties.
+
+Shared groups: :class:`JobRequest` (the device), :class:`PerceptualOptions`, :class:`Engine`
+(the optimisation and the photo inversion of compose, sample-bodies and refine-face) and
+:class:`BodyJob` (the body and face starts of compose and sample-bodies).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
-import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import ClassVar
 
-import torch
-
-from insetgan.jobs import running as jobs
-from insetgan.inversion.embedding import EmbedConfig, Embedded, embed_face, embed_outfit
+from insetgan import io as iio
+from insetgan.devices import DEVICES
 from insetgan.errors import InsetganError
+from insetgan.inversion.embedding import EmbedConfig
+from insetgan.inversion.invert import MODES as INVERT_MODES
 from insetgan.inversion.invert import InvertConfig, PTIConfig
-from insetgan.io import MAX_SEED, versions
-from insetgan.models import load_network
-from insetgan.method.config import OptimConfig, load_config
-from insetgan.inversion.perceptual import PerceptualChoice, load_perceptual
+from insetgan.inversion.perceptual import PERCEPTUAL_SPECS
+from insetgan.jobs.options import REQUIRED, check_values, escape, option, refusal
+from insetgan.jobs.sources import LatentSource, latent_source
+from insetgan.limits import MAX_CANDIDATES, SEED_RANGE, Range, short_repr
+from insetgan.method.blend import BLENDS
+from insetgan.method.config import STEPS_RANGE, OptimConfig, load_config
+from insetgan.method.losses import WEIGHT_RANGE
 from insetgan.method.regions import Box
+from insetgan.models import resolve_network
+from insetgan.networks.generator import NOISE_MODES
+from insetgan.sampling import PSI_RANGE, ROTATE_RANGE, TRANSLATE_RANGE, SampleConfig
+from insetgan.train.config import TrainConfig
 
 IDENTITY_WEIGHT = 0.5  # the identity loss weight of a selfie's or reference's embedding and of the joint optimisation
-
-
-def embed_config(invert_steps: int = InvertConfig.steps, pti: bool = False, pti_steps: int = PTIConfig.steps,
-                 identity_weight: float = IDENTITY_WEIGHT) -> EmbedConfig:
-    """How the jobs embed a selfie, reference or outfit: the one constructor the command line and the page share."""
-    return EmbedConfig(InvertConfig(mode="wplus", steps=invert_steps), PTIConfig(steps=pti_steps) if pti else None,
-                       identity_weight=identity_weight)
-
-log = logging.getLogger("insetgan")
-
+DEFAULT_BODIES = 8  # sample-bodies without --num or --body-seeds
 CKPT_SUFFIXES = (".pkl", ".pt", ".pth", ".safetensors")
+PROJECTOR_STEPS = Range(1, 100_000, integer=True)
+SEARCH = Range(1, 1024, integer=True)
+MAX_IMAGES = 1024  # generate keeps every image of a run in memory for the grid
+MAX_LAYERS = 64  # W+ layers of the largest networks (18 at 1024 px; StyleGAN3: 16)
+MAX_CLASSES = 100_000
+NETWORK_HELP = "Generator checkpoint (.pkl, .pt, .safetensors) or a built-in model (default-body, default-face, " \
+               "default-shoes)."
 
 
-class Reporter(Protocol):
-    """A progress callback that is closed when its loop ends (:class:`insetgan.progress.ProgressBar`)."""
+@dataclass(frozen=True, kw_only=True)
+class JobRequest:
+    """What every job takes: where it runs. ``command`` names the job in its report."""
 
-    def __call__(self, step: int, total: int, values: dict[str, float]) -> None: ...
+    command: ClassVar[str] = ""
+    device: str = option("auto", "Where to run (auto: CUDA when available).", choices=DEVICES)
 
-    def close(self) -> None: ...
+    def __post_init__(self) -> None:
+        check_values(self)
 
+    def refuse(self, template: str) -> InsetganError:
+        """A refusal of this request; ``{field}`` in ``template`` names that option."""
+        return refusal(self, template)
 
-ProgressFactory = Callable[[str, "str | None"], Reporter]  # (description, one-time notice) -> reporter
-
-
-@dataclass(frozen=True)
-class ComposeRequest:
-    """Everything ``compose`` and ``sample-bodies`` take, by name (``None``: not given)."""
-
-    command: str = "compose"
-    body: str = "default"
-    face_net: str = "default"
-    shoes_net: str | None = None
-    body_sources: tuple[jobs.LatentSource, ...] = (jobs.LatentSource(seed=0),)
-    face_source: jobs.LatentSource = jobs.LatentSource(seed=0, key="face")
-    shoes_seed: int | None = None
-    preset: str = "default"
-    steps: int | None = None
-    trunc: float = 0.7
-    blend: str | None = None
-    face_box: Box | None = None
-    shoes_box: Box | None = None
-    detector: str = "auto"
-    device: torch.device = torch.device("cpu")
-    cache_dir: Path | None = None
-    keep_face: bool = False
-    perceptual: str = "auto"
-    weights: str | None = None
-    face_photo: str | None = None
-    outfit: str | None = None
-    outfit_mask: str | None = None
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    identity_weight: float = IDENTITY_WEIGHT
-    keep_best: bool = False
+    def exclusive(self, first: str, *others: str) -> None:
+        """Refuse a request that gives option ``first`` and any of ``others``."""
+        if getattr(self, first) is None:
+            return
+        for other in others:
+            if getattr(self, other) is not None:
+                raise self.refuse("give either {" + first + "} or {" + other + "}, not both")
 
 
-@dataclass
-class RequestOutput:
-    """A finished job: its files (name -> bytes, report.json included) and new inversion cache entries."""
+@dataclass(frozen=True, kw_only=True)
+class PerceptualOptions(JobRequest):
+    """The perceptual distance of a job that compares images."""
 
-    job: jobs.JobOutput
-    cache_files: dict[str, bytes]
-
-
-def parse_int(value: object, what: str) -> int:
-    """An int from an int, a finite integral float, or the text of either; a one-line error otherwise."""
-    number: object = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return int(value.strip())
-        with contextlib.suppress(ValueError):
-            number = float(value)
-    elif isinstance(value, float):
-        number = value
-    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
-        return int(number)
-    raise InsetganError(f"{what} must be a whole number, got {str(value)[:40]!r}")
+    perceptual: str = option("auto", "Perceptual loss: LPIPS when its backbone weights are found (auto), or the "
+                             "l1-ssim fallback.", choices=PERCEPTUAL_SPECS)
+    weights: str | None = option(None, "LPIPS backbone file or folder (else $INSETGAN_WEIGHTS, then the torch hub "
+                                 "cache).", metavar="PATH")
 
 
-def whole_number(value: object, what: str, lo: int, hi: int) -> int:
-    """``value`` (see :func:`parse_int`) as an int in ``lo..hi``; a one-line error otherwise."""
-    number = parse_int(value, what)
-    if not lo <= number <= hi:
-        raise InsetganError(f"{what} must be in {lo}..{hi}, got {number}")
-    return number
+@dataclass(frozen=True, kw_only=True)
+class Engine(PerceptualOptions):
+    """The optimisation of compose, sample-bodies and refine-face, and how they embed the user's photos."""
 
+    face_net: str = option("default", "Face generator; 'default' = the built-in model.", metavar="CKPT")
+    preset: str = option("default", "default, paper, stylegan-human, or a JSON/YAML config file.",
+                         metavar="NAME|FILE")
+    steps: int | None = option(None, "Total steps (the preset's schedule is rescaled).", range=STEPS_RANGE)
+    trunc: float = option(0.7, "Truncation psi for seeds.", range=PSI_RANGE)
+    blend: str | None = option(None, "Final composite (default: the preset's).", choices=BLENDS)
+    face_box: str | None = option(None, "Face box in canvas pixels (skips detection).", metavar="x,y,w,h")
+    keep_best: bool = option(False, "Return the start face where the result's face got worse (lower dlib score, "
+                             "or not the reference person).")
+    invert_steps: int = option(InvertConfig.steps, "Projector steps for --face/--outfit/--reference photos.",
+                               range=PROJECTOR_STEPS)
+    pti: bool = option(False, "Pivotal tuning after projecting a photo (sharper, slower).")
+    pti_steps: int | None = option(None, "", range=PROJECTOR_STEPS, shown=PTIConfig.steps)
+    identity_weight: float = option(IDENTITY_WEIGHT, "Weight of the MobileFaceNet identity loss keeping the "
+                                    "user's face.", range=WEIGHT_RANGE)
 
-def check_seed(seed: object, what: str) -> int:
-    """``seed`` as a valid seed (a whole number in 0..MAX_SEED); a one-line error naming ``what`` otherwise."""
-    return whole_number(seed, what, 0, MAX_SEED)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.box("face_box")
+        if self.pti_steps is not None and not self.pti:
+            raise self.refuse("{pti_steps} needs {pti}")
 
-
-def check_photo(path: str | None, option: str) -> str | None:
-    """``path`` when it names an existing photo; one-line errors for checkpoints and missing files."""
-    if path is None:
-        return None
-    if Path(path).suffix.lower() in CKPT_SUFFIXES:
-        raise InsetganError(f"{option} takes a photo, not a checkpoint (give generators with --body/--face-net)")
-    if not Path(path).is_file():
-        raise InsetganError(f"{option}: photo not found: {path}")
-    return path
-
-
-def resolve_config(preset: str, steps: int | None, blend: str | None) -> OptimConfig:
-    """The optimisation config of a preset (or config file), rescaled to ``steps``, with another blend."""
-    cfg = load_config(preset)
-    if steps is not None:
-        cfg = cfg.with_steps(steps)
-    if blend is not None:
-        cfg = dataclasses.replace(cfg, blend=blend)
-    return cfg
-
-
-OUTFIT_TRUST = 0.10  # the canvas trust radius (RMS in W+) when the body starts from the user's outfit photo
-OUTFIT_BODY = 5.0  # L_body (L1) weight then; the perceptual part gets a tenth of the L1 weight less
-
-
-def outfit_config(cfg: OptimConfig) -> OptimConfig:
-    """The config for a canvas inverted from the user's outfit photo: the canvas moves only as far as the seam needs.
-
-    A trust region bounds the canvas latent's distance from its start (unless the preset sets
-    its own ``canvas_trust``) and L_body gets at least ``OUTFIT_BODY`` (measured by
-    ``scripts/bench_keep.py``; docs/keeping.md).
-    """
-    w = cfg.canvas_weights
-    weights = dataclasses.replace(w, body_l1=max(w.body_l1, OUTFIT_BODY),
-                                  body_perceptual=max(w.body_perceptual, OUTFIT_BODY / 5))
-    return dataclasses.replace(cfg, canvas_trust=cfg.canvas_trust or OUTFIT_TRUST, canvas_weights=weights)
-
-
-def load_generator_for(spec: str, dev: torch.device, option: str, role: str) -> tuple[Any, dict[str, Any]]:
-    """A composition network (a checkpoint or the built-in model of ``role``) and its report entry."""
-    ckpt, info = load_network(spec, dev, option, role)
-    if ckpt.generator.c_dim:
-        raise InsetganError(f"{option}: conditional networks are not supported for composition")
-    return ckpt, info
-
-
-def report_head(command: str, dev: torch.device, inputs: dict[str, Any], load_s: float, **extra: Any
-                ) -> dict[str, Any]:
-    """The first fields of a job report: command, inputs, device, load time, versions."""
-    return {"command": command, "inputs": inputs, "device": str(dev), **extra,
-            "timings_s": {"load": round(load_s, 4)}, "versions": versions()}
-
-
-def user_face(photo: str, G: Any, perceptual: PerceptualChoice, cfg: EmbedConfig, identity_weight: float,
-              cache_dir: Path | None, dev: torch.device, what: str, progress: ProgressFactory
-              ) -> tuple[Embedded, jobs.UserFace]:
-    """Align + invert the user's selfie (reusing ``cache_dir``): the embedding and the user's face for the job."""
-    from insetgan.inversion.identity import load_mobilefacenet
-
-    net = load_mobilefacenet(device=dev) if identity_weight > 0 else None
-    bar = progress(f"invert {what}", perceptual.notice)
-    try:
-        emb, metric_img, identity = embed_face(photo, G, cfg, perceptual.fn, cache_dir, dev, bar, identity_net=net)
-    finally:
-        bar.close()
-    log.info("selfie inverted (PSNR %.2f dB, %s)", emb.info["metrics"]["inverted"]["psnr"][0],
-             "cached" if emb.info.get("cache", {}).get("hit") else f"{emb.info['seconds']:.1f} s")
-    return emb, jobs.UserFace(identity, metric_img, identity_weight)
-
-
-def run_compose_request(req: ComposeRequest, progress: ProgressFactory) -> RequestOutput:
-    """Load, embed and compose: the files of a ``compose`` / ``sample-bodies`` job."""
-    cfg = resolve_config(req.preset, req.steps, req.blend)
-    dev = req.device
-    t0 = time.perf_counter()
-    body_ck, body_info = load_generator_for(req.body, dev, "--body", "body")
-    face_ck, face_info = load_generator_for(req.face_net, dev, "--face-net", "face")
-    inputs: dict[str, Any] = {"body": body_info, "face": face_info}
-    shoes_G, shoes_source = None, None
-    if req.shoes_net is not None:
-        shoes_ck, inputs["shoes"] = load_generator_for(req.shoes_net, dev, "--shoes-net", "shoes")
-        shoes_G = shoes_ck.generator
-        shoes_source = jobs.LatentSource(seed=req.shoes_seed if req.shoes_seed is not None else 0, key="shoes")
-    elif req.shoes_box is not None or req.shoes_seed is not None:
-        raise InsetganError("--shoes-box/--shoes-seed need --shoes-net CKPT")
-    pc = load_perceptual(req.perceptual, req.weights, dev, warn=False)
-    body_G, face_G, user = body_ck.generator, face_ck.generator, None
-    face_source, sources = req.face_source, list(req.body_sources)
-    cache_files: dict[str, bytes] = {}
-    outfit, outfit_mask = None, None
-    if req.face_photo is not None:
-        emb, user = user_face(req.face_photo, face_G, pc, req.embed, req.identity_weight, req.cache_dir, dev, "face",
-                              progress)
-        face_G, inputs["face_photo"] = emb.G, emb.info
-        face_source = jobs.LatentSource(ws=emb.ws, label=req.face_photo, key="face")
-        cache_files.update(emb.cache_files)
-    if req.outfit is not None:
-        bar = progress("invert outfit", pc.notice if req.face_photo is None else None)
+    def box(self, field: str) -> Box | None:
+        """The box typed into option ``field`` (``x,y,w,h[,angle]``), or None when it was not given."""
+        text = getattr(self, field)
+        if text is None:
+            return None
         try:
-            emb = embed_outfit(req.outfit, req.outfit_mask, body_G, req.embed, pc.fn, req.cache_dir, dev, bar)
-        finally:
-            bar.close()
-        body_G, inputs["outfit"] = emb.G, emb.info
-        outfit, outfit_mask = emb.target, emb.mask
-        cfg = outfit_config(cfg)
-        cache_files.update(emb.cache_files)
-        sources = [jobs.LatentSource(ws=emb.ws, label=req.outfit)]
-    head = report_head(req.command, dev, inputs, time.perf_counter() - t0,
-                       latents={"body": [s.describe() for s in sources], "face": face_source.describe(),
-                                **({"shoes": shoes_source.describe()} if shoes_source else {})},
-                       truncation_psi=req.trunc)
-    priors = jobs.region_priors(dict(body_ck.metadata))
-    head["region_priors"] = {k: list(v) for k, v in priors.items()} or "built-in defaults"
-    inp = jobs.ComposeInputs(body_G, face_G, tuple(sources), face_source, shoes_G, shoes_source, req.trunc,
-                             req.face_box, req.shoes_box, req.detector, user, priors, outfit, outfit_mask)
-    bar = progress(req.command, pc.notice if req.face_photo is None and req.outfit is None else None)
-    try:
-        out = jobs.run_compose(inp, cfg, dev, head, pc.fn, pc.name, progress=bar, keep_face=req.keep_face,
-                              keep_best=req.keep_best)
-    finally:
-        bar.close()
-    return RequestOutput(out, cache_files)
+            return Box.parse(text)
+        except ValueError as exc:
+            raise self.refuse("{" + field + "}: " + escape(str(exc))) from None
+
+    def check_photo(self, field: str) -> None:
+        """Refuse a photo option that names a checkpoint or a missing file."""
+        path = getattr(self, field)
+        if path is None:
+            return
+        if Path(path).suffix.lower() in CKPT_SUFFIXES:
+            raise self.refuse("{" + field + "} takes a photo, not a checkpoint")
+        if not Path(path).is_file():
+            raise self.refuse("{" + field + "}: photo not found: " + escape(path))
+
+    def check_face_start(self, photo: str) -> None:
+        """Refuse a bad photo in option ``photo`` and more than one face start (the photo, ``face_seed``,
+        ``face_latent``: the requests with a face start declare both)."""
+        self.check_photo(photo)
+        self.exclusive(photo, "face_seed", "face_latent")
+        self.exclusive("face_seed", "face_latent")
+
+    @property
+    def face_box_value(self) -> Box | None:
+        """The face box the user gave (canvas pixels), or None: detect it."""
+        return self.box("face_box")
+
+    @property
+    def embed_config(self) -> EmbedConfig:
+        """How the job embeds the user's selfie, reference or outfit photo."""
+        pti = PTIConfig(steps=self.pti_steps if self.pti_steps is not None else PTIConfig.steps) if self.pti else None
+        return EmbedConfig(InvertConfig(mode="wplus", steps=self.invert_steps), pti,
+                           identity_weight=self.identity_weight)
+
+    def optim_config(self) -> OptimConfig:
+        """The optimisation config: the preset (or config file), rescaled to ``steps``, with another blend."""
+        cfg = load_config(self.preset)
+        if self.steps is not None:
+            cfg = cfg.with_steps(self.steps)
+        if self.blend is not None:
+            cfg = dataclasses.replace(cfg, blend=self.blend)
+        return cfg
 
 
-@dataclass(frozen=True)
-class RefineRequest:
-    """Everything ``refine-face`` takes, by name (``None``: not given)."""
+@dataclass(frozen=True, kw_only=True)
+class BodyJob(Engine):
+    """The body generator and the face start of compose and sample-bodies."""
 
-    image: str
-    face_net: str = "default"
-    reference: str | None = None
-    face_source: jobs.LatentSource | None = None
-    search: int = 16
-    preset: str = "default"
-    steps: int | None = None
-    trunc: float = 0.7
-    blend: str | None = None
-    face_box: Box | None = None
-    device: torch.device = torch.device("cpu")
-    cache_dir: Path | None = None
-    perceptual: str = "auto"
-    weights: str | None = None
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    identity_weight: float = IDENTITY_WEIGHT
-    keep_best: bool = False
+    body: str = option("default", "Canvas (full-body) generator; 'default' = the built-in model.", metavar="CKPT")
+    face_seed: int | None = option(None, "Face seed (default 0).", range=SEED_RANGE)
+    face_latent: str | None = option(None, "Face W/W+ (.npy, or latents.npz of a run).", metavar="FILE")
+    detector: str = option("auto", "Face box: dlib detection (auto: when installed), or the fixed prior.",
+                           choices=("auto", "dlib", "fixed"))
+    face_photo: str | None = option(None, "Your selfie: the result gets your face.", flag="--face", metavar="PHOTO")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_face_start("face_photo")
+
+    @property
+    def face_source(self) -> LatentSource:
+        """The face's start: a latent file or a seed (0 by default); the selfie replaces it when given."""
+        return latent_source(self.face_seed, self.face_latent, "face")
 
 
-def run_refine_request(req: RefineRequest, progress: ProgressFactory) -> RequestOutput:
-    """Load, embed the reference selfie (if any) and refine the face of an image: the files of ``refine-face``."""
-    cfg = resolve_config(req.preset, req.steps, req.blend)
-    reference = check_photo(req.reference, "--reference")
-    if reference is not None and req.face_source is not None:
-        raise InsetganError("give either --reference PHOTO or --face-seed/--face-latent, not both")
-    dev = req.device
-    t0 = time.perf_counter()
-    img = jobs.load_image(req.image, dev)
-    face_ck, face_info = load_generator_for(req.face_net, dev, "--face-net", "face")
-    pc = load_perceptual(req.perceptual, req.weights, dev, warn=False)
-    inputs: dict[str, Any] = {"image": {"path": str(req.image), "sha256": jobs.sha256(req.image),
-                                        "size": [img.shape[-2], img.shape[-1]]}, "face": face_info}
-    face_G, face_src, user, cache_files = face_ck.generator, req.face_source, None, {}
-    if reference is not None:
-        emb, user = user_face(reference, face_G, pc, req.embed, req.identity_weight, req.cache_dir, dev, "reference",
-                              progress)
-        face_G, inputs["face_photo"], cache_files = emb.G, emb.info, emb.cache_files
-        face_src = jobs.LatentSource(ws=emb.ws, label=reference, key="face")
-    head = report_head("refine-face", dev, inputs, time.perf_counter() - t0, truncation_psi=req.trunc)
-    bar = progress("refine-face", pc.notice if reference is None else None)
-    try:
-        out = jobs.run_refine_face(img, face_G, face_src, req.face_box, cfg, head, trunc=req.trunc,
-                                   search_seeds=tuple(range(req.search)), perceptual=pc.fn, perceptual_name=pc.name,
-                                   progress=bar, user_face=user, keep_best=req.keep_best)
-    finally:
-        bar.close()
-    return RequestOutput(out, cache_files)
+@dataclass(frozen=True, kw_only=True)
+class ComposeRequest(BodyJob):
+    """``compose``: one full body from a body, a face (and optional shoes) generator."""
+
+    command: ClassVar[str] = "compose"
+    outfit: str | None = option(None, "A full-body photo whose clothes the body starts from.", metavar="PHOTO")
+    outfit_mask: str | None = option(None, "Person mask of --outfit (non-zero = person).", metavar="MASK")
+    shoes_net: str | None = option(None, "Optional shoes generator ('default' = built-in).", metavar="CKPT")
+    body_seed: int | None = option(None, "Body seed (default 0).", range=SEED_RANGE)
+    body_latent: str | None = option(None, "Body W/W+ (.npy, or latents.npz of a run).", metavar="FILE")
+    shoes_seed: int | None = option(None, "Shoes seed (default 0).", range=SEED_RANGE)
+    shoes_box: str | None = option(None, "Shoes box (default: prior + local search).", metavar="x,y,w,h")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.box("shoes_box")
+        self.check_photo("outfit")
+        self.exclusive("outfit", "body_seed", "body_latent")
+        self.exclusive("body_seed", "body_latent")
+        if self.outfit_mask is not None and self.outfit is None:
+            raise self.refuse("{outfit_mask} needs {outfit}")
+        if self.shoes_net is None and (self.shoes_box is not None or self.shoes_seed is not None):
+            raise self.refuse("{shoes_box}/{shoes_seed} need {shoes_net}")
+
+    @property
+    def body_sources(self) -> tuple[LatentSource, ...]:
+        """The body's start (one candidate): a latent file or a seed (0 by default)."""
+        return (latent_source(self.body_seed, self.body_latent, "canvas"),)
+
+    @property
+    def shoes_source(self) -> LatentSource | None:
+        """The shoes' start seed, when there is a shoes generator."""
+        return LatentSource(seed=self.shoes_seed or 0, key="shoes") if self.shoes_net is not None else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleBodiesRequest(BodyJob):
+    """``sample-bodies``: many bodies for one face, optimised together and each kept close to that face."""
+
+    command: ClassVar[str] = "sample-bodies"
+    face_photo: str | None = option(None, "Your selfie: every body gets your face.", flag="--face", metavar="PHOTO")
+    num: int | None = option(None, f"Number of bodies  [default: {DEFAULT_BODIES}, or as many as --body-seeds "
+                             f"lists]", range=Range(1, MAX_CANDIDATES, integer=True))
+    body_seeds: str | None = option(None, f"Body seeds, e.g. 10-17 (default 0..num-1; at most {MAX_CANDIDATES}).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        listed = len(self.seeds)
+        if self.num is not None and self.body_seeds is not None and self.num != listed:
+            raise self.refuse("{num} " + str(self.num) + " but {body_seeds} lists " + str(listed)
+                              + " seeds: give one of them")
+
+    @property
+    def seeds(self) -> list[int]:
+        """The body seeds: the listed ones, else 0..num-1."""
+        if self.body_seeds is not None:
+            return iio.parse_range(self.body_seeds, "body seed", max_count=MAX_CANDIDATES)
+        return list(range(self.num or DEFAULT_BODIES))
+
+    @property
+    def body_sources(self) -> tuple[LatentSource, ...]:
+        """One body start per seed."""
+        return tuple(LatentSource(seed=s) for s in self.seeds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefineRequest(Engine):
+    """``refine-face``: the face of an existing image refined (or replaced by the user's)."""
+
+    command: ClassVar[str] = "refine-face"
+    image: str = option(REQUIRED, "The image whose face is refined.", argument=True, metavar="IMAGE")
+    reference: str | None = option(None, "Your selfie: replace the face by yours.", metavar="PHOTO")
+    face_seed: int | None = option(None, "Face start seed (default: best of --search seeds).", range=SEED_RANGE)
+    face_latent: str | None = option(None, "Face start W/W+ (.npy or latents.npz).", metavar="FILE")
+    search: int = option(16, "Seeds tried for the start face when no seed or latent is given.", range=SEARCH)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_face_start("reference")
+
+    @property
+    def face_source(self) -> LatentSource | None:
+        """The face's start: a latent file, a seed, or None (the best of ``search`` seeds)."""
+        return latent_source(self.face_seed, self.face_latent, "face", default_seed=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvertRequest(PerceptualOptions):
+    """``invert``: photos projected into a generator (GAN inversion), optionally with pivotal tuning."""
+
+    command: ClassVar[str] = "invert"
+    images: tuple[str, ...] = option(REQUIRED, "The photos, inverted together as one batch.", argument=True,
+                                     many=True, metavar="IMAGE...")
+    network: str = option(REQUIRED, NETWORK_HELP, metavar="CKPT")
+    mode: str = option("wplus", "Latent space; pti = W pivot, then pivotal tuning of the generator.",
+                       choices=(*INVERT_MODES, "pti"))
+    steps: int = option(InvertConfig.steps, "Projector steps.", range=PROJECTOR_STEPS)
+    pti_steps: int | None = option(None, "", range=PROJECTOR_STEPS, shown=PTIConfig.steps)
+    align: bool = option(True, "FFHQ-align the largest face (face networks); --no-align crops the photo to the "
+                         "network's aspect.")
+    mask: str | None = option(None, "Invert only a region: a mask in the network's output frame (resized; "
+                              "non-zero = keep).", metavar="MASK")
+    identity_weight: float = option(0.0, "MobileFaceNet identity loss weight (aligned faces only).",
+                                    range=WEIGHT_RANGE)
+    seed: int = option(0, "Seed of the projector's latent noise.", range=SEED_RANGE)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pti_steps is not None and self.mode != "pti":
+            raise self.refuse("{pti_steps} needs {mode} pti")
+        if self.identity_weight > 0 and not self.align:
+            raise self.refuse("{identity_weight} needs {align} (aligned faces)")
+
+    @property
+    def invert_config(self) -> InvertConfig:
+        """The projector's settings (``pti`` projects into W first)."""
+        return InvertConfig(mode="w" if self.mode == "pti" else self.mode, steps=self.steps, seed=self.seed,
+                            identity_weight=self.identity_weight)
+
+    @property
+    def pti_config(self) -> PTIConfig | None:
+        """Pivotal tuning's settings with ``--mode pti``."""
+        if self.mode != "pti":
+            return None
+        return PTIConfig(steps=self.pti_steps) if self.pti_steps is not None else PTIConfig()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateRequest(JobRequest):
+    """``generate``: images of a generator for a list of seeds."""
+
+    command: ClassVar[str] = "generate"
+    network: str = option(REQUIRED, NETWORK_HELP, metavar="CKPT")
+    seeds: str = option(REQUIRED, f"Seeds, e.g. 0-3,7 (each in 0..{SEED_RANGE.hi:.0f}, at most {MAX_IMAGES} of "
+                        f"them).")
+    trunc: float = option(1.0, "Truncation psi.", range=PSI_RANGE)
+    trunc_cutoff: int | None = option(None, "Truncate only the first N layers (at most the network's num_ws).",
+                                      range=Range(0, MAX_LAYERS, integer=True))
+    noise_mode: str = option("const", "", choices=NOISE_MODES)
+    class_idx: int | None = option(None, "Class label for conditional networks (0..c_dim-1).", flag="--class",
+                                   range=Range(0, MAX_CLASSES, integer=True))
+    translate: str | None = option(None, "StyleGAN3 only: translate the images (e.g. 0.1,-0.05; each in [-10, 10]), "
+                                   "as the official gen_images.py.", metavar="X,Y")
+    rotate: float | None = option(None, "StyleGAN3 only: rotate the images by DEG degrees, as the official "
+                                  "gen_images.py.", metavar="DEG", range=ROTATE_RANGE)
+    raw: bool = option(False, "Also write each float32 CHW image as seedNNNN.npy.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.seed_list()
+        self.shift()
+
+    def seed_list(self) -> list[int]:
+        """The seeds, in the order given."""
+        return iio.parse_range(self.seeds, "seed", max_count=MAX_IMAGES)
+
+    def shift(self) -> tuple[float, float] | None:
+        """``--translate X,Y`` as two numbers (None when not given)."""
+        if self.translate is None:
+            return None
+        try:
+            numbers = [float(p) for p in self.translate.split(",")]
+        except ValueError:
+            numbers = []
+        if len(numbers) != 2 or not all(TRANSLATE_RANGE.contains(v) for v in numbers):
+            raise self.refuse("{translate} takes two finite numbers X,Y in " + TRANSLATE_RANGE.text()
+                              + " (e.g. 0.1,-0.2), got " + escape(short_repr(self.translate)))
+        return numbers[0], numbers[1]
+
+    @property
+    def sample_config(self) -> SampleConfig:
+        """How the images are sampled."""
+        return SampleConfig(self.trunc, self.trunc_cutoff, self.noise_mode, self.class_idx, self.shift(), self.rotate)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRequest(TrainConfig, JobRequest):
+    """``train``: a generator trained on a prepared dataset; the hyper-parameters are :class:`TrainConfig`'s
+    (``--z-dim`` sets both z and w sizes)."""
+
+    command: ClassVar[str] = "train"
+    data: str = option(REQUIRED, "Prepared dataset (insetgan prepare): images + dataset.json.", metavar="DIR|ZIP")
+    resume: str | None = option(None, "Continue a run from a saved training state.", metavar="STATE.pt")
+    init: str | None = option(None, "Warm start: G and G_ema from a generator file (a snapshot, a shipped model, a "
+                              ".pkl/.pt); a new discriminator. Our snapshots continue at their kimg.",
+                              metavar="NETWORK")
+    w_dim: int = dataclasses.field(default=TrainConfig.w_dim, init=False, repr=False)  # the config's is z_dim
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.resume is not None and not Path(self.resume).is_file():
+            raise self.refuse("{resume}: state not found: " + escape(self.resume))
+        if self.init is not None and self.resume is not None:
+            raise self.refuse("{init} and {resume} exclude each other (a state already holds its networks)")
+        if self.init is not None and not Path(self.init_path or "").is_file():
+            raise self.refuse("{init}: network not found: " + escape(str(self.init_path)))
+        if self.init is None and self.resume is None and self.d_warmup_kimg > 0:
+            raise self.refuse("{d_warmup_kimg} needs {init} (a new run has nothing to warm the discriminator up "
+                              "for)")
+
+    @property
+    def init_path(self) -> str | None:
+        """The warm start's network file (a built-in model's name resolved)."""
+        return resolve_network(self.init) if self.init is not None else None
+
+    @property
+    def config(self) -> TrainConfig:
+        """The run's hyper-parameters."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{**values, "w_dim": self.z_dim})
