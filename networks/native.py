@@ -76,21 +76,22 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(f"{path}: corrupt safetensors file ({one_line(str(exc))})") from None
 
 
-def _check_format_version(meta: Mapping[str, str], path: str | os.PathLike) -> None:
-    """Refuse a ``format_version`` that is not a whole number this insetgan reads (absent: version 0)."""
+def check_format_version(meta: Mapping[str, str], path: str | os.PathLike, newest: int = FORMAT_VERSION) -> None:
+    """Refuse a ``format_version`` that is not a whole number up to ``newest`` (absent: version 0)."""
     text = meta.get("format_version", "0")
     if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 6):
         raise CheckpointError(f"{path}: format_version must be a whole number, got {short_repr(text)}")
     version = int(text)
-    if version > FORMAT_VERSION:
+    if version > newest:
         raise CheckpointError(f"{path}: format version {version} is newer than this insetgan supports")
 
 
-def _config(meta: Mapping[str, str], config_type: type, path: str | os.PathLike, architecture: str) -> Any:
-    """The generator config from the metadata, every field checked before anything is built."""
+def config_from_metadata(meta: Mapping[str, str], config_type: type, path: str | os.PathLike, what: str) -> Any:
+    """The ``config`` entry of a file's metadata as ``config_type`` (its ``from_dict``), every field checked
+    before anything is built; ``what`` names the network in the one-line errors."""
     text = meta.get("config")
     if not isinstance(text, str):
-        raise CheckpointError(f"{path}: no {architecture} generator config in the metadata")
+        raise CheckpointError(f"{path}: no {what} config in the metadata")
     if len(text) > MAX_CONFIG_CHARS:
         raise CheckpointError(f"{path}: the config in the metadata is longer than {MAX_CONFIG_CHARS:,} characters")
     try:
@@ -98,8 +99,7 @@ def _config(meta: Mapping[str, str], config_type: type, path: str | os.PathLike,
     except RecursionError:
         raise CheckpointError(f"{path}: the config in the metadata nests too deeply") from None
     except (json.JSONDecodeError, TypeError, ValueError) as exc:  # InsetganError included
-        raise CheckpointError(f"{path}: invalid {architecture} generator config in metadata ({one_line(str(exc))})") \
-            from None
+        raise CheckpointError(f"{path}: invalid {what} config in metadata ({one_line(str(exc))})") from None
 
 
 def load(path: str | os.PathLike):
@@ -107,13 +107,13 @@ def load(path: str | os.PathLike):
     meta = read_metadata(path)
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: safetensors file without insetgan generator metadata")
-    _check_format_version(meta, path)
+    check_format_version(meta, path)
     architecture = meta.get("architecture", "stylegan2")
     if architecture not in ARCHITECTURES:
         raise CheckpointError(f"{path}: unknown architecture {short_repr(architecture)} in the metadata "
                               f"(this insetgan reads {', '.join(ARCHITECTURES)})")
     config_type = StyleGAN3Config if architecture == "stylegan3" else GeneratorConfig
-    cfg = _config(meta, config_type, path, architecture)
+    cfg = config_from_metadata(meta, config_type, path, f"{architecture} generator")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

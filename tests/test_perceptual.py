@@ -196,7 +196,7 @@ def test_load_perceptual_fallback_and_errors(clean_env, caplog):
     with pytest.raises(ValueError, match="lpips-vgg"):
         load_perceptual("lpips")
     assert load_perceptual("l1-ssim").notice is None
-    assert PERCEPTUAL_SPECS == ("auto", "lpips-vgg", "lpips-alex", "l1-ssim")
+    assert PERCEPTUAL_SPECS == ("auto", "lpips-vgg", "lpips-alex", "effnet-lite0", "l1-ssim")
 
 
 def test_load_perceptual_finds_backbones(clean_env, monkeypatch, backbones):

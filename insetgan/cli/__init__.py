@@ -14,7 +14,7 @@ import click
 
 import insetgan
 from insetgan import outputs
-from insetgan.cli import app, checkpoints, compose, editing, photos, training
+from insetgan.cli import app, checkpoints, compose, editing, encoder, photos, training
 from insetgan.torch_utils.cpu_alloc import tune_cpu_allocator
 
 
@@ -28,7 +28,7 @@ def cli(debug: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
 
 
-for _module in (checkpoints, compose, photos, training, app, editing):
+for _module in (checkpoints, compose, photos, training, app, editing, encoder):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

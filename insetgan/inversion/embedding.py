@@ -32,6 +32,7 @@ from insetgan.inversion.photos import align_face, load_photo, person_crop, photo
 from insetgan.latents import read_npz_arrays
 from insetgan.method import losses as L
 from insetgan.networks import native
+from insetgan.networks.encoder_files import network_sha256
 from insetgan.networks.generator import Generator
 from insetgan.progress import Progress
 
@@ -65,15 +66,6 @@ class Embedded:
     cache_files: dict[str, bytes] = field(default_factory=dict)
 
 
-def state_hash(G: Generator) -> str:
-    """SHA-256 of a generator's tensors (names and bytes): identifies the network for caching."""
-    h = hashlib.sha256()
-    for k, v in G.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _cache_names(kind: str, key: str) -> tuple[str, str]:
     return f"{kind}-{key[:20]}.npz", f"{kind}-{key[:20]}.safetensors"
 
@@ -88,7 +80,7 @@ def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Pe
     (file name → bytes) for the caller to write with its other outputs, so a job that fails
     later leaves nothing behind.
     """
-    key = hashlib.sha256(json.dumps({**key_parts, "net": state_hash(G), "cfg": cfg.to_dict()},
+    key = hashlib.sha256(json.dumps({**key_parts, "net": network_sha256(G), "cfg": cfg.to_dict()},
                                     sort_keys=True).encode()).hexdigest()
     info: dict[str, Any] = {"cache_key": key[:20], "config": cfg.to_dict()}
     npz_name, net_name = _cache_names(kind, key)

@@ -1,4 +1,4 @@
-"""Perceptual image distances: our own LPIPS v0.1 and a multi-scale L1 + SSIM fallback.
+"""Perceptual image distances: our own LPIPS v0.1, a deep-feature distance on EfficientNet-Lite0, and L1 + SSIM.
 
 LPIPS (Zhang et al., 2018) compares ImageNet backbone features (AlexNet or VGG16) at 5 layers:
 each feature map is unit-normalised along channels, the squared difference is weighted by a
@@ -6,6 +6,11 @@ learned 1×1 head, averaged over positions and summed over layers. The heads (BS
 richzhang/PerceptualSimilarity) ship in ``assets/lpips``; the backbones are torchvision's
 ImageNet files, which we never download: :func:`find_backbone` looks for them locally and
 :func:`load_perceptual` falls back to :func:`l1_ssim`, loudly, when they are missing.
+:class:`DeepFeatureDistance` is the LPIPS recipe without learned heads on the pretrained
+EfficientNet-Lite0 that the projected discriminator uses (installed as a package): the encoder
+trainer's perceptual term, and ``--perceptual effnet-lite0``. It is not the fallback of ``auto``:
+measured on the inversion benchmark (docs/PERFORMANCE.md) it reconstructs 64×64 faces with a
+lower PSNR and no better identity than l1-ssim, at 1-3× the time per step.
 """
 from __future__ import annotations
 
@@ -20,15 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from insetgan.eval.seams import ssim
-from insetgan.resources import ASSETS
 from insetgan.errors import InsetganError
+from insetgan.eval.seams import ssim
+from insetgan.networks.efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
 from insetgan.networks.state_dicts import load_checked
 from insetgan.networks.torch_files import load_torch_file
+from insetgan.resources import ASSETS
 
 log = logging.getLogger(__name__)
 
-PERCEPTUAL_SPECS = ("auto", "lpips-vgg", "lpips-alex", "l1-ssim")
+PERCEPTUAL_SPECS = ("auto", "lpips-vgg", "lpips-alex", "effnet-lite0", "l1-ssim")
 HEADS_DIR = ASSETS / "lpips"
 BACKBONE_FILES = MappingProxyType({"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"})
 
@@ -193,6 +199,47 @@ def l1_ssim(a: Tensor, b: Tensor) -> Tensor:
     return torch.stack(terms).mean(dim=0)
 
 
+class DeepFeatureDistance(nn.Module):
+    """A deep-feature distance on the frozen, ImageNet-pretrained EfficientNet-Lite0 (LPIPS without its heads).
+
+    Each stage's features (strides 4, 8, 16, 32) are unit-normalised along channels; the squared
+    difference is summed over channels, averaged over positions and summed over stages (so each
+    stage adds at most 4). Inputs with a shorter side under ``min_size`` are upsampled to it
+    (bilinear; the network saw 224-px photos), those with a longer side over ``max_size``
+    area-downsampled, keeping the aspect ratio.
+    """
+
+    def __init__(self, net: EfficientNetLite0 | None = None, min_size: int = 128, max_size: int = 256) -> None:
+        super().__init__()
+        self.net = net if net is not None else load_efficientnet_lite0()
+        self.net.requires_grad_(False).eval()
+        self.min_size, self.max_size = min_size, max_size
+
+    def _resize(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_size:
+            f = self.min_size / min(h, w)
+            return F.interpolate(x, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False)
+        if max(h, w) > self.max_size:
+            f = self.max_size / max(h, w)
+            return F.interpolate(x, size=(max(1, round(h * f)), max(1, round(w * f))), mode="area")
+        return x
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Distance per image [B] between ``a`` and ``b`` [B, 3 or 1, H, W] in [-1, 1]; differentiable."""
+        if a.shape != b.shape or a.ndim != 4 or a.shape[1] not in (1, 3):
+            raise InsetganError(f"the feature distance needs two [B, 3 or 1, H, W] tensors of one shape, "
+                                f"got {tuple(a.shape)}, {tuple(b.shape)}")
+        if a.shape[1] == 1:
+            a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
+        total = a.new_zeros(a.shape[0])
+        for f in self.net.features(self._resize(torch.cat([a, b]))):
+            n = f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + 1e-10)
+            fa, fb = n.chunk(2)
+            total = total + (fa - fb).square().sum(dim=1).mean(dim=(1, 2))
+        return total
+
+
 @dataclass(frozen=True)
 class PerceptualChoice:
     """A perceptual distance ``fn(a, b) -> [B]``, its ``name``, and a ``notice`` when it is a fallback."""
@@ -207,15 +254,17 @@ def load_perceptual(spec: str = "auto", weights: str | os.PathLike | None = None
     """Build the perceptual distance named by ``spec`` (one of :data:`PERCEPTUAL_SPECS`).
 
     "lpips-vgg" / "lpips-alex" need the backbone file (see :func:`find_backbone`, ``weights``
-    being the explicit path) and raise InsetganError when it is missing; "l1-ssim" is the fallback;
-    "auto" is LPIPS-VGG when its backbone is found, else l1-ssim with a one-line ``notice``
-    (also logged as a warning unless ``warn=False``, for callers that show it themselves)
-    naming the missing file and where to put it.
+    being the explicit path) and raise InsetganError when it is missing; "effnet-lite0" is
+    :class:`DeepFeatureDistance`; "l1-ssim" is the fallback; "auto" is LPIPS-VGG when its
+    backbone is found, else l1-ssim with a one-line ``notice`` (also logged as a warning unless
+    ``warn=False``, for callers that show it themselves) naming the missing file and where to put it.
     """
     if spec not in PERCEPTUAL_SPECS:
         raise InsetganError(f"unknown perceptual loss {spec!r}; choose one of {', '.join(PERCEPTUAL_SPECS)}")
     if spec == "l1-ssim":
         return PerceptualChoice(l1_ssim, "l1-ssim", None)
+    if spec == "effnet-lite0":
+        return PerceptualChoice(DeepFeatureDistance().to(device), "effnet-lite0", None)
     net = "alex" if spec == "lpips-alex" else "vgg"
     path = find_backbone(net, weights)
     if path is None:
