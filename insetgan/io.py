@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-# The atomic writers live with the lowest layer (networks/ writes checkpoints too); re-exported here.
-from insetgan.networks.files import atomic_write_bytes as atomic_write_bytes
-from insetgan.networks.files import plain_file_mode as plain_file_mode
 from insetgan import __version__
 from insetgan.errors import InsetganError
 from insetgan.limits import MAX_SEED as MAX_SEED
 from insetgan.limits import short_repr
+
+# The atomic writers live with the lowest layer (networks/ writes checkpoints too); re-exported here.
+from insetgan.networks.files import atomic_write_bytes as atomic_write_bytes
+from insetgan.networks.files import plain_file_mode as plain_file_mode
 
 
 def encode(writer: Callable[[io.BytesIO], Any]) -> bytes:

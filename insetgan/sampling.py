@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from insetgan.networks.generator import NOISE_MODES
-from insetgan.networks.stylegan3 import AnyGenerator, is_stylegan3
 from insetgan.errors import InsetganError
 from insetgan.limits import Range
+from insetgan.networks.generator import NOISE_MODES
+from insetgan.networks.stylegan3 import AnyGenerator, is_stylegan3
 
 # Truncation ψ: 1 samples freely, 0 gives the average, negative values the opposite side of it; beyond
 # ±10 the latents leave the range the synthesis network was trained on by orders of magnitude.

@@ -26,11 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from insetgan.errors import InsetganError
 from insetgan.networks.layers import FullyConnectedLayer, float_dtype
 from insetgan.networks.projected import ProjectedDiscriminator
 from insetgan.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
-from insetgan.errors import InsetganError
-
 
 ARCHITECTURES = ("resnet", "conv", "projected")
 HINGE_ARCHITECTURES = ("projected",)  # trained with the hinge loss and no R1 (the others: logistic loss + R1)

@@ -20,14 +20,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as save_bytes
 
-from insetgan.networks.files import atomic_write_bytes
-
+from insetgan.errors import InsetganError
 from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.errors import CheckpointError, one_line, short_repr
+from insetgan.networks.files import atomic_write_bytes
 from insetgan.networks.generator import build_generator
 from insetgan.networks.stylegan3 import build_stylegan3
 from insetgan.networks.stylegan3_config import StyleGAN3Config
-from insetgan.networks.errors import CheckpointError, one_line, short_repr
-from insetgan.errors import InsetganError
 
 FORMAT_NAME = "insetgan-generator"
 FORMAT_VERSION = 2  # the newest version this insetgan reads

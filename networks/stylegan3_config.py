@@ -15,11 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
-
-from types import MappingProxyType
 
 from insetgan.errors import InsetganError
 from insetgan.networks.config import GENERATOR_FIELDS, GeneratorConfig

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from insetgan.networks.errors import CheckpointError, short_repr
-
 from insetgan.networks.safe_pickle import PersistentRecord
 from insetgan.networks.stylegan3 import StyleGAN3Generator, build_stylegan3
 from insetgan.networks.stylegan3_config import LayerSpec, StyleGAN3Config

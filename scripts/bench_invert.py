@@ -34,6 +34,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 from bench_compose import _generator  # noqa: E402  (same full-size random generators)
 
+from insetgan.inversion import invert as inv
+from insetgan.inversion.encoder import encode
+from insetgan.inversion.encoder_run import holdout_indices
+from insetgan.inversion.identity import FaceDescriptor, dlib_distances
+from insetgan.inversion.perceptual import load_perceptual
+from insetgan.io import to_uint8
+from insetgan.models import resolve_network
+from insetgan.networks.checkpoints import load_generator
+from insetgan.networks.encoder_files import load_encoder
+from insetgan.sampling import z_from_seed
+from insetgan.train.data import load_dataset
+
+
 class _Stop(Exception):
     """Raised by the progress callback to end a capped run."""
 
@@ -43,10 +56,6 @@ CONFIGS = {"64": dict(img_resolution=64), "1024": dict(img_resolution=1024)}
 
 def run(config: str, device: str, steps: int, max_steps: int | None, perceptual_spec: str) -> dict:
     """One row: project a known-latent image, return timings and PSNRs."""
-    from insetgan.inversion import invert as inv
-    from insetgan.sampling import z_from_seed
-    from insetgan.inversion.perceptual import load_perceptual
-
     dev = torch.device(device)
     G = _generator(CONFIGS[config], 2, device)
     pc = load_perceptual(perceptual_spec, device=dev, warn=False)
@@ -90,16 +99,6 @@ def face_rows(dataset: str, count: int, steps: list[int], specs: list[str], enco
 
     from PIL import Image
 
-    from insetgan.inversion import invert as inv
-    from insetgan.inversion.encoder import encode
-    from insetgan.inversion.encoder_run import holdout_indices
-    from insetgan.inversion.identity import FaceDescriptor, dlib_distances
-    from insetgan.inversion.perceptual import load_perceptual
-    from insetgan.io import to_uint8
-    from insetgan.models import resolve_network
-    from insetgan.networks.checkpoints import load_generator
-    from insetgan.networks.encoder_files import load_encoder
-    from insetgan.train.data import load_dataset
 
     G = load_generator(resolve_network("default-face"))
     images = load_dataset(dataset).images

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from insetgan.inversion import align as al
-from tests.conftest import REPO
 from tests.cli_run import assert_one_line_error, run, run_subprocess
+from tests.conftest import REPO
 
 ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 

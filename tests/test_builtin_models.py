@@ -12,8 +12,8 @@ from insetgan import models
 from insetgan.eval import model_quality as quality
 from insetgan.models import region_priors
 from insetgan.networks.checkpoints import load_checkpoint
-from tests.conftest import REPO
 from tests.cli_run import run
+from tests.conftest import REPO
 
 SHAPES = {"body": (3, 256, 128), "face": (3, 64, 64), "shoes": (3, 32, 32)}
 SELFIE = REPO / "examples" / "selfie.jpg"

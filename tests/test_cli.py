@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from insetgan.networks.config import GeneratorConfig
+from insetgan.networks.generator import Generator
 from tests.cli_run import assert_one_line_error, run, run_subprocess
 from tests.conftest import fixture_path
 from tests.pickles import nvidia_pickle_bytes, official_init_kwargs
-from insetgan.networks.config import GeneratorConfig
-from insetgan.networks.generator import Generator
 
 
 def test_generate_writes_images_grid_report_and_raw(tmp_path):

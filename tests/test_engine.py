@@ -8,15 +8,25 @@ import numpy as np
 import pytest
 import torch
 
-from insetgan.method import losses as L
 from insetgan.inversion.align import ffhq_quad
-from insetgan.method.boxes import FixedBox, TrackConfig, clamp_box, ffhq_box, refine_box, track
-from insetgan.sampling import z_from_seed
-from insetgan.method.config import OptimConfig, Stage, load_config
-from insetgan.method.optimize import CanvasInput, InsetInput, composite, evaluate, lr_factor, naive_paste, optimize, render, split_wplus
 from insetgan.inversion.perceptual import l1_ssim
+from insetgan.method import losses as L
+from insetgan.method.boxes import FixedBox, TrackConfig, clamp_box, ffhq_box, refine_box, track
+from insetgan.method.config import OptimConfig, Stage, load_config
+from insetgan.method.optimize import (
+    CanvasInput,
+    InsetInput,
+    composite,
+    evaluate,
+    lr_factor,
+    naive_paste,
+    optimize,
+    render,
+    split_wplus,
+)
 from insetgan.method.regions import Box, box_mask
 from insetgan.networks.checkpoints import load_generator
+from insetgan.sampling import z_from_seed
 from tests.conftest import fixture_path
 
 FACE_BOX = Box(8, 2, 16, 16)

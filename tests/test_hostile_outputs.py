@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.cli_run import REPO, assert_one_line_error, run
 from insetgan import outputs
 from insetgan.errors import InsetganError
 from insetgan.torch_utils import custom_ops
 from insetgan.torch_utils.ops import dispatch, selfcheck
+from tests.cli_run import REPO, assert_one_line_error, run
 
 GENERATE = ["generate", "--network", "default-face", "--seeds", "0-3", "--raw"]
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from insetgan.inversion import photos
 from insetgan.inversion import invert as inv
+from insetgan.inversion import photos
 from insetgan.inversion.perceptual import l1_ssim
 from insetgan.networks.checkpoints import load_generator
-from tests.conftest import REPO, fixture_path
 from tests.cli_run import assert_one_line_error, run, run_subprocess
+from tests.conftest import REPO, fixture_path
 
 ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 

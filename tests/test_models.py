@@ -9,8 +9,8 @@ from insetgan import models
 from insetgan.models import region_priors
 from insetgan.networks import native
 from insetgan.networks.checkpoints import load_generator
-from tests.conftest import fixture_path
 from tests.cli_run import assert_one_line_error, run
+from tests.conftest import fixture_path
 
 
 def test_default_names_resolve_or_fail_clearly(tmp_path, monkeypatch):

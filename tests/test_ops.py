@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import FIXTURES, fixture_path
 from insetgan.torch_utils.ops import bias_act, upfirdn2d
+from tests.conftest import FIXTURES, fixture_path
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 IMPLS = [

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.filters import random_filter
-from tests.conftest import REPO, fixture_path
 from insetgan.torch_utils import custom_ops
 from insetgan.torch_utils.errors import OpArgumentError
-from insetgan.torch_utils.ops import bias_act, dispatch, filtered_lrelu as flrelu_mod, upfirdn2d
+from insetgan.torch_utils.ops import bias_act, dispatch, upfirdn2d
+from insetgan.torch_utils.ops import filtered_lrelu as flrelu_mod
 from insetgan.torch_utils.ops.bias_act import ACTIVATIONS
 from insetgan.torch_utils.ops.filtered_lrelu import filtered_lrelu
+from tests.conftest import REPO, fixture_path
+from tests.filters import random_filter
 
 CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
 
@@ -406,8 +407,9 @@ def test_cuda_sources_compile(tmp_path):
     cuda_include = next((c for c in candidates if (c / "cuda_runtime_api.h").exists()), None)
     if cuda_include is None:
         pytest.skip("CUDA headers not found for the binding check")
-    from torch.utils.cpp_extension import include_paths
     import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
 
     stub = tmp_path / "stub" / "c10" / "cuda" / "impl"
     stub.mkdir(parents=True)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from insetgan.inversion import perceptual
 from insetgan.eval.seams import ssim
+from insetgan.inversion import perceptual
 from insetgan.inversion.perceptual import LPIPS, PERCEPTUAL_SPECS, find_backbone, l1_ssim, load_perceptual
 from tests.conftest import SHARED
 

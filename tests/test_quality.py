@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from insetgan.eval import frechet, model_quality as q, real_sets
+from insetgan.eval import frechet, real_sets
+from insetgan.eval import model_quality as q
 from tests.conftest import REPO
 
 pytest.importorskip("dlib")
@@ -151,8 +152,8 @@ def test_dataset_face_prior_from_folder_zip_and_default(tmp_path):
     import json
     import zipfile
 
-    from insetgan.method.boxes import FACE_PRIOR
     from insetgan.errors import InsetganError
+    from insetgan.method.boxes import FACE_PRIOR
 
     folder = tmp_path / "ds"
     folder.mkdir()

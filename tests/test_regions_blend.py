@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from insetgan.method import blend
 from insetgan.eval.seams import seam_score
+from insetgan.method import blend
 from insetgan.method.regions import Box, box_mask, crop, paste
 
 

@@ -17,19 +17,24 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from insetgan.networks.checkpoints import load_generator
+from insetgan.networks.discriminator import (
+    ConvDiscriminator,
+    Discriminator,
+    DiscriminatorConfig,
+    build_discriminator,
+    minibatch_std,
+)
+from insetgan.networks.native import read_metadata
 from insetgan.train.augment import augment, draw_params, parse_policy
-from insetgan.train.face_window import FaceWindow, dataset_face_window, face_window, window_gamma
 from insetgan.train.checkpoint import load_state, save_state
 from insetgan.train.config import TrainConfig
 from insetgan.train.data import ImageSet, load_dataset
+from insetgan.train.face_window import FaceWindow, dataset_face_window, face_window, window_gamma
 from insetgan.train.state import build_state, warm_start
 from insetgan.train.step import train_step
-from insetgan.networks.checkpoints import load_generator
-from insetgan.networks.discriminator import (ConvDiscriminator, Discriminator, DiscriminatorConfig, build_discriminator,
-                                            minibatch_std)
-from insetgan.networks.native import read_metadata
-from tests.conftest import REPO
 from tests.cli_run import assert_one_line_error, run
+from tests.conftest import REPO
 
 TINY = dict(z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32)
 TINY_ARGS = ["--z-dim", "32", "--map-layers", "2", "--channel-base", "256", "--channel-max", "32", "--device", "cpu"]

@@ -26,8 +26,8 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from insetgan.inversion.identity import DLIB_SAME_PERSON, FaceDescriptor, face_crops
 from insetgan.method import losses as L
-from insetgan.inversion.identity import DLIB_SAME_PERSON, face_crops
 from insetgan.method.regions import Box, box_mask
 
 SCORE_FLOOR = -0.5  # dlib scores are reported down to this value (its detection threshold is 0)
@@ -153,8 +153,6 @@ class Judges:
     @staticmethod
     def load() -> "Judges | None":
         """dlib's detector and descriptor, or ``None`` when dlib or its models are missing."""
-        from insetgan.inversion.identity import FaceDescriptor
-
         try:
             desc = FaceDescriptor()
         except ValueError:

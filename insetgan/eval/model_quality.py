@@ -45,7 +45,12 @@ from insetgan.eval.frechet import frechet_distance, pca_frechet
 from insetgan.eval.real_sets import dataset_face_prior, dataset_key, read_images, real_split
 from insetgan.inversion.align import LandmarkDetector
 from insetgan.inversion.identity import FaceDescriptor
+from insetgan.io import atomic_write_bytes, grid, png_bytes, to_uint8
 from insetgan.method.boxes import FACE_PRIOR
+from insetgan.models import region_priors
+from insetgan.networks.checkpoints import load_checkpoint
+from insetgan.sampling import z_from_seed
+from insetgan.train.diagnose import style_spread
 
 DESCRIPTOR_SIZE = 256  # images are upscaled to this square before dlib
 CENTRAL_BOX = (40, 40, 216, 216)  # the fallback face box in the 256×256 image when no face is found
@@ -59,8 +64,6 @@ KINDS = ("face", "body", "shoes")
 @torch.no_grad()
 def samples(G: torch.nn.Module, n: int, psi: float, batch: int = 32) -> torch.Tensor:
     """Images [n, C, H, W] in [-1, 1] of seeds 0..n-1 (``z_from_seed``) at ψ ``psi``, const noise."""
-    from insetgan.sampling import z_from_seed
-
     out = []
     for start in range(0, n, batch):
         z = torch.cat([z_from_seed(s, G.z_dim) for s in range(start, min(start + batch, n))])
@@ -70,8 +73,6 @@ def samples(G: torch.nn.Module, n: int, psi: float, batch: int = 32) -> torch.Te
 
 def to_arrays(images: torch.Tensor) -> list[np.ndarray]:
     """HWC uint8 arrays of an image batch [N, C, H, W] in [-1, 1]."""
-    from insetgan.io import to_uint8
-
     return [to_uint8(img) for img in images]
 
 
@@ -85,8 +86,6 @@ def _upscale(image: Image.Image, scale: int) -> Image.Image:
 
 def write_grid(imgs: torch.Tensor, path: Path, cols: int = 8) -> None:
     """The first ``2*cols`` images of a batch in [-1, 1] as a PNG grid (written atomically)."""
-    from insetgan.io import atomic_write_bytes, grid, png_bytes
-
     atomic_write_bytes(path, png_bytes(grid(to_arrays(imgs[:2 * cols]), cols=cols)))
 
 
@@ -135,8 +134,6 @@ def real_face_sets(dataset_path: str | Path, cache_dir: str | Path | None = None
     ref = face_descriptors(read_images(dataset_path, ref_names), model)
     floor = face_descriptors(read_images(dataset_path, floor_names), model)
     if cache is not None:
-        from insetgan.io import atomic_write_bytes
-
         buf = io.BytesIO()
         np.savez(buf, reference=ref, floor=floor)
         atomic_write_bytes(cache, buf.getvalue())
@@ -271,8 +268,6 @@ def person_rate(images: Iterable[Image.Image | np.ndarray], scale: int = 2) -> f
 
 def spread_summary(G: torch.nn.Module, n: int = 256) -> dict[str, float]:
     """Style spread of ``w`` and the largest of the 4×4, 8×8 and 16×16 conv layers (NaN where absent)."""
-    from insetgan.train.diagnose import style_spread
-
     spread = style_spread(G, n)
     out = {"spread_w": spread["w"]}
     for r in (4, 8, 16):
@@ -330,9 +325,6 @@ def evaluate_snapshot(network_path: str | Path, kind: str, reference: Reference 
     kinds: the style spread summary, ``kimg`` (from the training metadata, else the file name) and
     ``seconds``. Load errors propagate (``CheckpointError``).
     """
-    from insetgan.models import region_priors
-    from insetgan.networks.checkpoints import load_checkpoint
-
     if kind not in KINDS:
         raise InsetganError(f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
     t0 = time.perf_counter()

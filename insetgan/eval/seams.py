@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from insetgan.method.regions import Box
 from insetgan.errors import InsetganError
+from insetgan.method.regions import Box
 
 
 def seam_score(img: torch.Tensor, box: Box, band: int = 4) -> float:

@@ -22,9 +22,18 @@ import torch
 from PIL import Image
 
 from insetgan.errors import InsetganError
-from insetgan.inversion.encoder_training import (EncoderTrainConfig, EncoderTrainState, TrainContext, face_identity,
-                                                 load_state, new_state, sample_ws, save_state, train_step)
 from insetgan.inversion.align import LandmarkDetector
+from insetgan.inversion.encoder_training import (
+    EncoderTrainConfig,
+    EncoderTrainState,
+    TrainContext,
+    face_identity,
+    load_state,
+    new_state,
+    sample_ws,
+    save_state,
+    train_step,
+)
 from insetgan.inversion.identity import detect_five, load_mobilefacenet
 from insetgan.inversion.invert import psnr
 from insetgan.inversion.perceptual import DeepFeatureDistance

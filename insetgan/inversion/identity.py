@@ -20,10 +20,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from insetgan import io as iio
+from insetgan.errors import InsetganError
 from insetgan.inversion.align import ARCFACE_112, Face, LandmarkDetector, face_models_dir, five_points, similarity
 from insetgan.resources import ASSETS
-from insetgan.errors import InsetganError
-
 
 log = logging.getLogger(__name__)
 

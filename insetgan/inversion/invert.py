@@ -24,11 +24,11 @@ from typing import Any, Callable
 
 import torch
 
-from insetgan.method import losses as L
+from insetgan.errors import InsetganError
 from insetgan.eval.seams import ssim
+from insetgan.method import losses as L
 from insetgan.method.optimize import lr_factor
 from insetgan.networks.generator import Generator
-from insetgan.errors import InsetganError
 from insetgan.progress import Progress
 
 MODES = ("w", "wplus")

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from insetgan.inversion.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
 from insetgan.errors import InsetganError
+from insetgan.inversion.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
 from insetgan.networks.generator import Generator
 
 MIN_FACE_PX = 64  # smallest FFHQ quad side (source pixels) we align; smaller faces are mostly blur

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from insetgan.errors import InsetganError
 
 BLENDS = ("hard", "feather", "laplacian")

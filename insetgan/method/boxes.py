@@ -14,10 +14,10 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from insetgan.inversion.align import LandmarkDetector, ffhq_quad
-from insetgan.method.regions import Box
 from insetgan.errors import InsetganError
+from insetgan.inversion.align import LandmarkDetector, ffhq_quad
 from insetgan.limits import check_ranges, ranged
+from insetgan.method.regions import Box
 
 log = logging.getLogger(__name__)
 

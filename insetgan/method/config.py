@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from insetgan.method import losses as L
-from insetgan.method.blend import BLENDS
 from insetgan.configfile import read_mapping
-from insetgan.method.boxes import TrackConfig
 from insetgan.errors import InsetganError
 from insetgan.limits import Range, check_choice, check_ranges, check_text, clipped, listed, ranged, short_repr
-
+from insetgan.method import losses as L
+from insetgan.method.blend import BLENDS
+from insetgan.method.boxes import TrackConfig
 
 ROLES = ("canvas", "insets")
 SCHEDULES = ("joint", "alternating")

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+
 from insetgan.errors import InsetganError
 from insetgan.limits import Range
 

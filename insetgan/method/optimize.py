@@ -21,15 +21,15 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from insetgan.errors import InsetganError
+from insetgan.eval.seams import seam_score
+from insetgan.inversion.perceptual import l1_ssim
 from insetgan.method import losses as L
 from insetgan.method.blend import blend
 from insetgan.method.boxes import BoxProvider, TrackConfig, track
-from insetgan.eval.seams import seam_score
-from insetgan.method.regions import Box, box_mask, crop, paste
-from insetgan.inversion.perceptual import l1_ssim
-from insetgan.networks.generator import Generator
-from insetgan.errors import InsetganError
 from insetgan.method.config import OptimConfig, Stage
+from insetgan.method.regions import Box, box_mask, crop, paste
+from insetgan.networks.generator import Generator
 
 log = logging.getLogger(__name__)
 

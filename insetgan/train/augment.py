@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from insetgan.errors import InsetganError
 
 POLICIES = ("color", "translation", "cutout")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from insetgan.errors import InsetganError
 from insetgan.networks.discriminator import ConvDiscriminator, Discriminator
 from insetgan.networks.generator import Generator
-from insetgan.errors import InsetganError
 
 
 @torch.no_grad()

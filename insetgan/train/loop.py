@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from insetgan.errors import InsetganError
-from insetgan.sampling import z_from_seed
 from insetgan.io import atomic_write_bytes, grid, png_bytes, to_uint8
 from insetgan.networks import native
 from insetgan.networks.generator import Generator
 from insetgan.progress import Progress
+from insetgan.sampling import z_from_seed
 from insetgan.train.checkpoint import load_state, save_state
 from insetgan.train.config import TrainConfig
 from insetgan.train.data import ImageSet

@@ -85,6 +85,7 @@ def op_cases(device: str, dtype: torch.dtype) -> dict[str, list[Case]]:
     Inputs are drawn from a fixed seed on the CPU (the global random state is untouched) and
     rounded to ``dtype``; the reference of a float16 case runs in float32 on the same values.
     """
+    # The ops import dispatch, which imports this module: they are imported when the cases are built.
     from insetgan.torch_utils.ops import bias_act, filtered_lrelu, upfirdn2d
 
     gen = torch.Generator().manual_seed(SEED)
@@ -158,7 +159,7 @@ def kernel_check(device: str) -> KernelCheck:
 
     Each failing op is logged as one warning.
     """
-    from insetgan.torch_utils.ops import dispatch
+    from insetgan.torch_utils.ops import dispatch  # dispatch imports this module (a cycle at import time)
 
     kind = "cuda" if device == "cuda" else "cpp"
     dtypes = dispatch.KERNEL_DTYPES[kind]
