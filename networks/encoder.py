@@ -26,12 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from insetgan.errors import InsetganError
-from insetgan.networks.efficientnet_lite import (
-    FEATURE_BLOCKS,
-    FEATURE_CHANNELS,
-    EfficientNetLite0,
-    load_efficientnet_lite0,
-)
+from insetgan.networks.efficientnet_lite import (FEATURE_BLOCKS, FEATURE_CHANNELS, EfficientNetLite0,
+                                                 load_efficientnet_lite0)
 from insetgan.networks.errors import short_repr, short_text
 from insetgan.networks.fields import Field, check_fields, coerce_fields
 

@@ -35,15 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from body_attributes import (  # noqa: E402
-    ATTRIBUTES,
-    choose_lambda,
-    correlation,
-    features,
-    fit_ridge,
-    labelled_crops,
-    to_tensor,
-)
+from body_attributes import (ATTRIBUTES, choose_lambda, correlation, features, fit_ridge, labelled_crops, to_tensor)  # noqa: E402
 
 from insetgan import io as iio  # noqa: E402
 from insetgan.editing.apply import synthesize_edited  # noqa: E402

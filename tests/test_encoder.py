@@ -17,14 +17,8 @@ from safetensors.torch import save as save_safetensors
 from insetgan.errors import InsetganError
 from insetgan.inversion.encoder import encode, encoder_for, encoder_name, find_encoder
 from insetgan.inversion.encoder_run import eval_set, evaluate, make_context
-from insetgan.inversion.encoder_training import (
-    EncoderTrainConfig,
-    active_rows,
-    load_state,
-    new_state,
-    save_state,
-    train_step,
-)
+from insetgan.inversion.encoder_training import (EncoderTrainConfig, active_rows, load_state, new_state, save_state,
+                                                 train_step)
 from insetgan.inversion.perceptual import DeepFeatureDistance, l1_ssim, load_perceptual
 from insetgan.networks import encoder_files, native
 from insetgan.networks.checkpoints import load_generator

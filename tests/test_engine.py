@@ -13,17 +13,8 @@ from insetgan.inversion.perceptual import l1_ssim
 from insetgan.method import losses as L
 from insetgan.method.boxes import FixedBox, TrackConfig, clamp_box, ffhq_box, refine_box, track
 from insetgan.method.config import OptimConfig, Stage, load_config
-from insetgan.method.optimize import (
-    CanvasInput,
-    InsetInput,
-    composite,
-    evaluate,
-    lr_factor,
-    naive_paste,
-    optimize,
-    render,
-    split_wplus,
-)
+from insetgan.method.optimize import (CanvasInput, InsetInput, composite, evaluate, lr_factor, naive_paste, optimize,
+                                      render, split_wplus)
 from insetgan.method.regions import Box, box_mask
 from insetgan.networks.checkpoints import load_generator
 from insetgan.sampling import z_from_seed

@@ -39,18 +39,8 @@ from insetgan.networks.torch_files import load_torch_file
 from tests.cli_run import CliResult, assert_one_line_error, run, run_many_subprocess, run_subprocess
 from tests.conftest import fixture_path
 from tests.deadline import Hang, within
-from tests.pickles import (
-    Reduce,
-    module_chain_pickle,
-    nvidia_pickle_bytes,
-    official_init_kwargs,
-    op_global,
-    op_int,
-    op_put,
-    op_str,
-    persistent_record,
-    tuple_tree_pickle,
-)
+from tests.pickles import (Reduce, module_chain_pickle, nvidia_pickle_bytes, official_init_kwargs, op_global, op_int,
+                           op_put, op_str, persistent_record, tuple_tree_pickle)
 
 SMALL = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channel_base=64, channel_max=8, mapping_layers=2)
 MEMORY_LIMIT = 4 * 2**30  # the batch's address space: far below what an unbounded loader would take

@@ -17,20 +17,10 @@ from PIL import Image
 from tests.conftest import REPO, SHARED
 
 pytest.importorskip("dlib")
-from insetgan.data import (  # noqa: E402
-    BodiesConfig,
-    FacesConfig,
-    LabelSet,
-    ShoesConfig,
-    connected_components,
-    face_box_from_labels,
-    face_box_from_landmarks,
-    find_landmarks,
-    prepare_bodies,
-    prepare_faces,
-    prepare_shoes,
-    shoe_components,
-)
+from insetgan.data.labels import LabelSet, connected_components, shoe_components  # noqa: E402
+from insetgan.data.prepare import BodiesConfig, FacesConfig, ShoesConfig  # noqa: E402
+from insetgan.data.prepare import prepare_bodies, prepare_faces, prepare_shoes  # noqa: E402
+from insetgan.data.windows import face_box_from_labels, face_box_from_landmarks, find_landmarks  # noqa: E402
 
 DATA = SHARED / "data"
 CCP = ["0001", "0002", "0003", "0004", "0006", "0009"]  # photos with label maps

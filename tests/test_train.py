@@ -18,13 +18,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from insetgan.networks.checkpoints import load_generator
-from insetgan.networks.discriminator import (
-    ConvDiscriminator,
-    Discriminator,
-    DiscriminatorConfig,
-    build_discriminator,
-    minibatch_std,
-)
+from insetgan.networks.discriminator import (ConvDiscriminator, Discriminator, DiscriminatorConfig, build_discriminator,
+                                             minibatch_std)
 from insetgan.networks.native import read_metadata
 from insetgan.train.augment import augment, draw_params, parse_policy
 from insetgan.train.checkpoint import load_state, save_state

@@ -7,7 +7,8 @@ import click
 
 from insetgan.app.page import AppConfig, serve
 from insetgan.app.runner import StageLimits
-from insetgan.cli.common import device_option, handle_errors, torch_device
+from insetgan.cli.common import device_option, handle_errors
+from insetgan.devices import torch_device
 from insetgan.inversion.invert import InvertConfig
 
 

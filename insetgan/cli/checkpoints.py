@@ -8,15 +8,8 @@ from typing import Any
 import click
 import torch
 
-from insetgan.cli.common import (
-    click_options,
-    given_options,
-    handle_errors,
-    json_option,
-    log,
-    outdir_option,
-    write_files,
-)
+from insetgan.cli.common import (click_options, given_options, handle_errors, json_option, log, outdir_option,
+                                 write_files)
 from insetgan.errors import InsetganError
 from insetgan.jobs.generate import run_generate
 from insetgan.jobs.options import request_from

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 
 from insetgan import outputs
-from insetgan.devices import DEVICES, torch_device  # noqa: F401 - the commands import torch_device from here
+from insetgan.devices import DEVICES
 from insetgan.errors import InsetganError
 from insetgan.jobs import progress as job_progress
 from insetgan.jobs.options import OptionSpec, flag_name, has_default, is_flag, option_fields

@@ -10,16 +10,8 @@ from typing import Any
 
 import click
 
-from insetgan.cli.common import (
-    click_options,
-    given_options,
-    handle_errors,
-    job_progress_factory,
-    log,
-    outdir_option,
-    progress_option,
-    write_files,
-)
+from insetgan.cli.common import (click_options, given_options, handle_errors, job_progress_factory, log, outdir_option,
+                                 progress_option, write_files)
 from insetgan.jobs.compose import run_compose
 from insetgan.jobs.options import request_from
 from insetgan.jobs.refine import run_refine

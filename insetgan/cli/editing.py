@@ -8,17 +8,9 @@ import click
 import numpy as np
 
 from insetgan import io as iio
-from insetgan.cli.common import (
-    click_options,
-    device_option,
-    given_options,
-    handle_errors,
-    log,
-    outdir_option,
-    range_type,
-    torch_device,
-    write_files,
-)
+from insetgan.cli.common import (click_options, device_option, given_options, handle_errors, log, outdir_option,
+                                 range_type, write_files)
+from insetgan.devices import torch_device
 from insetgan.editing.boundary import KINDS, BoundaryConfig, fit_boundary
 from insetgan.editing.samples import MAX_SAMPLES, read_labels, read_latents, samples_files
 from insetgan.editing.sefa import sefa

@@ -10,15 +10,8 @@ import click
 
 from insetgan import io as iio
 from insetgan import outputs
-from insetgan.cli.common import (
-    device_option,
-    handle_errors,
-    log,
-    progress_bar,
-    progress_option,
-    range_type,
-    torch_device,
-)
+from insetgan.cli.common import device_option, handle_errors, log, progress_bar, progress_option, range_type
+from insetgan.devices import torch_device
 from insetgan.errors import InsetganError
 from insetgan.inversion.encoder_run import train_encoder as run_training
 from insetgan.inversion.encoder_training import EncoderTrainConfig

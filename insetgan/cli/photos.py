@@ -8,16 +8,8 @@ import click
 import numpy as np
 
 from insetgan import io as iio
-from insetgan.cli.common import (
-    click_options,
-    given_options,
-    handle_errors,
-    job_progress_factory,
-    log,
-    outdir_option,
-    progress_option,
-    write_files,
-)
+from insetgan.cli.common import (click_options, given_options, handle_errors, job_progress_factory, log, outdir_option,
+                                 progress_option, write_files)
 from insetgan.errors import InsetganError
 from insetgan.inversion import align as al
 from insetgan.jobs.invert import run_invert

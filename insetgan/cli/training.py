@@ -7,26 +7,10 @@ from typing import Any, Callable, Sequence
 import click
 
 from insetgan import outputs
-from insetgan.cli.common import (
-    click_options,
-    given_options,
-    handle_errors,
-    job_progress_factory,
-    log,
-    progress_bar,
-    progress_option,
-    range_type,
-)
-from insetgan.data.prepare import (
-    LIMIT,
-    MAX_SIDE,
-    BodiesConfig,
-    FacesConfig,
-    ShoesConfig,
-    prepare_bodies,
-    prepare_faces,
-    prepare_shoes,
-)
+from insetgan.cli.common import (click_options, given_options, handle_errors, job_progress_factory, log, progress_bar,
+                                 progress_option, range_type)
+from insetgan.data.prepare import (LIMIT, MAX_SIDE, BodiesConfig, FacesConfig, ShoesConfig, prepare_bodies,
+                                   prepare_faces, prepare_shoes)
 from insetgan.errors import InsetganError
 from insetgan.jobs.options import request_from
 from insetgan.jobs.requests import TrainRequest

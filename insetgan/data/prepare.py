@@ -31,14 +31,8 @@ from PIL import Image
 
 from insetgan import io as iio
 from insetgan.data.labels import XYWH, LabelSet, load_label_map, shoe_components
-from insetgan.data.windows import (
-    face_box_from_labels,
-    face_box_from_landmarks,
-    find_landmarks,
-    median_box,
-    person_window,
-    to_canvas,
-)
+from insetgan.data.windows import (face_box_from_labels, face_box_from_landmarks, find_landmarks, median_box,
+                                   person_window, to_canvas)
 from insetgan.errors import InsetganError
 from insetgan.images import ImageTooLargeError, open_rgb
 from insetgan.inversion.align import LandmarkDetector, align_ffhq, ffhq_quad

@@ -24,15 +24,8 @@ from typing import Any
 import numpy as np
 
 from insetgan.editing.layers import GeneratorShape
-from insetgan.editing.readers import (
-    MAX_FILE_BYTES,
-    Arrays,
-    checked_size,
-    npz_names,
-    read_channel_scores,
-    read_direction_arrays,
-    read_pickle_file,
-)
+from insetgan.editing.readers import (MAX_FILE_BYTES, Arrays, checked_size, npz_names, read_channel_scores,
+                                      read_direction_arrays, read_pickle_file)
 from insetgan.editing.spec import Edit
 from insetgan.errors import InsetganError
 from insetgan.limits import clipped

@@ -20,7 +20,6 @@ from PIL import Image, ImageFilter
 from insetgan.errors import InsetganError
 
 # The photo reader lives with the other image readers; re-exported for the modules that align photos.
-from insetgan.images import open_rgb as open_rgb
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from PIL import Image
 
 from insetgan import io as iio
 from insetgan.errors import InsetganError
-from insetgan.inversion.align import LandmarkDetector, align_ffhq, open_rgb
+from insetgan.images import open_rgb
+from insetgan.inversion.align import LandmarkDetector, align_ffhq
 from insetgan.inversion.identity import detect_five, identity_loss, identity_target, points_for_size
 from insetgan.inversion.invert import InvertConfig, PTIConfig, invert, quality, synthesize, with_noise
 from insetgan.inversion.photos import align_face, load_photo, person_crop, photo_info, to_tensor

@@ -23,21 +23,12 @@ from PIL import Image
 
 from insetgan.errors import InsetganError
 from insetgan.inversion.align import LandmarkDetector
-from insetgan.inversion.encoder_training import (
-    EncoderTrainConfig,
-    EncoderTrainState,
-    TrainContext,
-    face_identity,
-    load_state,
-    new_state,
-    sample_ws,
-    save_state,
-    train_step,
-)
+from insetgan.inversion.encoder_training import (EncoderTrainConfig, EncoderTrainState, TrainContext, face_identity,
+                                                 load_state, new_state, sample_ws, save_state, train_step)
 from insetgan.inversion.identity import detect_five, load_mobilefacenet
 from insetgan.inversion.invert import psnr
 from insetgan.inversion.perceptual import DeepFeatureDistance
-from insetgan.io import atomic_write_bytes, grid, json_bytes, png_bytes, to_uint8
+from insetgan.io import atomic_write_bytes, grid, png_bytes, to_uint8
 from insetgan.networks.encoder_files import save_encoder
 from insetgan.networks.generator import Generator
 from insetgan.progress import Progress

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from insetgan.errors import InsetganError
-from insetgan.inversion.align import LandmarkDetector, align_ffhq, ffhq_quad, open_rgb
+from insetgan.images import open_rgb
+from insetgan.inversion.align import LandmarkDetector, align_ffhq, ffhq_quad
 from insetgan.networks.generator import Generator
 
 MIN_FACE_PX = 64  # smallest FFHQ quad side (source pixels) we align; smaller faces are mostly blur

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from insetgan.errors import InsetganError
-from insetgan.inversion.align import open_rgb
+from insetgan.images import open_rgb
 from insetgan.latents import read_latent
 from insetgan.networks.generator import Generator
 from insetgan.sampling import z_from_seed

@@ -12,13 +12,8 @@ import torch
 from insetgan.errors import InsetganError
 from insetgan.networks.checkpoints import load_checkpoint
 from insetgan.networks.config import GeneratorConfig
-from insetgan.networks.discriminator import (
-    HINGE_ARCHITECTURES,
-    ConvDiscriminator,
-    Discriminator,
-    DiscriminatorConfig,
-    build_discriminator,
-)
+from insetgan.networks.discriminator import (HINGE_ARCHITECTURES, ConvDiscriminator, Discriminator, DiscriminatorConfig,
+                                             build_discriminator)
 from insetgan.networks.generator import Generator
 from insetgan.networks.projected import ProjectedDiscriminator
 from insetgan.train.config import TrainConfig
