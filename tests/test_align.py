@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from insetgan.images import open_rgb
 from insetgan.inversion import align as al
 from tests.cli_run import assert_one_line_error, run, run_subprocess
 from tests.conftest import REPO
@@ -31,14 +32,14 @@ def _check_ffhq_geometry(det, aligned, size):
 
 
 def test_ffhq_alignment_of_a_real_photo(det):
-    img = al.open_rgb(ASTRONAUT)
+    img = open_rgb(ASTRONAUT)
     aligned = al.align_ffhq(img, det.largest(img).landmarks, 256)
     assert aligned.size == (256, 256)
     _check_ffhq_geometry(det, aligned, 256)
 
 
 def test_rotated_and_edge_cut_photos_are_aligned_upright(det):
-    img = al.open_rgb(ASTRONAUT)
+    img = open_rgb(ASTRONAUT)
     rotated = img.rotate(20, resample=Image.BICUBIC, expand=True, fillcolor=(128, 128, 128))
     _check_ffhq_geometry(det, al.align_ffhq(rotated, det.largest(rotated).landmarks, 256), 256)
     # Face close to the top-left corner: the quad leaves the photo and is padded by reflection.
@@ -50,15 +51,15 @@ def test_rotated_and_edge_cut_photos_are_aligned_upright(det):
 
 
 def test_exif_orientation_and_grey_inputs(tmp_path, det):
-    img = al.open_rgb(ASTRONAUT)
+    img = open_rgb(ASTRONAUT)
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display": the stored pixels are turned the other way
     img.rotate(90, expand=True).save(tmp_path / "exif.jpg", exif=exif, quality=95)
-    upright = al.open_rgb(tmp_path / "exif.jpg")
+    upright = open_rgb(tmp_path / "exif.jpg")
     assert upright.size == img.size
     _check_ffhq_geometry(det, al.align_ffhq(upright, det.largest(upright).landmarks, 256), 256)
     img.convert("L").save(tmp_path / "grey.png")
-    grey = al.open_rgb(tmp_path / "grey.png")
+    grey = open_rgb(tmp_path / "grey.png")
     assert grey.mode == "RGB" and det.largest(grey) is not None
 
 

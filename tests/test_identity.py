@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from insetgan.images import open_rgb
 from insetgan.inversion import align as al
 from insetgan.inversion import identity as idt
 from tests.conftest import SHARED
@@ -44,7 +45,7 @@ def faces(det):
     """Per person: (photo, its mirror image, 5 points of each)."""
     out = []
     for name in PEOPLE:
-        img = al.open_rgb(FACES / f"{name}.jpg")
+        img = open_rgb(FACES / f"{name}.jpg")
         flip = ImageOps.mirror(img)
         p, q = idt.detect_five(img, detector=det), idt.detect_five(flip, detector=det)
         assert p is not None and q is not None, name

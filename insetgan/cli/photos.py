@@ -11,6 +11,7 @@ from insetgan import io as iio
 from insetgan.cli.common import (click_options, given_options, handle_errors, job_progress_factory, log, outdir_option,
                                  progress_option, write_files)
 from insetgan.errors import InsetganError
+from insetgan.images import open_rgb
 from insetgan.inversion import align as al
 from insetgan.jobs.invert import run_invert
 from insetgan.jobs.options import request_from
@@ -34,7 +35,7 @@ def align(image: str, size: int, five_point: bool, out_path: str) -> None:
     out = Path(out_path)
     if out.is_dir() or not out.parent.exists():
         raise InsetganError(f"--out {out_path}: not a file path in an existing folder")
-    img = al.open_rgb(image)
+    img = open_rgb(image)
     face = al.LandmarkDetector().largest(img, image)
     aligned = al.align_five(img, al.five_points(face.landmarks), size) if five_point else \
         al.align_ffhq(img, face.landmarks, size)
