@@ -6,7 +6,7 @@ keeps the last 64 of each aside, and trains a new discriminator alone on the res
 16, Adam β = (0, 0.99), no R1; ``--aug`` applies DiffAugment policies to both sides in training). Every 25 steps it prints the held-out
 accuracy (real called real, generated called generated) and the mean held-out logits. A
 discriminator that needs many kimg to beat 60% here cannot keep up with a generator that
-trains beside it (MODEL_CARD.md, issue 14).
+trains beside it (MODEL_CARD.md).
 
     python scripts/probe_discriminator.py default-body --data data/bodies256 --arch resnet --lr 0.002
     python scripts/probe_discriminator.py default-body --data data/bodies256 --arch conv --lr 0.001

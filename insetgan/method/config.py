@@ -57,9 +57,8 @@ class OptimConfig:
 
     name: str = "default"
     stages: tuple[Stage, ...] = (Stage("joint", 30, ("canvas", "insets"), "joint", track_every=5, track_until=20),)
-    # The canvas moves slowly and is held to its start (body_l1 2): measured on the built-in body with
-    # the example selfie (docs/method.md, "The default preset's canvas settings"); lr 0.04 / body_l1 0.5
-    # washed the whole body out.
+    # The canvas moves slowly and is held to its start (body_l1 2), the settings measured on the built-in
+    # body with the example selfie (docs/method.md, "The default preset's canvas settings").
     lr_canvas: float = ranged(0.01, 0.0, MAX_LR, lo_open=True)
     lr_inset: float = ranged(0.02, 0.0, MAX_LR, lo_open=True)
     lr_rampup: float = ranged(0.05, 0.0, 1.0)  # fractions of a stage

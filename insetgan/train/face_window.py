@@ -2,12 +2,12 @@
 
 At 256×128 the face is about 34 px wide, a few percent of the canvas, and the whole-image
 discriminator gives it little of its attention: the body model learned silhouettes long before
-faces (MODEL_CARD.md, issue 14). ``insetgan train --face-d W`` adds a second discriminator that
+faces (MODEL_CARD.md). ``insetgan train --face-d W`` adds a second discriminator that
 sees only a fixed square around the dataset's face prior, on real and generated images alike,
 and adds its non-saturating loss, weighted ``W``, to the generator's. Local discriminators for
 small, important parts are a standard remedy (e.g. the face discriminators of human-image GANs);
-the window is fixed, not tracked, so that both sides are cropped the same way. On the
-built-in 256×128 body it did not beat the whole-image discriminator alone (MODEL_CARD.md, stop 28).
+the window is fixed, not tracked, so that both sides are cropped the same way. MODEL_CARD.md
+has its runs on the built-in 256×128 body.
 """
 from __future__ import annotations
 

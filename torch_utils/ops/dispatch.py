@@ -5,7 +5,7 @@ logged once otherwise), the dtype is supported and the op passed its first-use s
 against the reference (:mod:`insetgan.torch_utils.ops.selfcheck`; a failure is logged once and
 the op runs its reference for the rest of the process); ``'cpp'`` / ``'cuda'`` insist on it and
 raise when it cannot be had; ``'ref'`` is the plain-PyTorch reference. An op without a compiled
-kernel of its own (none today; see ``OP_KERNELS``) would resolve ``'auto'`` to the reference and
+kernel of its own (``OP_KERNELS`` lists the ops that have one) would resolve ``'auto'`` to the reference and
 refuse ``'cpp'`` / ``'cuda'``. The environment
 variable ``INSETGAN_OPS=ref`` forces the reference everywhere. ``INSETGAN_OPS_POISON=1`` makes
 the kernels fill their outputs with NaN before computing (tests use it to catch unwritten
