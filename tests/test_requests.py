@@ -13,13 +13,14 @@ import pytest
 from insetgan.errors import InsetganError
 from insetgan.jobs.options import OptionError, flag_name, option_fields, request_from, settings
 from insetgan.jobs.requests import (ComposeRequest, EditRequest, GenerateRequest, InvertRequest, RefineRequest,
-                                    SampleBodiesRequest, TrainRequest)
+                                    SampleBodiesRequest, TrainEncoderRequest, TrainRequest)
 from tests.cli_run import assert_one_line_error, run
 from tests.conftest import REPO, fixture_path
 
 ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 COMMANDS = {"compose": ComposeRequest, "sample-bodies": SampleBodiesRequest, "refine-face": RefineRequest,
-            "invert": InvertRequest, "generate": GenerateRequest, "train": TrainRequest, "edit": EditRequest}
+            "invert": InvertRequest, "generate": GenerateRequest, "train": TrainRequest, "edit": EditRequest,
+            "train-encoder": TrainEncoderRequest}
 
 
 # --- the page and the command line ---------------------------------------------------------------

@@ -26,7 +26,8 @@ import torch
 from insetgan.errors import InsetganError
 from insetgan.inversion.identity import IdentityTarget, embed, identity_loss, warp_five
 from insetgan.io import atomic_write_bytes, encode
-from insetgan.limits import MAX_SEED, check_ranges, ranged
+from insetgan.jobs.options import check_values, option
+from insetgan.limits import MAX_SEED, Range
 from insetgan.networks.encoder import Encoder, EncoderConfig, build_encoder, config_for
 from insetgan.networks.encoder_files import network_sha256
 from insetgan.networks.generator import Generator
@@ -43,30 +44,40 @@ _RESUME_FIXED = ("batch_fake", "batch_real", "seed", "width", "input_scale", "ho
 class EncoderTrainConfig:
     """Encoder training settings; every number has its range (the command line shows the same)."""
 
-    kimg: float = ranged(100.0, 0.001, MAX_KIMG)
-    batch_fake: int = ranged(4, 0, 256, integer=True)
-    batch_real: int = ranged(4, 0, 256, integer=True)
-    lr: float = ranged(1e-4, 0.0, 1.0, lo_open=True)
-    psi_min: float = ranged(0.5, 0.0, 2.0)
-    psi_max: float = ranged(1.0, 0.0, 2.0)
-    style_mixing: float = ranged(0.5, 0.0, 1.0)
-    latent_weight: float = ranged(1.0, 0.0, 1e4)
-    pixel_weight: float = ranged(1.0, 0.0, 1e4)
-    perceptual_weight: float = ranged(0.2, 0.0, 1e4)
-    perceptual_size: int = ranged(64, 32, 1024, integer=True)  # the deep distance's smallest input side
-    identity_weight: float = ranged(0.5, 0.0, 1e4)
-    delta_weight: float = ranged(0.05, 0.0, 1e4)
-    unlock_kimg: float = ranged(2.0, 0.0, MAX_KIMG)
-    snapshot_kimg: float = ranged(4.0, 0.001, MAX_KIMG)
-    holdout: int = ranged(64, 0, 100_000, integer=True)
-    grid: int = ranged(8, 1, 64, integer=True)
-    width: int = ranged(128, 8, 512, integer=True)
-    input_scale: float = ranged(2.0, 0.5, 8.0)
-    seed: int = ranged(0, 0, MAX_SEED, integer=True)
-    xflip: bool = True
+    kimg: float = option(100.0, "Train until this many thousand images were shown.", range=Range(0.001, MAX_KIMG))
+    batch_fake: int = option(4, "Generator samples per step (their W+ is known: latent loss).",
+                             range=Range(0, 256, integer=True))
+    batch_real: int = option(4, "Dataset photos per step.", range=Range(0, 256, integer=True))
+    lr: float = option(1e-4, "Adam learning rate.", range=Range(0.0, 1.0, lo_open=True))
+    psi_min: float = option(0.5, "Samples: smallest truncation ψ.", range=Range(0.0, 2.0))
+    psi_max: float = option(1.0, "Samples: largest truncation ψ.", range=Range(0.0, 2.0))
+    style_mixing: float = option(0.5, "Samples: probability of a style-mixed W+.", range=Range(0.0, 1.0))
+    latent_weight: float = option(1.0, "Weight of the samples' latent (W+) error.", range=Range(0.0, 1e4))
+    pixel_weight: float = option(1.0, "Weight of the pixel (L2) error.", range=Range(0.0, 1e4))
+    perceptual_weight: float = option(0.2, "Weight of the EfficientNet-Lite0 feature distance.", range=Range(0.0, 1e4))
+    perceptual_size: int = option(64, "Smallest input side of the feature distance (pixels).",
+                                  range=Range(32, 1024, integer=True))  # the deep distance's smallest input side
+    identity_weight: float = option(0.5, "Face datasets: weight of the MobileFaceNet identity loss.",
+                                    range=Range(0.0, 1e4))
+    delta_weight: float = option(0.05, "Weight of e4e's L2 penalty on the per-row deltas (keeps W+ near W).",
+                                 range=Range(0.0, 1e4))
+    unlock_kimg: float = option(2.0, "Progressive training: one more W+ row gets its own delta every K kimg "
+                                "(0: all at once).",
+                                range=Range(0.0, MAX_KIMG))
+    snapshot_kimg: float = option(4.0, "Snapshot (state, encoder, grid, metrics) every K kimg.",
+                                  range=Range(0.001, MAX_KIMG))
+    holdout: int = option(64, "Dataset images held out for the snapshots' numbers (every 97th from the first).",
+                          range=Range(0, 100_000, integer=True))
+    grid: int = option(8, "Input | reconstruction pairs per grid row.", range=Range(1, 64, integer=True))
+    width: int = option(128, "Channels of the feature pyramid and heads.", range=Range(8, 512, integer=True))
+    input_scale: float = option(2.0, "Encoder input size as a multiple of the generator's image (then a multiple "
+                                "of 32).",
+                                range=Range(0.5, 8.0))
+    seed: int = option(0, "Seed of the heads and of every step's random draws.", range=Range(0, MAX_SEED, integer=True))
+    xflip: bool = option(True, "Mirror dataset photos at random.")
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_values(self)
         if self.batch_fake + self.batch_real < 1:
             raise InsetganError("batch_fake + batch_real must be at least 1")
         if self.psi_min > self.psi_max:

@@ -25,6 +25,7 @@ from insetgan.editing.strip import StripConfig, parse_strengths
 from insetgan.errors import InsetganError
 from insetgan.inversion.embedding import EmbedConfig
 from insetgan.inversion.invert import MODES as INVERT_MODES
+from insetgan.inversion.encoder_training import EncoderTrainConfig
 from insetgan.inversion.invert import InvertConfig, PTIConfig
 from insetgan.inversion.perceptual import PERCEPTUAL_SPECS
 from insetgan.jobs.options import REQUIRED, check_values, escape, option, refusal
@@ -412,3 +413,18 @@ class TrainRequest(TrainConfig, JobRequest):
         """The run's hyper-parameters."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
         return TrainConfig(**{**values, "w_dim": self.z_dim})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainEncoderRequest(EncoderTrainConfig, JobRequest):
+    """``train-encoder``: an image → W+ encoder for a generator; the settings are :class:`EncoderTrainConfig`'s."""
+
+    command: ClassVar[str] = "train-encoder"
+    network: str = option(REQUIRED, "The generator (a file or default-face, default-body).", metavar="G")
+    data: str = option(REQUIRED, "Prepared dataset at the generator's size.", metavar="DIR|ZIP")
+    resume: bool = option(False, "Continue from the newest state-*.pt in --outdir.")
+
+    @property
+    def config(self) -> EncoderTrainConfig:
+        """The run's settings."""
+        return EncoderTrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncoderTrainConfig)})
