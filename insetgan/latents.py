@@ -159,11 +159,12 @@ def read_latent(path: str | Path, num_ws: int, w_dim: int, key: str = "ws", max_
     """W+ [1|B, num_ws, w_dim] float32 from a latent file.
 
     ``.npy``: w [D], [1, D], W+ [L, D] or [B, L, D]. ``.npz``: the array ``key``, else ``ws``
-    (written by ``insetgan invert``), else its only array. A single w is repeated over the layers.
+    (``latents.npz`` of ``insetgan invert``), else ``w`` (``projected_w.npz`` of the official projector and
+    of ``insetgan invert``), else its only array. A single w is repeated over the layers.
     """
     allowed, want = latent_shapes(num_ws, w_dim, max_batch)
     what = f"latent {path}"
-    arr = finite_float32(read_array(path, (key, "ws"), allowed, want, what), what)
+    arr = finite_float32(read_array(path, (key, "ws", "w"), allowed, want, what), what)
     if arr.ndim == 1 or arr.shape == (1, w_dim) and num_ws != 1:
         return np.ascontiguousarray(np.broadcast_to(arr.reshape(1, 1, w_dim), (1, num_ws, w_dim)))
     return arr.reshape(-1, num_ws, w_dim)

@@ -136,6 +136,9 @@ def test_good_latent_files_load_with_their_values(tmp_path):
     assert np.array_equal(read_latent(tmp_path / "face.npz", NUM_WS, W_DIM, "face"), batch[:1])
     with pytest.raises(InsetganError, match="has no array 'shoes'"):
         read_latent(tmp_path / "face.npz", NUM_WS, W_DIM, "shoes")
+    # The official projector's projected_w.npz (key w) is read by every latent option, before other arrays.
+    (tmp_path / "projected_w.npz").write_bytes(npz(w=wplus[None], extra=batch))
+    assert np.array_equal(read_latent(tmp_path / "projected_w.npz", NUM_WS, W_DIM, "face"), wplus[None])
 
 
 def test_compose_refuses_bad_latents_in_one_line(tmp_path):

@@ -120,7 +120,7 @@ def test_invert_cli_writes_outputs_and_pti_generator(tmp_path, G):
     r = run_subprocess(*["--quiet", "invert", str(ASTRONAUT), "--network", str(fixture_path("sg2ada_face64.pkl")),
                         "--mode", "pti", "--steps", "60", "--pti-steps", "30", "--outdir", str(out)])
     assert r.returncode == 0, r.stderr
-    for name in ("latents.npz", "target.png", "reconstruction.png", "compare.png", "report.json", "tuned.safetensors"):
+    for name in ("latents.npz", "projected_w.npz", "target.png", "reconstruction.png", "compare.png", "report.json", "tuned.safetensors"):
         assert (out / name).is_file(), name
     rep = json.loads((out / "report.json").read_text())
     m = rep["metrics"]
@@ -134,9 +134,12 @@ def test_invert_cli_writes_outputs_and_pti_generator(tmp_path, G):
         img = inv.synthesize(tuned, torch.from_numpy(data["ws"]), noise)
     recon = np.asarray(Image.open(out / "reconstruction.png"), dtype=np.float32)
     assert np.abs(recon - (img[0].permute(1, 2, 0).numpy() * 127.5 + 128).clip(0, 255)).mean() < 1.0
-    # The latents feed compose directly (ws array).
+    # projected_w.npz is the official projector's file (key w, [1, num_ws, w_dim]) and feeds every latent option.
+    with np.load(out / "projected_w.npz") as official:
+        assert list(official) == ["w"] and official["w"].dtype == np.float32
+        np.testing.assert_array_equal(official["w"], data["ws"])
     r = run(*["--quiet", "compose", "--body", str(fixture_path("sghuman_body64x32.pkl")),
-             "--face-net", str(fixture_path("sg2ada_face64.pkl")), "--face-latent", str(out / "latents.npz"),
+             "--face-net", str(fixture_path("sg2ada_face64.pkl")), "--face-latent", str(out / "projected_w.npz"),
              "--face-box", "8,2,16,16", "--steps", "2", "--outdir", str(tmp_path / "c")])
     assert r.returncode == 0, r.stderr
 

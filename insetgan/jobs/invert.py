@@ -73,14 +73,17 @@ def _metrics(G: Generator, res: Inversion, t: Targets, perceptual: PerceptualCho
 
 
 def _encode(res: Inversion, target: torch.Tensor, images: list[torch.Tensor]) -> dict[str, bytes]:
-    """latents.npz, target.png, reconstruction.png and compare.png (target | start | projection | tuned)."""
+    """latents.npz, projected_w.npz (as the official projector writes it), target.png, reconstruction.png and
+    compare.png (target | start | projection | tuned)."""
     def u8(x: torch.Tensor) -> list[np.ndarray]:
         return [iio.to_uint8(x[i]) for i in range(x.shape[0])]
 
     proj = res.projection
     arrays = {"ws": proj.ws.cpu().numpy(), **{f"noise_{i:02d}": n.cpu().numpy() for i, n in enumerate(proj.noise)}}
     columns = [u8(target)] + [u8(x) for x in images]
+    official = proj.ws.cpu().numpy().astype(np.float32)  # the official projector's file: key w, [1, num_ws, w_dim]
     return {"latents.npz": iio.encode(lambda buf: np.savez(buf, **arrays)),
+            "projected_w.npz": iio.encode(lambda buf: np.savez(buf, w=official)),
             "target.png": iio.png_bytes(iio.grid(u8(target))),
             "reconstruction.png": iio.png_bytes(iio.grid(u8(images[-1]))),
             "compare.png": iio.png_bytes(iio.grid([col[i] for i in range(target.shape[0]) for col in columns],
