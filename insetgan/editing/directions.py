@@ -27,6 +27,7 @@ from insetgan.editing.layers import GeneratorShape
 from insetgan.editing.readers import (MAX_FILE_BYTES, Arrays, checked_size, npz_names, read_channel_scores,
                                       read_direction_arrays, read_pickle_file)
 from insetgan.editing.spec import Edit
+from insetgan import io as iio
 from insetgan.errors import InsetganError
 from insetgan.limits import clipped
 from insetgan.resources import ASSETS
@@ -99,8 +100,7 @@ def resolve_source(edit: Edit) -> Path:
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, or of a folder's direction files (names and contents, sorted)."""
     if path.is_file():
-        with path.open("rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return iio.sha256(path)
     h = hashlib.sha256()
     for p in sorted(path.iterdir()):
         if FOLDER_VECTOR.match(p.name) or FOLDER_SCORES.match(p.name):
