@@ -12,8 +12,8 @@ import pytest
 
 from insetgan.errors import InsetganError
 from insetgan.jobs.options import OptionError, flag_name, option_fields, request_from, settings
-from insetgan.jobs.requests import (ComposeRequest, EditRequest, GenerateRequest, InvertRequest, RefineRequest,
-                                    SampleBodiesRequest, TrainEncoderRequest, TrainRequest)
+from insetgan.jobs.network_requests import EditRequest, GenerateRequest, TrainEncoderRequest, TrainRequest
+from insetgan.jobs.requests import ComposeRequest, InvertRequest, RefineRequest, SampleBodiesRequest
 from tests.cli_run import assert_one_line_error, run
 from tests.conftest import REPO, fixture_path
 

@@ -41,7 +41,6 @@ from insetgan.app.choices import NetworkChoices, allowed_networks
 from insetgan.app.runner import Stage, StageLimits, Step, Worker, job_folder, one_line, stage_of, take_upload
 from insetgan.errors import InsetganError
 from insetgan.images import decode_rgb
-from insetgan.inversion.invert import InvertConfig
 from insetgan.jobs.compose import run_compose
 from insetgan.jobs.options import flag_value, request_from, unset, whole_number
 from insetgan.jobs.refine import run_refine
@@ -80,14 +79,14 @@ class AppConfig:
     queue_size: int = 4
     max_file_mb: int = 25
     workdir: Path | None = None  # job folders live here (default: a fresh temporary folder per server)
-    invert_steps: int = InvertConfig.steps
+    invert_steps: int | None = None  # None: the request's default (fewer after an encoder's start)
     models_dir: Path | None = None  # its checkpoint files are offered in the network menus
     limits: StageLimits = field(default_factory=StageLimits)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise InsetganError(f"--port must be in 1..65535, got {self.port}")
-        if self.queue_size < 1 or self.max_file_mb < 1 or self.invert_steps < 1:
+        if self.queue_size < 1 or self.max_file_mb < 1 or (self.invert_steps is not None and self.invert_steps < 1):
             raise InsetganError("--queue-size, --max-file-mb and the inversion steps must be >= 1")
 
 

@@ -9,7 +9,7 @@ from insetgan.app.page import AppConfig, serve
 from insetgan.app.runner import StageLimits
 from insetgan.cli.common import device_option, handle_errors
 from insetgan.devices import torch_device
-from insetgan.inversion.invert import InvertConfig
+from insetgan.jobs.requests import STEPS_SHOWN
 
 
 @click.command()
@@ -25,8 +25,8 @@ from insetgan.inversion.invert import InvertConfig
               help="Requests that may wait while one job runs; more are told the app is busy.")
 @click.option("--max-file-mb", type=click.IntRange(1, 1024), default=25, show_default=True,
               help="Largest upload accepted.")
-@click.option("--invert-steps", type=click.IntRange(1, 100000), default=InvertConfig.steps, show_default=True,
-              help="Projector steps for uploaded photos.")
+@click.option("--invert-steps", type=click.IntRange(1, 100000), default=None,
+              help=f"Projector steps for uploaded photos.  [default: {STEPS_SHOWN}]")
 @click.option("--workdir", default=None, type=click.Path(file_okay=False),
               help="Folder for job folders and the upload cache (default: a new temporary folder, removed when "
                    "the server stops).")
@@ -38,7 +38,7 @@ from insetgan.inversion.invert import InvertConfig
 @device_option
 @handle_errors
 def app(host: str, port: int, body: str, face_net: str, shoes_net: str | None, queue_size: int, max_file_mb: int,
-        invert_steps: int, workdir: str | None, models_dir: str | None, stage_timeout: tuple[str, ...],
+        invert_steps: int | None, workdir: str | None, models_dir: str | None, stage_timeout: tuple[str, ...],
         device: str) -> None:
     """Serve a local web page for the three jobs: compose, many bodies, fix a face (needs insetgan[app]).
 

@@ -13,7 +13,7 @@ from insetgan.cli.common import (click_options, given_options, handle_errors, js
 from insetgan.errors import InsetganError
 from insetgan.jobs.generate import run_generate
 from insetgan.jobs.options import request_from
-from insetgan.jobs.requests import GenerateRequest
+from insetgan.jobs.network_requests import GenerateRequest
 from insetgan.models import BUILTIN, describe_builtin, load_network
 from insetgan.networks import native
 from insetgan.networks.checkpoints import describe

@@ -99,12 +99,13 @@ def _click_param(f: dataclasses.Field, spec: OptionSpec) -> Callable[[Callable],
                                 help=spec.help or None)
         return click.option(flag, f.name, is_flag=True, help=spec.help or None)
     default = f.default if has_default(f) else None
-    if default is None and spec.shown is not None:
-        default = spec.shown
+    text = spec.help
+    if default is None and spec.shown is not None:  # the help shows it; the request's own default applies
+        text = f"{text}  [default: {spec.shown}]".strip()
     kind = range_type(spec.range) if spec.range is not None else \
         click.Choice(spec.choices) if spec.choices is not None else None
     return click.option(flag, f.name, type=kind, default=default, required=not has_default(f), multiple=spec.many,
-                        show_default=default is not None, metavar=spec.metavar, help=spec.help or None)
+                        show_default=default is not None, metavar=spec.metavar, help=text or None)
 
 
 def click_options(request_type: type) -> Callable[[Callable], Callable]:

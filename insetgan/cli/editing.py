@@ -18,7 +18,8 @@ from insetgan.editing.spec import parse_rows
 from insetgan.errors import InsetganError
 from insetgan.jobs.edit import run_edit
 from insetgan.jobs.options import request_from
-from insetgan.jobs.requests import NETWORK_HELP, EditRequest
+from insetgan.jobs.network_requests import EditRequest
+from insetgan.jobs.requests import NETWORK_HELP
 from insetgan.limits import MAX_SEED, field_range
 from insetgan.models import load_network
 from insetgan.sampling import PSI_RANGE, SampleConfig

@@ -8,7 +8,7 @@ import click
 from insetgan.cli.common import (click_options, given_options, handle_errors, job_progress_factory, log,
                                  outdir_option, progress_option)
 from insetgan.jobs.options import request_from
-from insetgan.jobs.requests import TrainEncoderRequest
+from insetgan.jobs.network_requests import TrainEncoderRequest
 from insetgan.jobs.train_encoder import run_train_encoder
 
 

@@ -13,7 +13,7 @@ from insetgan.data.prepare import (LIMIT, MAX_SIDE, BodiesConfig, FacesConfig, S
                                    prepare_faces, prepare_shoes)
 from insetgan.errors import InsetganError
 from insetgan.jobs.options import request_from
-from insetgan.jobs.requests import TrainRequest
+from insetgan.jobs.network_requests import TrainRequest
 from insetgan.jobs.train import run_train
 from insetgan.limits import field_range
 

@@ -1,7 +1,8 @@
 """The user's photos as generator latents: align a selfie or crop an outfit photo, invert, cache.
 
 ``embed_face`` FFHQ-aligns a selfie to the face generator's resolution, projects it (W+ by
-default, optionally with pivotal tuning) with the perceptual, pixel and identity losses, and
+default, from the encoder trained for the generator when there is one, then a short refinement;
+optionally with pivotal tuning) with the perceptual, pixel and identity losses, and
 returns a face generator that renders the user's face from the returned latent (its noise maps
 set to the optimised ones, its weights tuned with PTI). ``embed_outfit`` does the same for a
 full-body photo and the canvas generator: a person-centred crop at the canvas aspect, the
@@ -27,8 +28,9 @@ from insetgan import io as iio
 from insetgan.errors import InsetganError
 from insetgan.images import open_rgb
 from insetgan.inversion.align import LandmarkDetector, align_ffhq
+from insetgan.inversion.encoder import StartConfig, choose_start, encode
 from insetgan.inversion.identity import detect_five, identity_loss, identity_target, points_for_size
-from insetgan.inversion.invert import InvertConfig, PTIConfig, invert, quality, synthesize, with_noise
+from insetgan.inversion.invert import InvertConfig, PTIConfig, invert, quality, refine_config, synthesize, with_noise
 from insetgan.inversion.photos import align_face, load_photo, person_crop, photo_info, to_tensor
 from insetgan.latents import read_npz_arrays
 from insetgan.method import losses as L
@@ -42,16 +44,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """How a photo is embedded: the projector, optional pivotal tuning, the identity weight."""
+    """How a photo is embedded: the start, the projector from ``w_avg`` (``invert``) or from an encoder's
+    start (``refine``), optional pivotal tuning, the identity weight."""
 
     invert: InvertConfig = InvertConfig()
     pti: PTIConfig | None = None
     identity_weight: float = 0.1
+    start: StartConfig = StartConfig()
+    refine: InvertConfig = refine_config()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {"invert": self.invert.to_dict(), "pti": self.pti.to_dict() if self.pti else None,
-                "identity_weight": self.identity_weight}
+                "identity_weight": self.identity_weight, "start": self.start.to_dict(),
+                "refine": self.refine.to_dict()}
 
 
 @dataclass
@@ -74,16 +80,21 @@ def _cache_names(kind: str, key: str) -> tuple[str, str]:
 def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Perceptual | None,
           kind: str, key_parts: dict[str, Any], mask: torch.Tensor | None = None,
           identity: Callable[[torch.Tensor], torch.Tensor] | None = None, cache_dir: Path | None = None,
-          progress: Progress | None = None) -> Embedded:
+          progress: Progress | None = None, generator_path: str | Path | None = None) -> Embedded:
     """Invert ``target`` [1, 3, H, W] into ``G``: the generator that renders it and its W+ latent.
 
-    A result already in ``cache_dir`` is reused. A new one is returned in ``cache_files``
-    (file name → bytes) for the caller to write with its other outputs, so a job that fails
-    later leaves nothing behind.
+    The projector starts from ``cfg.start`` (the encoder found for ``G``, looked up beside
+    ``generator_path`` and among the built-in models, or ``w_avg``) and runs ``cfg.refine`` or
+    ``cfg.invert`` accordingly. A result already in ``cache_dir`` is reused. A new one is
+    returned in ``cache_files`` (file name → bytes) for the caller to write with its other
+    outputs, so a job that fails later leaves nothing behind.
     """
-    key = hashlib.sha256(json.dumps({**key_parts, "net": network_sha256(G), "cfg": cfg.to_dict()},
-                                    sort_keys=True).encode()).hexdigest()
-    info: dict[str, Any] = {"cache_key": key[:20], "config": cfg.to_dict()}
+    start = choose_start(cfg.start, G, generator_path, target.device)
+    init_ws = encode(start.encoder, G, target) if start.encoder is not None else None
+    used = start.describe()
+    key = hashlib.sha256(json.dumps({**key_parts, "net": network_sha256(G), "cfg": cfg.to_dict(),
+                                     "start": used.get("encoder_sha256")}, sort_keys=True).encode()).hexdigest()
+    info: dict[str, Any] = {"cache_key": key[:20], "config": cfg.to_dict(), "start": used}
     npz_name, net_name = _cache_names(kind, key)
     t0 = time.perf_counter()
     cached = cache_dir is not None and (cache_dir / npz_name).is_file() and \
@@ -96,8 +107,9 @@ def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Pe
         ws, noise = ws.to(target.device), [n.to(target.device) for n in noise]
         tuned = tuned.to(target.device) if tuned is not None else None
     else:
-        inv_cfg = dataclasses.replace(cfg.invert, identity_weight=cfg.identity_weight if identity else 0.0)
-        res = invert(G, target, inv_cfg, cfg.pti, perceptual, mask, identity, progress, progress)
+        inv_cfg = dataclasses.replace(cfg.refine if init_ws is not None else cfg.invert,
+                                      identity_weight=cfg.identity_weight if identity else 0.0)
+        res = invert(G, target, inv_cfg, cfg.pti, perceptual, mask, identity, progress, progress, init_ws)
         ws, noise, tuned = res.projection.ws, res.projection.noise, res.tuned
         info["projection"] = {"steps": inv_cfg.steps, "seconds": round(res.projection.seconds, 3),
                               "final_losses": {k: round(v, 6) for k, v in res.projection.history[-1].items()}}
@@ -111,9 +123,13 @@ def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Pe
     G_user = with_noise(tuned if tuned is not None else G, noise)
     with torch.no_grad():
         recon = synthesize(G_user, ws, None)
-        start = synthesize(G, G.w_avg.to(ws).reshape(1, 1, -1).expand_as(ws).contiguous(), None)
-    info["seconds"] = round(time.perf_counter() - t0, 3)
-    info["metrics"] = {"start": quality(start, target, perceptual), "inverted": quality(recon, target, perceptual)}
+        w0 = init_ws if init_ws is not None else G.w_avg.to(ws).reshape(1, 1, -1).expand_as(ws).contiguous()
+        first = synthesize(G, w0, None)
+        info["seconds"] = round(time.perf_counter() - t0, 3)
+        info["metrics"] = {"start": quality(first, target, perceptual), "inverted": quality(recon, target, perceptual)}
+        if identity is not None:
+            for name, img in (("start", first), ("inverted", recon)):
+                info["metrics"][name]["identity_loss"] = [round(float(v), 4) for v in identity(img)]
     return Embedded(G_user, ws, target, recon, mask, info, files)
 
 
@@ -158,7 +174,8 @@ def face_identity(net: torch.nn.Module, aligned: Image.Image, size: int, device:
 
 def embed_face(photo_path: str, G: Generator, cfg: EmbedConfig, perceptual: L.Perceptual | None,
                cache_dir: Path | None, device: torch.device, progress: Progress | None = None,
-               identity_net: torch.nn.Module | None = None) -> tuple[Embedded, Image.Image, Callable | None]:
+               identity_net: torch.nn.Module | None = None, generator_path: str | Path | None = None
+               ) -> tuple[Embedded, Image.Image, Callable | None]:
     """Align and invert a selfie into the face generator.
 
     Returns (the embedding, the selfie aligned at 256 px for the dlib metric, the identity
@@ -175,14 +192,14 @@ def embed_face(photo_path: str, G: Generator, cfg: EmbedConfig, perceptual: L.Pe
         identity, id_info = face_identity(identity_net, metric_img, size, device, detector)
     emb = embed(G, target, cfg, perceptual, "face", {"photo": photo_info(photo_path, photo)["sha256"],
                                                       "size": size, "identity": identity is not None},
-                identity=identity, cache_dir=cache_dir, progress=progress)
+                identity=identity, cache_dir=cache_dir, progress=progress, generator_path=generator_path)
     emb.info.update(photo=photo_info(photo_path, photo), aligned_size=size, identity_points=id_info.get("points"))
     return emb, metric_img, identity
 
 
 def embed_outfit(photo_path: str, mask_path: str | None, G: Generator, cfg: EmbedConfig,
                  perceptual: L.Perceptual | None, cache_dir: Path | None, device: torch.device,
-                 progress: Progress | None = None) -> Embedded:
+                 progress: Progress | None = None, generator_path: str | Path | None = None) -> Embedded:
     """Crop a full-body photo around the person at the canvas aspect and invert it into the body generator.
 
     With a mask (non-zero = person, same size as the photo) the crop centres on the person and
@@ -200,7 +217,8 @@ def embed_outfit(photo_path: str, mask_path: str | None, G: Generator, cfg: Embe
     mask = to_tensor(mcrop, device) if mcrop is not None else None
     key = {"photo": photo_info(photo_path, photo)["sha256"],
            "mask": hashlib.sha256(Path(mask_path).read_bytes()).hexdigest() if mask_path else None}
-    emb = embed(G, target, cfg, perceptual, "outfit", key, mask=mask, cache_dir=cache_dir, progress=progress)
+    emb = embed(G, target, cfg, perceptual, "outfit", key, mask=mask, cache_dir=cache_dir, progress=progress,
+                generator_path=generator_path)
     emb.info.update(photo=photo_info(photo_path, photo), mask=mask_path)
     return emb
 

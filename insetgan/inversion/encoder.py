@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from insetgan import io as iio
 from insetgan.errors import InsetganError
 from insetgan.models import models_dir
 from insetgan.networks.encoder import Encoder
@@ -26,6 +29,10 @@ log = logging.getLogger(__name__)
 
 ENCODER_SUFFIX = "-encoder.safetensors"
 MAX_CANDIDATES = 64  # encoder files looked at in one folder
+INIT_CHOICES = ("auto", "encoder", "mean")
+INIT_HELP = ("Where inversion starts: the encoder trained for the network, then a short refinement (auto: when one "
+             "is found; encoder: required), or w_avg and the full optimisation (mean).")
+ENCODER_HELP = "An encoder file trained for the network (insetgan train-encoder); implies --init encoder."
 
 
 def encoder_name(generator_path: str | os.PathLike) -> Path:
@@ -99,3 +106,55 @@ def encode(encoder: Encoder, G: AnyGenerator, image: torch.Tensor) -> torch.Tens
             return encoder(image.to(encoder.w_avg.device, torch.float32)).to(torch.float32)
     finally:
         encoder.train(was_training)
+
+
+@dataclass(frozen=True)
+class StartConfig:
+    """The user's choice of an inversion's start: ``init`` (one of :data:`INIT_CHOICES`) and an encoder file."""
+
+    init: str = "auto"
+    encoder: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.init not in INIT_CHOICES:
+            raise InsetganError(f"init must be one of {', '.join(INIT_CHOICES)}, got {self.init!r}")
+        if self.encoder is not None and self.init == "mean":
+            raise InsetganError("an encoder file and init 'mean' exclude each other")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"init": self.init, "encoder": self.encoder}
+
+
+@dataclass
+class Start:
+    """A resolved start: the encoder (None: start at ``w_avg``), its file and the file's SHA-256."""
+
+    encoder: Encoder | None = None
+    path: Path | None = None
+    sha256: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The report entry: ``{"init": "encoder", "encoder": path, "encoder_sha256": …}`` or ``{"init": "mean"}``."""
+        if self.encoder is None:
+            return {"init": "mean"}
+        return {"init": "encoder", "encoder": str(self.path), "encoder_sha256": self.sha256}
+
+
+def choose_start(cfg: StartConfig, G: AnyGenerator, generator_path: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu") -> Start:
+    """The start ``cfg`` asks for ``G``: its encoder file, the one found for it (``auto``, ``encoder``), or w_avg.
+
+    ``init='encoder'`` without a matching encoder, and an ``encoder`` file trained for another
+    generator, are one-line errors.
+    """
+    if cfg.init == "mean":
+        return Start()
+    found = encoder_for(G, cfg.encoder, generator_path, device)
+    if found is None:
+        if cfg.init == "encoder":
+            raise InsetganError("no encoder was trained for this network: give one with --encoder, train one with "
+                                "insetgan train-encoder, or use --init mean")
+        return Start()
+    encoder, path = found
+    return Start(encoder, path, iio.sha256(path))

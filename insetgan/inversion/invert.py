@@ -67,6 +67,15 @@ class InvertConfig:
         return dataclasses.asdict(self)
 
 
+REFINE_STEPS = 60  # projector steps after an encoder's start (docs/PERFORMANCE.md, "Encoder start")
+REFINE_LR = 0.05
+
+
+def refine_config(steps: int = REFINE_STEPS, **changes: Any) -> InvertConfig:
+    """The projector's settings for refining an encoder's start: fewer steps, a lower lr, no latent noise."""
+    return InvertConfig(**{"steps": steps, "lr": REFINE_LR, "w_noise": 0.0, **changes})
+
+
 @dataclass(frozen=True)
 class PTIConfig:
     """Pivotal-tuning settings (the PTI paper: lr 3e-4, ~350 steps, LPIPS + L2)."""
@@ -159,21 +168,40 @@ def synthesize(G: Generator, ws: torch.Tensor, noise: list[torch.Tensor] | None)
     return G.synthesis(ws, noise_mode="const", noise=noise, fused_modconv=False)
 
 
+def start_latent(G: Generator, init_ws: torch.Tensor | None, batch: int, mode: str, w_avg: torch.Tensor
+                 ) -> torch.Tensor:
+    """The latent the projector starts from, [B, 1, D] (mode w) or [B, num_ws, D]: ``w_avg`` or ``init_ws``.
+
+    ``init_ws`` (e.g. an encoder's W+) is [B, num_ws, D]; in mode w its rows are averaged.
+    """
+    if init_ws is None:
+        return w_avg.repeat(batch, 1 if mode == "w" else G.num_ws, 1)
+    want = (batch, G.num_ws, G.w_dim)
+    if tuple(init_ws.shape) != want:
+        raise InsetganError(f"the start latent must be {list(want)}, got {list(init_ws.shape)}")
+    if not bool(torch.isfinite(init_ws).all()):
+        raise InsetganError("the start latent has NaN or infinite values")
+    init = init_ws.detach().to(w_avg.device, torch.float32)
+    return init.mean(1, keepdim=True) if mode == "w" else init.clone()
+
+
 def project(G: Generator, target: torch.Tensor, cfg: InvertConfig = InvertConfig(),
             perceptual: L.Perceptual | None = None, mask: torch.Tensor | None = None,
-            identity: ImageLoss | None = None, progress: Progress | None = None) -> Projection:
+            identity: ImageLoss | None = None, progress: Progress | None = None,
+            init_ws: torch.Tensor | None = None) -> Projection:
     """Project ``target`` images [B, C, H, W] in [-1, 1] into ``G``'s W (``cfg.mode='w'``) or W+ space.
 
     ``identity`` is an optional ``img -> [B]`` loss (e.g. 1 − cosine of face embeddings) weighted
-    by ``cfg.identity_weight``. ``G`` is not modified. Returns the W+ latents and noise maps.
+    by ``cfg.identity_weight``. ``init_ws`` [B, num_ws, D] replaces ``w_avg`` as the start (an
+    encoder's output: the projector then refines it). ``G`` is not modified. Returns the W+
+    latents and noise maps.
     """
     _check_target(G, target, mask)
     t0 = time.perf_counter()
     device, batch = target.device, target.shape[0]
     target = target.detach().to(torch.float32)
     w_avg, w_std = w_stats(G, cfg.w_avg_samples, cfg.seed)
-    layers = 1 if cfg.mode == "w" else G.num_ws
-    w_opt = w_avg.to(device).repeat(batch, layers, 1).requires_grad_(True)
+    w_opt = start_latent(G, init_ws, batch, cfg.mode, w_avg.to(device)).requires_grad_(True)
     noise = [buf.detach().to(device, torch.float32).expand(batch, 1, *buf.shape).clone()
              for buf in G.noise_buffers().values()]
     for n in noise:
@@ -260,9 +288,10 @@ class Inversion:
 def invert(G: Generator, target: torch.Tensor, cfg: InvertConfig, pti: PTIConfig | None = None,
            perceptual: L.Perceptual | None = None, mask: torch.Tensor | None = None,
            identity: ImageLoss | None = None, progress: Progress | None = None,
-           pti_progress: Progress | None = None) -> Inversion:
-    """:func:`project`, then :func:`pivotal_tuning` around the result when ``pti`` is given."""
-    proj = project(G, target, cfg, perceptual, mask, identity, progress)
+           pti_progress: Progress | None = None, init_ws: torch.Tensor | None = None) -> Inversion:
+    """:func:`project` (from ``init_ws`` when given), then :func:`pivotal_tuning` around the result when
+    ``pti`` is given."""
+    proj = project(G, target, cfg, perceptual, mask, identity, progress, init_ws)
     if pti is None:
         return Inversion(proj)
     t0 = time.perf_counter()

@@ -149,7 +149,8 @@ def _load(req: ComposeRequest | SampleBodiesRequest, dev: torch.device, pc: Perc
     inp, inputs = _networks(req, dev)
     cache_files: dict[str, bytes] = {}
     if req.face_photo is not None:
-        emb, user = embed_user_face(req.face_photo, inp.face, pc, req.embed_config, cache_dir, dev, "face", progress)
+        emb, user = embed_user_face(req.face_photo, inp.face, pc, req.embed_config, cache_dir, dev, "face", progress,
+                                    inputs["face"]["path"])
         inputs["face_photo"] = emb.info
         cache_files.update(emb.cache_files)
         inp = dataclasses.replace(inp, face=emb.G, user_face=user,
@@ -157,7 +158,8 @@ def _load(req: ComposeRequest | SampleBodiesRequest, dev: torch.device, pc: Perc
     if isinstance(req, ComposeRequest) and req.outfit is not None:
         bar = progress("invert outfit", pc.notice if req.face_photo is None else None)
         try:
-            emb = embed_outfit(req.outfit, req.outfit_mask, inp.body, req.embed_config, pc.fn, cache_dir, dev, bar)
+            emb = embed_outfit(req.outfit, req.outfit_mask, inp.body, req.embed_config, pc.fn, cache_dir, dev, bar,
+                               inputs["body"]["path"])
         finally:
             bar.close()
         inputs["outfit"] = emb.info

@@ -8,7 +8,7 @@ from insetgan.editing.directions import load_edits
 from insetgan.editing.layers import generator_shape
 from insetgan.editing.strip import StripConfig, render_strip, strip_files
 from insetgan.jobs.report import JobOutput, finished, job_report
-from insetgan.jobs.requests import EditRequest
+from insetgan.jobs.network_requests import EditRequest
 from insetgan.models import load_network
 
 STRIP_CONVENTION = ("W edits add strength*factor*d to the W+ rows after truncation; style edits add "

@@ -8,7 +8,7 @@ import numpy as np
 from insetgan import io as iio
 from insetgan.devices import torch_device
 from insetgan.jobs.report import JobOutput, finished, job_report
-from insetgan.jobs.requests import GenerateRequest
+from insetgan.jobs.network_requests import GenerateRequest
 from insetgan.models import load_network
 from insetgan.sampling import sample_seeds
 

@@ -13,6 +13,7 @@ from insetgan import io as iio
 from insetgan.devices import torch_device
 from insetgan.inversion import photos
 from insetgan.inversion.embedding import batch_identity
+from insetgan.inversion.encoder import choose_start, encode
 from insetgan.inversion.identity import dlib_distances, load_mobilefacenet
 from insetgan.inversion.invert import Inversion, invert, quality, synthesize
 from insetgan.inversion.perceptual import PerceptualChoice, load_perceptual
@@ -49,13 +50,14 @@ def load_targets(req: InvertRequest, G: Generator, dev: torch.device) -> Targets
     return Targets(images, metric_imgs, infos, mask, identity)
 
 
-def _metrics(G: Generator, res: Inversion, t: Targets, perceptual: PerceptualChoice
+def _metrics(G: Generator, res: Inversion, t: Targets, perceptual: PerceptualChoice, init_ws: torch.Tensor | None
              ) -> tuple[dict[str, Any], list[torch.Tensor]]:
-    """Start, projection and tuned quality (and the dlib identity distance for aligned faces); the images
-    start, projection (and tuned) of every photo."""
+    """Start (``init_ws``, else w_avg), projection and tuned quality (and the dlib identity distance for aligned
+    faces); the images start, projection (and tuned) of every photo."""
     proj, tuned = res.projection, res.tuned
     with torch.no_grad():
-        start = synthesize(G, G.w_avg.reshape(1, 1, -1).expand_as(proj.ws).contiguous(), None)
+        w0 = init_ws if init_ws is not None else G.w_avg.reshape(1, 1, -1).expand_as(proj.ws).contiguous()
+        start = synthesize(G, w0, None)
         recon = synthesize(G, proj.ws, proj.noise)
         final = synthesize(tuned, proj.ws, proj.noise) if tuned is not None else recon
     metrics: dict[str, Any] = {"start": quality(start, t.images, perceptual.fn),
@@ -99,15 +101,19 @@ def run_invert(req: InvertRequest, progress: ProgressFactory) -> JobOutput:
     G = ck.generator
     pc = load_perceptual(req.perceptual, req.weights, dev, warn=False)
     t = load_targets(req, G, dev)
+    start = choose_start(req.start_config, G, net_info["path"], dev)
     load_s = time.perf_counter() - t0
-    cfg, pti = req.invert_config, req.pti_config
+    t1 = time.perf_counter()
+    init_ws = encode(start.encoder, G, t.images) if start.encoder is not None else None
+    encode_s = time.perf_counter() - t1
+    cfg, pti = req.invert_config(init_ws is not None), req.pti_config
     bar, pti_bar = progress("invert", pc.notice), progress("pti", None)
     try:
-        res = invert(G, t.images, cfg, pti, pc.fn, t.mask, t.identity, bar, pti_bar)
+        res = invert(G, t.images, cfg, pti, pc.fn, t.mask, t.identity, bar, pti_bar, init_ws)
     finally:
         bar.close()
         pti_bar.close()
-    metrics, images = _metrics(G, res, t, pc)
+    metrics, images = _metrics(G, res, t, pc, init_ws)
     files = _encode(res, t.images, images)
     if res.tuned is not None:
         files["tuned.safetensors"] = native.to_bytes(res.tuned, extra={"insetgan_pti": {
@@ -115,9 +121,9 @@ def run_invert(req: InvertRequest, progress: ProgressFactory) -> JobOutput:
     proj = res.projection
     history = proj.history[:: max(1, len(proj.history) // 50)] + proj.history[-1:]
     report = job_report(req.command, req, dev, {"network": net_info, "images": t.infos},
-                        {"load": load_s, "project": proj.seconds, "per_step": proj.seconds / cfg.steps,
-                         "pti": res.pti_seconds},
-                        mode=req.mode, aligned=req.align, mask=req.mask, perceptual=pc.name, config=cfg.to_dict(),
+                        {"load": load_s, "encode": encode_s, "project": proj.seconds,
+                         "per_step": proj.seconds / cfg.steps, "pti": res.pti_seconds},
+                        start=start.describe(), mode=req.mode, aligned=req.align, mask=req.mask, perceptual=pc.name, config=cfg.to_dict(),
                         pti=pti.to_dict() if pti else None, metrics=metrics,
                         losses=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}
                                 for h in history])

@@ -132,7 +132,8 @@ def _load(req: RefineRequest, dev: torch.device, pc: PerceptualChoice, cache_dir
                        tuple(range(req.search)))
     if req.reference is None:
         return inp, inputs, {}
-    emb, user = embed_user_face(req.reference, inp.face, pc, req.embed_config, cache_dir, dev, "reference", progress)
+    emb, user = embed_user_face(req.reference, inp.face, pc, req.embed_config, cache_dir, dev, "reference", progress,
+                                face_info["path"])
     inputs["face_photo"] = emb.info
     inp = dataclasses.replace(inp, face=emb.G, user_face=user,
                               face_source=LatentSource(ws=emb.ws, label=req.reference, key="face"))

@@ -7,9 +7,11 @@ declarations and the page and the scripts build requests with
 line that names the option. What a job needs beyond the user's words (latent sources, boxes,
 the embedding and optimisation configs) comes from the request's properties.
 
-Shared groups: :class:`JobRequest` (the device), :class:`PerceptualOptions`, :class:`Engine`
-(the optimisation and the photo inversion of compose, sample-bodies and refine-face) and
-:class:`BodyJob` (the body and face starts of compose and sample-bodies).
+Shared groups: :class:`JobRequest` (the device), :class:`PerceptualOptions`, :class:`StartOptions`
+(where a photo's inversion starts), :class:`Engine` (the optimisation and the photo inversion of
+compose, sample-bodies and refine-face) and :class:`BodyJob` (the body and face starts of compose
+and sample-bodies). The requests of the jobs on one network (generate, edit, train,
+train-encoder) are in :mod:`insetgan.jobs.network_requests`.
 """
 from __future__ import annotations
 
@@ -20,34 +22,27 @@ from typing import ClassVar
 
 from insetgan import io as iio
 from insetgan.devices import DEVICES
-from insetgan.editing.spec import EDIT_HELP, Edit, parse_edit
-from insetgan.editing.strip import StripConfig, parse_strengths
 from insetgan.errors import InsetganError
 from insetgan.inversion.embedding import EmbedConfig
+from insetgan.inversion.encoder import ENCODER_HELP, INIT_CHOICES, INIT_HELP, StartConfig
 from insetgan.inversion.invert import MODES as INVERT_MODES
-from insetgan.inversion.encoder_training import EncoderTrainConfig
-from insetgan.inversion.invert import InvertConfig, PTIConfig
+from insetgan.inversion.invert import REFINE_STEPS, InvertConfig, PTIConfig, refine_config
 from insetgan.inversion.perceptual import PERCEPTUAL_SPECS
 from insetgan.jobs.options import REQUIRED, check_values, escape, option, refusal
 from insetgan.jobs.sources import LatentSource, latent_source
-from insetgan.limits import MAX_CANDIDATES, SEED_RANGE, Range, short_repr
+from insetgan.limits import MAX_CANDIDATES, SEED_RANGE, Range
 from insetgan.method.blend import BLENDS
 from insetgan.method.config import STEPS_RANGE, OptimConfig, load_config
 from insetgan.method.losses import WEIGHT_RANGE
 from insetgan.method.regions import Box
-from insetgan.models import resolve_network
-from insetgan.networks.generator import NOISE_MODES
-from insetgan.sampling import PSI_RANGE, ROTATE_RANGE, TRANSLATE_RANGE, SampleConfig
-from insetgan.train.config import TrainConfig
+from insetgan.sampling import PSI_RANGE
 
 IDENTITY_WEIGHT = 0.5  # the identity loss weight of a selfie's or reference's embedding and of the joint optimisation
 DEFAULT_BODIES = 8  # sample-bodies without --num or --body-seeds
 CKPT_SUFFIXES = (".pkl", ".pt", ".pth", ".safetensors")
 PROJECTOR_STEPS = Range(1, 100_000, integer=True)
+STEPS_SHOWN = f"{InvertConfig.steps} from w_avg, {REFINE_STEPS} after an encoder"
 SEARCH = Range(1, 1024, integer=True)
-MAX_IMAGES = 1024  # generate keeps every image of a run in memory for the grid
-MAX_LAYERS = 64  # W+ layers of the largest networks (18 at 1024 px; StyleGAN3: 16)
-MAX_CLASSES = 100_000
 NETWORK_HELP = "Generator checkpoint (.pkl, .pt, .safetensors) or a built-in model (default-body, default-face, " \
                "default-shoes)."
 
@@ -86,7 +81,34 @@ class PerceptualOptions(JobRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Engine(PerceptualOptions):
+class StartOptions(PerceptualOptions):
+    """Where the inversion of a job's photos starts: an encoder trained for the network, or ``w_avg``."""
+
+    init: str = option("auto", INIT_HELP, choices=INIT_CHOICES)
+    encoder: str | None = option(None, ENCODER_HELP, metavar="FILE")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.encoder is None:
+            return
+        if self.init == "mean":
+            raise self.refuse("{encoder} and {init} mean exclude each other")
+        if not Path(self.encoder).is_file():
+            raise self.refuse("{encoder}: encoder file not found: " + escape(self.encoder))
+
+    @property
+    def start_config(self) -> StartConfig:
+        """The start the user chose (an encoder file means ``init='encoder'``)."""
+        return StartConfig("encoder" if self.encoder is not None else self.init, self.encoder)
+
+    def projector_configs(self, steps: int | None, **common: object) -> tuple[InvertConfig, InvertConfig]:
+        """The projector from ``w_avg`` and the refinement of an encoder's start, with ``steps`` when given."""
+        return (InvertConfig(**{"steps": steps or InvertConfig.steps, **common}),
+                refine_config(steps or REFINE_STEPS, **common))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Engine(StartOptions):
     """The optimisation of compose, sample-bodies and refine-face, and how they embed the user's photos."""
 
     face_net: str = option("default", "Face generator; 'default' = the built-in model.", metavar="CKPT")
@@ -98,8 +120,8 @@ class Engine(PerceptualOptions):
     face_box: str | None = option(None, "Face box in canvas pixels (skips detection).", metavar="x,y,w,h")
     keep_best: bool = option(False, "Return the start face where the result's face got worse (lower dlib score, "
                              "or not the reference person).")
-    invert_steps: int = option(InvertConfig.steps, "Projector steps for --face/--outfit/--reference photos.",
-                               range=PROJECTOR_STEPS)
+    invert_steps: int | None = option(None, "Projector steps for --face/--outfit/--reference photos.",
+                                      range=PROJECTOR_STEPS, shown=STEPS_SHOWN)
     pti: bool = option(False, "Pivotal tuning after projecting a photo (sharper, slower).")
     pti_steps: int | None = option(None, "", range=PROJECTOR_STEPS, shown=PTIConfig.steps)
     identity_weight: float = option(IDENTITY_WEIGHT, "Weight of the MobileFaceNet identity loss keeping the "
@@ -147,8 +169,8 @@ class Engine(PerceptualOptions):
     def embed_config(self) -> EmbedConfig:
         """How the job embeds the user's selfie, reference or outfit photo."""
         pti = PTIConfig(steps=self.pti_steps if self.pti_steps is not None else PTIConfig.steps) if self.pti else None
-        return EmbedConfig(InvertConfig(mode="wplus", steps=self.invert_steps), pti,
-                           identity_weight=self.identity_weight)
+        invert, refine = self.projector_configs(self.invert_steps, mode="wplus")
+        return EmbedConfig(invert, pti, identity_weight=self.identity_weight, start=self.start_config, refine=refine)
 
     def optim_config(self) -> OptimConfig:
         """The optimisation config: the preset (or config file), rescaled to ``steps``, with another blend."""
@@ -268,7 +290,7 @@ class RefineRequest(Engine):
 
 
 @dataclass(frozen=True, kw_only=True)
-class InvertRequest(PerceptualOptions):
+class InvertRequest(StartOptions):
     """``invert``: photos projected into a generator (GAN inversion), optionally with pivotal tuning."""
 
     command: ClassVar[str] = "invert"
@@ -277,7 +299,7 @@ class InvertRequest(PerceptualOptions):
     network: str = option(REQUIRED, NETWORK_HELP, metavar="CKPT")
     mode: str = option("wplus", "Latent space; pti = W pivot, then pivotal tuning of the generator.",
                        choices=(*INVERT_MODES, "pti"))
-    steps: int = option(InvertConfig.steps, "Projector steps.", range=PROJECTOR_STEPS)
+    steps: int | None = option(None, "Projector steps.", range=PROJECTOR_STEPS, shown=STEPS_SHOWN)
     pti_steps: int | None = option(None, "", range=PROJECTOR_STEPS, shown=PTIConfig.steps)
     align: bool = option(True, "FFHQ-align the largest face (face networks); --no-align crops the photo to the "
                          "network's aspect.")
@@ -294,11 +316,12 @@ class InvertRequest(PerceptualOptions):
         if self.identity_weight > 0 and not self.align:
             raise self.refuse("{identity_weight} needs {align} (aligned faces)")
 
-    @property
-    def invert_config(self) -> InvertConfig:
-        """The projector's settings (``pti`` projects into W first)."""
-        return InvertConfig(mode="w" if self.mode == "pti" else self.mode, steps=self.steps, seed=self.seed,
-                            identity_weight=self.identity_weight)
+    def invert_config(self, encoder: bool) -> InvertConfig:
+        """The projector's settings from ``w_avg`` or, with ``encoder``, refining its start (``pti`` projects into W
+        first)."""
+        invert, refine = self.projector_configs(self.steps, mode="w" if self.mode == "pti" else self.mode,
+                                                seed=self.seed, identity_weight=self.identity_weight)
+        return refine if encoder else invert
 
     @property
     def pti_config(self) -> PTIConfig | None:
@@ -306,125 +329,3 @@ class InvertRequest(PerceptualOptions):
         if self.mode != "pti":
             return None
         return PTIConfig(steps=self.pti_steps) if self.pti_steps is not None else PTIConfig()
-
-
-@dataclass(frozen=True, kw_only=True)
-class GenerateRequest(JobRequest):
-    """``generate``: images of a generator for a list of seeds."""
-
-    command: ClassVar[str] = "generate"
-    network: str = option(REQUIRED, NETWORK_HELP, metavar="CKPT")
-    seeds: str = option(REQUIRED, f"Seeds, e.g. 0-3,7 (each in 0..{SEED_RANGE.hi:.0f}, at most {MAX_IMAGES} of "
-                        f"them).")
-    trunc: float = option(1.0, "Truncation psi.", range=PSI_RANGE)
-    trunc_cutoff: int | None = option(None, "Truncate only the first N layers (at most the network's num_ws).",
-                                      range=Range(0, MAX_LAYERS, integer=True))
-    noise_mode: str = option("const", "", choices=NOISE_MODES)
-    class_idx: int | None = option(None, "Class label for conditional networks (0..c_dim-1).", flag="--class",
-                                   range=Range(0, MAX_CLASSES, integer=True))
-    translate: str | None = option(None, "StyleGAN3 only: translate the images (e.g. 0.1,-0.05; each in [-10, 10]), "
-                                   "as the official gen_images.py.", metavar="X,Y")
-    rotate: float | None = option(None, "StyleGAN3 only: rotate the images by DEG degrees, as the official "
-                                  "gen_images.py.", metavar="DEG", range=ROTATE_RANGE)
-    raw: bool = option(False, "Also write each float32 CHW image as seedNNNN.npy.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.seed_list()
-        self.shift()
-
-    def seed_list(self) -> list[int]:
-        """The seeds, in the order given."""
-        return iio.parse_range(self.seeds, "seed", max_count=MAX_IMAGES)
-
-    def shift(self) -> tuple[float, float] | None:
-        """``--translate X,Y`` as two numbers (None when not given)."""
-        if self.translate is None:
-            return None
-        try:
-            numbers = [float(p) for p in self.translate.split(",")]
-        except ValueError:
-            numbers = []
-        if len(numbers) != 2 or not all(TRANSLATE_RANGE.contains(v) for v in numbers):
-            raise self.refuse("{translate} takes two finite numbers X,Y in " + TRANSLATE_RANGE.text()
-                              + " (e.g. 0.1,-0.2), got " + escape(short_repr(self.translate)))
-        return numbers[0], numbers[1]
-
-    @property
-    def sample_config(self) -> SampleConfig:
-        """How the images are sampled."""
-        return SampleConfig(self.trunc, self.trunc_cutoff, self.noise_mode, self.class_idx, self.shift(), self.rotate)
-
-
-@dataclass(frozen=True, kw_only=True)
-class EditRequest(GenerateRequest):
-    """``edit``: each seed rendered along direction edits, one grid column per strength factor."""
-
-    command: ClassVar[str] = "edit"
-    edits: tuple[str, ...] = option(REQUIRED, EDIT_HELP, flag="--edit", metavar="SPEC", many=True)
-    strengths: str = option("-3,0,3", "Columns of the grid: factors of each edit's strength.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.parsed_edits()
-        StripConfig(tuple(self.seed_list()), self.strength_list())
-
-    def parsed_edits(self) -> list[Edit]:
-        """The ``--edit`` specs (a spec without ``=α`` has strength 1)."""
-        return [parse_edit(spec, strength_required=False) for spec in self.edits]
-
-    def strength_list(self) -> tuple[float, ...]:
-        """The grid's columns: factors of every edit's strength."""
-        return parse_strengths(self.strengths)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainRequest(TrainConfig, JobRequest):
-    """``train``: a generator trained on a prepared dataset; the hyper-parameters are :class:`TrainConfig`'s
-    (``--z-dim`` sets both z and w sizes)."""
-
-    command: ClassVar[str] = "train"
-    data: str = option(REQUIRED, "Prepared dataset (insetgan prepare): images + dataset.json.", metavar="DIR|ZIP")
-    resume: str | None = option(None, "Continue a run from a saved training state.", metavar="STATE.pt")
-    init: str | None = option(None, "Warm start: G and G_ema from a generator file (a snapshot, a shipped model, a "
-                              ".pkl/.pt); a new discriminator. Our snapshots continue at their kimg.",
-                              metavar="NETWORK")
-    w_dim: int = dataclasses.field(default=TrainConfig.w_dim, init=False, repr=False)  # the config's is z_dim
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.resume is not None and not Path(self.resume).is_file():
-            raise self.refuse("{resume}: state not found: " + escape(self.resume))
-        if self.init is not None and self.resume is not None:
-            raise self.refuse("{init} and {resume} exclude each other (a state already holds its networks)")
-        if self.init is not None and not Path(self.init_path or "").is_file():
-            raise self.refuse("{init}: network not found: " + escape(str(self.init_path)))
-        if self.init is None and self.resume is None and self.d_warmup_kimg > 0:
-            raise self.refuse("{d_warmup_kimg} needs {init} (a new run has nothing to warm the discriminator up "
-                              "for)")
-
-    @property
-    def init_path(self) -> str | None:
-        """The warm start's network file (a built-in model's name resolved)."""
-        return resolve_network(self.init) if self.init is not None else None
-
-    @property
-    def config(self) -> TrainConfig:
-        """The run's hyper-parameters."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
-        return TrainConfig(**{**values, "w_dim": self.z_dim})
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainEncoderRequest(EncoderTrainConfig, JobRequest):
-    """``train-encoder``: an image → W+ encoder for a generator; the settings are :class:`EncoderTrainConfig`'s."""
-
-    command: ClassVar[str] = "train-encoder"
-    network: str = option(REQUIRED, "The generator (a file or default-face, default-body).", metavar="G")
-    data: str = option(REQUIRED, "Prepared dataset at the generator's size.", metavar="DIR|ZIP")
-    resume: bool = option(False, "Continue from the newest state-*.pt in --outdir.")
-
-    @property
-    def config(self) -> EncoderTrainConfig:
-        """The run's settings."""
-        return EncoderTrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncoderTrainConfig)})

@@ -44,15 +44,19 @@ class UserFace:
 
 
 def embed_user_face(photo: str, G: Any, perceptual: PerceptualChoice, cfg: EmbedConfig, cache_dir: Path | None,
-                    dev: torch.device, what: str, progress: ProgressFactory) -> tuple[Embedded, UserFace]:
-    """Align + invert the user's selfie (reusing ``cache_dir``): the embedding and the user's face for the job."""
+                    dev: torch.device, what: str, progress: ProgressFactory, generator_path: str | None = None
+                    ) -> tuple[Embedded, UserFace]:
+    """Align + invert the user's selfie (reusing ``cache_dir``; from the encoder found beside ``generator_path``
+    or among the built-in models): the embedding and the user's face for the job."""
     net = load_mobilefacenet(device=dev) if cfg.identity_weight > 0 else None
     bar = progress(f"invert {what}", perceptual.notice)
     try:
-        emb, metric_img, identity = embed_face(photo, G, cfg, perceptual.fn, cache_dir, dev, bar, identity_net=net)
+        emb, metric_img, identity = embed_face(photo, G, cfg, perceptual.fn, cache_dir, dev, bar, identity_net=net,
+                                               generator_path=generator_path)
     finally:
         bar.close()
-    log.info("selfie inverted (PSNR %.2f dB, %s)", emb.info["metrics"]["inverted"]["psnr"][0],
+    log.info("selfie inverted from %s (PSNR %.2f → %.2f dB, %s)", emb.info["start"]["init"],
+             emb.info["metrics"]["start"]["psnr"][0], emb.info["metrics"]["inverted"]["psnr"][0],
              "cached" if emb.info.get("cache", {}).get("hit") else f"{emb.info['seconds']:.1f} s")
     return emb, UserFace(identity, metric_img, cfg.identity_weight)
 

@@ -11,7 +11,7 @@ from insetgan import outputs
 from insetgan.devices import torch_device
 from insetgan.jobs.progress import ProgressFactory
 from insetgan.jobs.report import job_report
-from insetgan.jobs.requests import TrainRequest
+from insetgan.jobs.network_requests import TrainRequest
 from insetgan.train.data import load_dataset
 from insetgan.train.distributed import torchrun_world
 from insetgan.train.loop import train

@@ -13,7 +13,7 @@ from insetgan.errors import InsetganError
 from insetgan.inversion.encoder_run import train_encoder
 from insetgan.jobs.progress import ProgressFactory
 from insetgan.jobs.report import job_report
-from insetgan.jobs.requests import TrainEncoderRequest
+from insetgan.jobs.network_requests import TrainEncoderRequest
 from insetgan.models import resolve_network
 from insetgan.networks.checkpoints import load_checkpoint
 from insetgan.networks.generator import Generator
