@@ -48,8 +48,10 @@ def network_sha256(net: nn.Module) -> str:
     return h.hexdigest()
 
 
-def encoder_bytes(encoder: Encoder, generator_sha256: str, extra: Mapping[str, Any] | None = None) -> bytes:
-    """``encoder`` as the bytes of an encoder file (float32 tensors); ``extra`` entries are stored as JSON."""
+def encoder_bytes(encoder: Encoder, generator_sha256: str, extra: Mapping[str, Any] | None = None,
+                  dtype: torch.dtype = torch.float32) -> bytes:
+    """``encoder`` as the bytes of an encoder file (``dtype`` tensors: float32, or float16 for a shipped copy at
+    half the size; they load as float32); ``extra`` entries are stored as JSON."""
     if not _SHA256.fullmatch(generator_sha256):
         raise InsetganError(f"not a SHA-256 hex digest: {short_repr(generator_sha256)}")
     meta = {"format": ENCODER_FORMAT, "format_version": str(ENCODER_FORMAT_VERSION),
@@ -58,14 +60,16 @@ def encoder_bytes(encoder: Encoder, generator_sha256: str, extra: Mapping[str, A
         if key in meta:
             raise InsetganError(f"metadata key {key!r} is reserved")
         meta[key] = value if isinstance(value, str) else json.dumps(value)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in encoder.state_dict().items()}
+    if dtype not in (torch.float32, torch.float16):
+        raise InsetganError(f"encoder files store float32 or float16 tensors, not {dtype}")
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in encoder.state_dict().items()}
     return save_bytes(tensors, metadata=meta)
 
 
 def save_encoder(encoder: Encoder, path: str | os.PathLike, generator_sha256: str,
-                 extra: Mapping[str, Any] | None = None) -> None:
+                 extra: Mapping[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> None:
     """Write an encoder file atomically (temporary file, then rename); see :func:`encoder_bytes`."""
-    atomic_write_bytes(path, encoder_bytes(encoder, generator_sha256, extra))
+    atomic_write_bytes(path, encoder_bytes(encoder, generator_sha256, extra, dtype))
 
 
 def _check_file(path: Path) -> None:

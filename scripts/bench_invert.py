@@ -6,20 +6,21 @@ Configs (random weights, full-size StyleGAN2 face configs: channel_base 32768, c
 by the same generator from a known latent with fresh random noise; the threshold is the w_avg
 start's PSNR + 10 dB (the test's bar). The PSNR per step comes from the projector's pixel
 loss (the image it optimises, with its latent noise). ``--max-steps`` caps the steps run: the
-time to the threshold is then only reported when the capped run reached it.
+time to the threshold is then only reported when the capped run reached it. The encoder column
+is one forward pass of an encoder built for the config (untrained: its cost, not its start).
 
     python scripts/bench_invert.py                         # 64 (full run) and 1024 (3 steps)
     python scripts/bench_invert.py --configs 64 --steps 1000
 
 ``--faces DATASET`` measures the built-in 64x64 face generator on real photos instead: ``--count``
 images of a prepared face dataset that ``train-encoder`` holds out (every 97th from the first), inverted together
-for each number of ``--face-steps`` with each ``--face-perceptual`` loss, and with a trained
-``--encoder`` alone. Each row gives the mean PSNR of the reconstruction, the median dlib
-face-descriptor distance to the photo (identity; under 0.6 is probably the same person) and the
-seconds per image:
+for each number of ``--face-steps`` with each ``--face-perceptual`` loss, and with an ``--encoder``
+(default: the shipped one) alone and refined for each of ``--refine-steps``. Each row gives the
+mean PSNR of the reconstruction, the median dlib face-descriptor distance to the photo
+(identity; under 0.6 is probably the same person) and the seconds per image:
 
     python scripts/bench_invert.py --faces data/faces64 --face-perceptual l1-ssim,effnet-lite0 \
-        --face-steps 100,300 --encoder runs-encoder/face/encoder-latest.safetensors
+        --face-steps 100,300 --refine-steps 30,60,100
 """
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ from insetgan.inversion.encoder_run import holdout_indices
 from insetgan.inversion.identity import FaceDescriptor, dlib_distances
 from insetgan.inversion.perceptual import load_perceptual
 from insetgan.io import to_uint8
-from insetgan.models import resolve_network
+from insetgan.models import models_dir, resolve_network
 from insetgan.networks.checkpoints import load_generator
+from insetgan.networks.encoder import build_encoder, config_for
 from insetgan.networks.encoder_files import load_encoder
 from insetgan.sampling import z_from_seed
 from insetgan.train.data import load_dataset
@@ -87,14 +89,25 @@ def run(config: str, device: str, steps: int, max_steps: int | None, perceptual_
     per_step = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1) if len(stamps) > 1 else stamps[0] - t0
     psnrs = [10 * math.log10(4 / max(h["pixel"], 1e-12)) for h in history]
     hit = next((i for i, p in enumerate(psnrs) if p >= threshold), None)
+    enc = build_encoder(config_for(G), G, pretrained=False).to(dev).eval()
+    encode(enc, G, target)  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    encode(enc, G, target)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     return {"config": config, "device": device, "perceptual": pc.name, "steps": run_steps, "per_step": per_step,
+            "encoder_s": time.perf_counter() - t1,
             "start_psnr": start, "final_psnr": psnrs[-1] if psnrs else None,
             "to_threshold": (stamps[hit] - t0) if hit is not None else None,
             "threshold_step": hit + 1 if hit is not None else None}
 
 
-def face_rows(dataset: str, count: int, steps: list[int], specs: list[str], encoder: str | None) -> list[dict]:
-    """Rows of the real-photo benchmark (see the module): optimisation per loss and steps, the encoder alone."""
+def face_rows(dataset: str, count: int, steps: list[int], specs: list[str], encoder: str | None,
+              refine: list[int]) -> list[dict]:
+    """Rows of the real-photo benchmark (see the module): optimisation per loss and steps, the encoder alone, the
+    encoder's start refined for each of ``refine`` steps (the default refinement settings, the first loss)."""
     import statistics
 
     from PIL import Image
@@ -128,6 +141,13 @@ def face_rows(dataset: str, count: int, steps: list[int], specs: list[str], enco
         seconds = time.perf_counter() - t0
         with torch.no_grad():
             rows.append(row("encoder only", inv.synthesize(G, ws, None), seconds))
+        pc = load_perceptual(specs[0] if specs else "auto", warn=False)
+        for n in refine:
+            t0 = time.perf_counter()
+            proj = inv.project(G, target, inv.refine_config(n), pc.fn, init_ws=ws)
+            with torch.no_grad():
+                recon = inv.synthesize(G, proj.ws, proj.noise)
+            rows.append(row(f"encoder + {n} refinement steps, {pc.name}", recon, seconds + time.perf_counter() - t0))
     return rows
 
 
@@ -138,8 +158,9 @@ def main_faces(args: argparse.Namespace) -> None:
     print("| method | PSNR | median identity distance (dlib) | faces found | s/image |")
     print("|---|---:|---:|---:|---:|")
     steps = [int(s) for s in args.face_steps.split(",") if s]
+    refine = [int(s) for s in args.refine_steps.split(",") if s]
     for r in face_rows(args.faces, args.count, steps, [p for p in args.face_perceptual.split(",") if p],
-                       args.encoder):
+                       args.encoder, refine):
         ident = f"{r['identity']:.3f}" if r["identity"] is not None else "-"
         print(f"| {r['method']} | {r['psnr']:.2f} | {ident} | {r['found']}/{r['count']} | {r['s_per_image']:.3f} |",
               flush=True)
@@ -158,7 +179,10 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=8, help="Photos (the first ones train-encoder holds out).")
     ap.add_argument("--face-steps", default="100,300", help="Comma-separated step counts ('' for none).")
     ap.add_argument("--face-perceptual", default="l1-ssim,effnet-lite0")
-    ap.add_argument("--encoder", default=None, help="An encoder file for the face generator.")
+    ap.add_argument("--encoder", default=str(models_dir() / "face-encoder.safetensors"),
+                    help="An encoder file for the face generator ('' for none).")
+    ap.add_argument("--refine-steps", default=f"30,{inv.REFINE_STEPS},100",
+                    help="Refinement lengths after the encoder's start ('' for none).")
     args = ap.parse_args()
     if args.faces:
         main_faces(args)
@@ -166,8 +190,9 @@ def main() -> None:
     caps = {k: int(v) for k, v in (item.split(":") for item in args.max_steps.split(","))}
     print(f"# bench_invert: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print("| config | device | perceptual | steps run | s/step | start PSNR | final PSNR | +10 dB reached at |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | device | perceptual | steps run | s/step | encoder s | start PSNR | final PSNR | "
+          "+10 dB reached at |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for config in args.configs.split(","):
         for device in args.devices.split(","):
             cap = None if device == "cuda" else (caps.get(config) or None)
@@ -176,7 +201,8 @@ def main() -> None:
                      else "not within the run")
             final = f"{r['final_psnr']:.2f}" if r["final_psnr"] is not None else "-"
             print(f"| {config}x{config} | {device} | {r['perceptual']} | {r['steps']}/{args.steps} | "
-                  f"{r['per_step']:.4f} | {r['start_psnr']:.2f} | {final} | {reach} |", flush=True)
+                  f"{r['per_step']:.4f} | {r['encoder_s']:.4f} | {r['start_psnr']:.2f} | {final} | {reach} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

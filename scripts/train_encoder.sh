@@ -4,7 +4,8 @@
 #
 #   scripts/train_encoder.sh prepare face      # FFHQ-aligned 64x64 faces into $DATA/faces64 (dlib)
 #   scripts/train_encoder.sh train face        # the face encoder into $RUNS/face (resumes its latest state)
-#   scripts/train_encoder.sh package face      # its latest encoder as insetgan/assets/models/face-encoder.safetensors
+#   scripts/train_encoder.sh package face      # its latest encoder (SNAP_FACE=000044: that snapshot), float16,
+#                                              # as insetgan/assets/models/face-encoder.safetensors
 #
 # Settings (sized for a 2-core CPU): encoder input 128x128 (2x the 64x64 face), pyramid width 128,
 # 4 generator samples (psi 0.5-1, style mixing 0.5) + 4 photos per step, Adam lr 2e-4, latent 1,
@@ -36,6 +37,7 @@ case "${1:-} ${2:-}" in
       --delta-weight 0.05 --unlock-kimg 2 --snapshot-kimg 4 --holdout 64 --width 128 --input-scale 2 --seed 0 \
       --device "$DEVICE" --progress lines "${resume[@]}" ;;
   "package face")
-    cp "$RUNS/face/encoder-latest.safetensors" insetgan/assets/models/face-encoder.safetensors ;;
+    .venv/bin/python scripts/package_encoder.py "$RUNS/face/encoder-${SNAP_FACE:-latest}.safetensors" \
+      insetgan/assets/models/face-encoder.safetensors ;;
   *) echo "usage: $0 prepare|train|package face" >&2; exit 2 ;;
 esac

@@ -67,8 +67,8 @@ class InvertConfig:
         return dataclasses.asdict(self)
 
 
-REFINE_STEPS = 60  # projector steps after an encoder's start (docs/PERFORMANCE.md, "Encoder start")
-REFINE_LR = 0.05
+REFINE_STEPS = 100  # projector steps after an encoder's start (docs/PERFORMANCE.md, "Encoder start")
+REFINE_LR = 0.1
 
 
 def refine_config(steps: int = REFINE_STEPS, **changes: Any) -> InvertConfig:
@@ -200,7 +200,10 @@ def project(G: Generator, target: torch.Tensor, cfg: InvertConfig = InvertConfig
     t0 = time.perf_counter()
     device, batch = target.device, target.shape[0]
     target = target.detach().to(torch.float32)
-    w_avg, w_std = w_stats(G, cfg.w_avg_samples, cfg.seed)
+    if init_ws is None or cfg.w_noise > 0:  # the mean start and the latent noise need the mapping's statistics
+        w_avg, w_std = w_stats(G, cfg.w_avg_samples, cfg.seed)
+    else:
+        w_avg, w_std = G.w_avg.reshape(1, 1, -1).to(torch.float32), 0.0
     w_opt = start_latent(G, init_ws, batch, cfg.mode, w_avg.to(device)).requires_grad_(True)
     noise = [buf.detach().to(device, torch.float32).expand(batch, 1, *buf.shape).clone()
              for buf in G.noise_buffers().values()]
