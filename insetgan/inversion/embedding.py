@@ -174,8 +174,8 @@ def face_identity(net: torch.nn.Module, aligned: Image.Image, size: int, device:
 
 def embed_face(photo_path: str, G: Generator, cfg: EmbedConfig, perceptual: L.Perceptual | None,
                cache_dir: Path | None, device: torch.device, progress: Progress | None = None,
-               identity_net: torch.nn.Module | None = None, generator_path: str | Path | None = None
-               ) -> tuple[Embedded, Image.Image, Callable | None]:
+               identity_net: torch.nn.Module | None = None, generator_path: str | Path | None = None,
+               detector: LandmarkDetector | None = None) -> tuple[Embedded, Image.Image, Callable | None]:
     """Align and invert a selfie into the face generator.
 
     Returns (the embedding, the selfie aligned at 256 px for the dlib metric, the identity
@@ -183,7 +183,7 @@ def embed_face(photo_path: str, G: Generator, cfg: EmbedConfig, perceptual: L.Pe
     """
     photo = load_photo(photo_path)
     size = aligned_size(G)
-    detector = LandmarkDetector()
+    detector = detector or LandmarkDetector()
     aligned, landmarks = align_face(photo, size, photo_path, detector)
     metric_img = align_ffhq(photo, landmarks, 256)
     target = to_tensor(aligned, device)

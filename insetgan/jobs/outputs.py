@@ -90,12 +90,13 @@ def keep_start_face(res: Result, worse: list[bool]) -> Result:
 
 
 def judge(res: Result, cfg: OptimConfig, perceptual: L.Perceptual | None, given: Given, refine: bool,
-          keep_best: bool) -> Judged:
+          keep_best: bool, judges: Judges | None = None) -> Judged:
     """Composite, measure what the user gave before and after, judge each face, and (``keep_best``) put the
-    start face back where it got worse (refine-face: the input image itself)."""
+    start face back where it got worse (refine-face: the input image itself). ``judges``: the job's loaded
+    dlib models (loaded here when not given)."""
     naive = naive_paste(res.canvas_start, res.insets_start, res.boxes_start)
     final = composite(res.canvas, res.insets, res.boxes, cfg.blend, cfg.feather)
-    judges = Judges.load()
+    judges = judges or Judges.load()
     start = res.canvas_start if refine else naive  # refine-face: the start is the input image
     before = measure(res.canvas_start, start, res.boxes_start, given, cfg.feather, perceptual, judges)
     after = measure(res.canvas_start, final, res.boxes, given, cfg.feather, perceptual, judges)
@@ -179,8 +180,8 @@ def encode_images(j: Judged, original: torch.Tensor | None) -> dict[str, bytes]:
 
 
 def package_outputs(res: Result, cfg: OptimConfig, perceptual: L.Perceptual | None, perceptual_name: str,
-                    given: Given = Given(), original: torch.Tensor | None = None, keep_best: bool = False
-                    ) -> JobOutput:
+                    given: Given = Given(), original: torch.Tensor | None = None, keep_best: bool = False,
+                    judges: Judges | None = None) -> JobOutput:
     """Composite, measure and encode everything a composition job writes; the report holds its sections.
 
     ``original`` (refine-face) is the input image: pixels outside every box are copied from it
@@ -190,7 +191,7 @@ def package_outputs(res: Result, cfg: OptimConfig, perceptual: L.Perceptual | No
     ``keep_best`` then returns the start face (refine-face: the input image unchanged).
     """
     t0 = time.perf_counter()
-    j = judge(res, cfg, perceptual, given, original is not None, keep_best)
+    j = judge(res, cfg, perceptual, given, original is not None, keep_best, judges)
     sections: dict[str, Any] = {"metrics": metrics(j, cfg, perceptual), "face_check": face_check(j, given)}
     if given.face_photo is not None:
         sections["identity"] = identity_report(given.face_photo, j.naive, j.final, j.res.boxes_start["face"],

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from insetgan.errors import InsetganError
+from insetgan.inversion.align import LandmarkDetector
 from insetgan.inversion.embedding import EmbedConfig, Embedded, embed_face
 from insetgan.inversion.identity import load_mobilefacenet
 from insetgan.inversion.perceptual import PerceptualChoice
@@ -44,15 +45,16 @@ class UserFace:
 
 
 def embed_user_face(photo: str, G: Any, perceptual: PerceptualChoice, cfg: EmbedConfig, cache_dir: Path | None,
-                    dev: torch.device, what: str, progress: ProgressFactory, generator_path: str | None = None
-                    ) -> tuple[Embedded, UserFace]:
+                    dev: torch.device, what: str, progress: ProgressFactory, generator_path: str | None = None,
+                    detector: LandmarkDetector | None = None) -> tuple[Embedded, UserFace]:
     """Align + invert the user's selfie (reusing ``cache_dir``; from the encoder found beside ``generator_path``
-    or among the built-in models): the embedding and the user's face for the job."""
+    or among the built-in models; with the job's loaded dlib ``detector`` when given): the embedding and the
+    user's face for the job."""
     net = load_mobilefacenet(device=dev) if cfg.identity_weight > 0 else None
     bar = progress(f"invert {what}", perceptual.notice)
     try:
         emb, metric_img, identity = embed_face(photo, G, cfg, perceptual.fn, cache_dir, dev, bar, identity_net=net,
-                                               generator_path=generator_path)
+                                               generator_path=generator_path, detector=detector)
     finally:
         bar.close()
     log.info("selfie inverted from %s (PSNR %.2f → %.2f dB, %s)", emb.info["start"]["init"],
@@ -61,12 +63,13 @@ def embed_user_face(photo: str, G: Any, perceptual: PerceptualChoice, cfg: Embed
     return emb, UserFace(identity, metric_img, cfg.identity_weight)
 
 
-def face_provider(detector: str) -> BoxProvider | None:
-    """The dlib provider for ``dlib``; ``auto`` gives dlib when it is installed, else ``None``."""
+def face_provider(detector: str, landmarks: LandmarkDetector | None = None) -> BoxProvider | None:
+    """The dlib provider for ``dlib`` (on the job's loaded ``landmarks`` models when given); ``auto`` gives dlib
+    when it is installed, else ``None``."""
     if detector == "fixed":
         return None
     try:
-        return DlibFaceBox()
+        return DlibFaceBox(detector=landmarks)
     except ValueError:
         if detector == "dlib":
             raise

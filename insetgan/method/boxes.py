@@ -101,8 +101,8 @@ class DlibFaceBox:
 
     name = "dlib"
 
-    def __init__(self, min_size: int = 1024, rotate: bool = False) -> None:
-        self._detector = LandmarkDetector()
+    def __init__(self, min_size: int = 1024, rotate: bool = False, detector: LandmarkDetector | None = None) -> None:
+        self._detector = detector or LandmarkDetector()
         self.min_size = min_size
         self.rotate = rotate
 
