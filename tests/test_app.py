@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from insetgan.app.edits import builtin_record
 from insetgan.app.runner import StageLimits, Step, Worker, job_folder, leftover_jobs, take_upload
 from insetgan.errors import InsetganError
 from tests import app_jobs
@@ -167,8 +168,11 @@ def _client(url: str, tmp: Path):
 
 
 def _compose_args(selfie=None, face_seed="", steps=2, body_seed=0, face_net="default"):
+    """The Compose tab's inputs, the built-in body's edit sliders at 0 last."""
     file = gradio_client.handle_file(str(selfie)) if selfie is not None else None
-    return (file, face_seed, None, None, body_seed, False, "default", steps, False, "default", face_net, "none")
+    sliders = (0,) * len(builtin_record().get("directions", {}))
+    return (file, face_seed, None, None, body_seed, False, "default", steps, False, "default", face_net, "none",
+            *sliders)
 
 
 def _submit_in_turn(client, calls):
@@ -389,13 +393,19 @@ def test_http_a_client_that_goes_away_stops_its_job(server):
     assert leftover_jobs(root / "jobs") == [] and not app.workers() & workers  # its worker process was killed
 
 
-def test_browser_the_network_menu_offers_the_models_dir(server, browser):
-    url, root, _ = server
+def _networks_open(browser, url: str):
+    """The page in a browser, loaded, with the Compose tab's network menus unfolded."""
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
     page.goto(url)
     page.wait_for_selector("#c-run", timeout=60000)
     page.wait_for_load_state("networkidle", timeout=240000)
     page.click("text=Networks (the models this server offers) >> nth=0")
+    return page
+
+
+def test_browser_the_network_menu_offers_the_models_dir(server, browser):
+    url, root, _ = server
+    page = _networks_open(browser, url)
     page.click("#c-face-net input")
     options = page.locator("#c-face-net [role=option]")
     options.first.wait_for(timeout=30000)
@@ -408,3 +418,16 @@ def test_browser_the_network_menu_offers_the_models_dir(server, browser):
     assert "junk.pkl: unrecognised file format" in status and "\n" not in status
     page.close()
     assert leftover_jobs(root / "jobs") == []
+
+
+def test_browser_the_body_sliders_show_only_for_the_built_in_body(server, browser):
+    url, _, _ = server
+    page = _networks_open(browser, url)
+    page.click("text=Edit the body (latent directions) >> nth=0")
+    slider = page.locator("#c-dir-lower_length")
+    slider.wait_for(state="visible", timeout=30000)
+    for body, state in (("junk.pkl", "hidden"), ("default", "visible")):
+        page.click("#c-body-net input")
+        page.click(f"#c-body-net [role=option][aria-label='{body}']")
+        slider.wait_for(state=state, timeout=30000)
+    page.close()

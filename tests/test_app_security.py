@@ -300,12 +300,12 @@ def test_page_and_command_line_build_the_same_embedding_settings(page, monkeypat
         raise InsetganError("captured")
         yield  # a generator, like the real one
 
-    monkeypatch.setattr(page_module, "_drive", capture)
+    monkeypatch.setattr(page_module, "drive", capture)
     for pti in (False, True):
         assert _status(handlers["compose"], *_compose(pti=pti)) == "**Error:** captured"
     defaults = {p.name: p.default for p in compose.params}
     cli = request_from(ComposeRequest, {"invert_steps": defaults["invert_steps"],
                                         "identity_weight": defaults["identity_weight"]}).embed_config
     assert seen[0].embed_config == cli and seen[0].identity_weight == defaults["identity_weight"]
-    assert seen[1].embed_config.pti == PTIConfig(steps=defaults["pti_steps"])
+    assert defaults["pti_steps"] is None and seen[1].embed_config.pti == PTIConfig()  # the default steps
     assert cli.invert.steps == InvertConfig.steps and cli.identity_weight == 0.5

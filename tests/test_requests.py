@@ -60,7 +60,7 @@ def test_the_page_and_the_command_line_run_the_same_job(tmp_path, monkeypatch):
                                                                                           models), worker)
     handler = next(fn.fn for fn in blocks.fns.values() if fn.api_name == "compose")
     outputs: list = []
-    monkeypatch.setattr(page_module, "_drive", _inline_drive(outputs))
+    monkeypatch.setattr(page_module, "drive", _inline_drive(outputs))
     updates = list(handler({"path": str(upload)}, "", None, None, 0, False, "default", 2, False, "body.pkl",
                            "face.pkl", "none"))
     worker.close()
@@ -157,9 +157,9 @@ def test_help_lists_every_request_option_with_its_default(command):
             assert "[required]" in blocks[flag]
         elif isinstance(default, bool):
             assert (f"[default: {flag[2:]}]" in blocks[flag]) == default, blocks[flag]
-        elif default is not None:
+        elif default not in (None, ()):
             assert f"default: {default}" in blocks[flag], blocks[flag]
-        else:  # only the defaults its help text names itself
+        else:  # only the defaults its help text names itself (a repeatable option's default is none given)
             assert blocks[flag].count("[default:") == spec.help.count("[default:"), blocks[flag]
         assert spec.help.split("  [default")[0][:30] in blocks[flag]
 

@@ -29,7 +29,6 @@ import shutil
 import signal
 import tempfile
 import threading
-import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,8 @@ from typing import Any, Callable, Generator, Iterator
 from PIL import Image
 
 from insetgan.app.choices import NetworkChoices, allowed_networks
-from insetgan.app.runner import Stage, StageLimits, Step, Worker, job_folder, one_line, stage_of, take_upload
+from insetgan.app.edits import DirectionChoices, allowed_directions, edit_controls
+from insetgan.app.runner import StageLimits, Worker, drive, job_folder, one_line, take_upload
 from insetgan.errors import InsetganError
 from insetgan.images import decode_rgb
 from insetgan.jobs.compose import run_compose
@@ -52,7 +52,6 @@ from insetgan.method.config import PRESETS
 log = logging.getLogger("insetgan")
 
 DOWNLOAD_FILES = ("result.png", "compare.png", "latents.npz", "report.json")
-PROGRESS_EVERY_S = 0.25  # the status line is refreshed at most this often
 UPLOAD_TTL_S = 1800  # Gradio's upload and result cache forgets files after this long
 MAX_STEPS = 400  # the Steps sliders' range is 1..MAX_STEPS
 MAX_BODIES = 16  # "Many bodies" makes 1..MAX_BODIES bodies
@@ -63,7 +62,8 @@ COMPOSE_INPUTS = ("selfie", "face_seed", "outfit", "mask", "body_seed", "random_
                   "body", "face_net", "shoes_net")
 NAMES = {"face_seed": "the face seed", "body_seed": "the body seed", "face_photo": "a selfie", "pti": "pivotal tuning",
          "outfit": "an outfit photo", "outfit_mask": "the outfit mask", "reference": "your selfie",
-         "image": "the photo", "keep_best": "keep the original face", "steps": "steps"}  # the page's words
+         "image": "the photo", "keep_best": "keep the original face", "steps": "steps",
+         "edits": "the body edits"}  # the page's words
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ class AppConfig:
     workdir: Path | None = None  # job folders live here (default: a fresh temporary folder per server)
     invert_steps: int | None = None  # None: the request's default (fewer after an encoder's start)
     models_dir: Path | None = None  # its checkpoint files are offered in the network menus
+    directions: tuple[str, ...] = ()  # direction files (FILE[:NAME][@ROWS][%T]) offered in the edit menus
     limits: StageLimits = field(default_factory=StageLimits)
 
     def __post_init__(self) -> None:
@@ -113,33 +114,6 @@ def _zip(out: RequestOutput, folder: Path, name: str) -> str:
             if file in out.job.files:
                 zf.writestr(file, out.job.files[file])
     return str(path)
-
-
-def _drive(worker: Worker, fn: Callable, request: Any, status: Any) -> Generator[dict, None, RequestOutput]:
-    """Run a request in the worker, yielding status-line updates (steps throttled); returns its output.
-
-    A stage that reports no steps still yields its name and time every tick, so a client that
-    went away is noticed (Gradio then closes this generator, which stops the job).
-    """
-    gen = worker.run(fn, request)
-    last, text, step_stage = 0.0, "", ""
-    try:
-        while True:
-            event: Step | Stage = next(gen)
-            now = time.monotonic()
-            if isinstance(event, Step):
-                step_stage = stage_of(event.desc)
-                if now - last < PROGRESS_EVERY_S and event.step != event.total:
-                    continue
-                text = event.text()
-            elif event.name != step_stage:
-                text = event.text()
-            last = now
-            yield {status: text}
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
 
 
 def _error(text: str) -> str:
@@ -183,14 +157,15 @@ def guarded(root: Path, status: Any, body: Callable[..., Generator[dict, None, N
 
 @dataclass(frozen=True)
 class Page:
-    """What the page's tabs share: the server's settings, the networks offered, the job worker and the
-    work folder's job and upload subfolders."""
+    """What the page's tabs share: the server's settings, the networks and edits offered, the job worker and
+    the work folder's job and upload subfolders."""
 
     cfg: AppConfig
     nets: NetworkChoices
     worker: Worker
     jobs: Path
     uploads: Path
+    dirs: DirectionChoices = DirectionChoices()
 
     def upload(self, payload: object, folder: Path, name: str) -> str | None:
         """The job folder's copy of an upload (None when none was given)."""
@@ -207,7 +182,7 @@ class Page:
         """Run a request's job in the worker (its inversion cache in the job folder), showing its progress;
         the ``cleared`` outputs are emptied as it starts."""
         yield {status: "starting…", **cleared}
-        return (yield from _drive(self.worker, functools.partial(fn, cache_dir=folder / "cache"), request, status))
+        return (yield from drive(self.worker, functools.partial(fn, cache_dir=folder / "cache"), request, status))
 
     def menu(self, gr: Any, role: str, label: str, elem_id: str | None = None) -> Any:
         """A dropdown of the networks offered for ``role``, the preselected one first."""
@@ -257,6 +232,7 @@ def compose_tab(gr: Any, page: Page) -> None:
             steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps", elem_id="c-steps")
             pti = gr.Checkbox(False, label="Pivotal tuning (sharper, slower)")
             nets = page.networks(gr, "c", shoes=True)
+            edits = edit_controls(gr, page.dirs, "c", nets[0])
             run, cancel = buttons(gr, "Compose", "c")
         with gr.Column():
             status = gr.Markdown("", elem_id="c-status")
@@ -279,6 +255,7 @@ def compose_tab(gr: Any, page: Page) -> None:
         if face_photo is None and unset(v["face_seed"]):
             raise InsetganError("upload your selfie, or give a face seed")
         req = page.request(ComposeRequest, folder, **nets, preset=preset, steps=n_steps, pti=v["pti"],
+                           edits=page.dirs.specs(v["body"], values[len(COMPOSE_INPUTS):]),
                            body_seed=body_seed, face_seed=v["face_seed"], face_photo=face_photo,
                            outfit=page.upload(v["outfit"], folder, "outfit"),
                            outfit_mask=page.upload(v["mask"], folder, "mask"))
@@ -290,7 +267,7 @@ def compose_tab(gr: Any, page: Page) -> None:
                face0: _image(made["face_start.png"]), face1: _image(made["face.png"]),
                metrics: summary(out.job.report, markdown=True), files: _zip(out, folder, "insetgan-compose.zip")}
 
-    inputs = [selfie, face_seed, outfit, mask, body_seed, random_body, preset, steps, pti, *nets]
+    inputs = [selfie, face_seed, outfit, mask, body_seed, random_body, preset, steps, pti, *nets, *edits]
     page.wire(run, cancel, compose, inputs,
               [status, result, compare, face0, face1, metrics, files], status, "compose")
 
@@ -305,6 +282,7 @@ def many_tab(gr: Any, page: Page) -> None:
             first = gr.Number(0, label="First body seed", precision=0)
             steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps")
             nets = page.networks(gr, "m", shoes=False)
+            edits = edit_controls(gr, page.dirs, "m", nets[0])
             run, cancel = buttons(gr, "Make bodies", "m")
         with gr.Column():
             status = gr.Markdown("", elem_id="m-status")
@@ -313,7 +291,7 @@ def many_tab(gr: Any, page: Page) -> None:
             files = gr.File(label=FILES_LABEL, interactive=False)
 
     def many(folder: Path, selfie_in: object, seed: object, n: object, start: object, n_steps: object,
-             body: object, face_net: object) -> Generator[dict, None, None]:
+             body: object, face_net: object, *edit_values: object) -> Generator[dict, None, None]:
         n = whole_number(n, "the number of bodies", 1, MAX_BODIES)
         start = 0 if unset(start) else whole_number(start, "the first body seed", 0, MAX_SEED)
         nets = {"body": page.nets.resolve("body", body), "face_net": page.nets.resolve("face", face_net)}
@@ -321,7 +299,8 @@ def many_tab(gr: Any, page: Page) -> None:
         if face_photo is None and unset(seed):
             raise InsetganError("upload your selfie, or give a face seed")
         req = page.request(SampleBodiesRequest, folder, **nets, steps=steps_of(n_steps), face_seed=seed,
-                           face_photo=face_photo, body_seeds=f"{start}-{start + n - 1}")
+                           face_photo=face_photo, body_seeds=f"{start}-{start + n - 1}",
+                           edits=page.dirs.specs(str(body), edit_values))
         out = yield from page.run(run_compose, req, folder, status, {files: None})
         made = out.job.files
         each = [_image(made[f"result_{i:03d}.png"]) for i in range(n)
@@ -329,8 +308,8 @@ def many_tab(gr: Any, page: Page) -> None:
         yield {status: f"{len(each)} bodies in {out.job.report['timings_s']['optimize']:.1f} s",
                grid: _image(made["result.png"]), gallery: each, files: _zip(out, folder, "insetgan-bodies.zip")}
 
-    page.wire(run, cancel, many, [selfie, face_seed, count, first, steps, *nets], [status, grid, gallery, files],
-              status, "many")
+    page.wire(run, cancel, many, [selfie, face_seed, count, first, steps, *nets, *edits],
+              [status, grid, gallery, files], status, "many")
 
 
 def fix_tab(gr: Any, page: Page) -> None:
@@ -369,14 +348,17 @@ def fix_tab(gr: Any, page: Page) -> None:
               status, "fix")
 
 
-def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker) -> Any:
+def build_page(cfg: AppConfig, root: Path, nets: NetworkChoices, worker: Worker,
+               dirs: DirectionChoices | None = None) -> Any:
     """The Gradio Blocks of the app (not yet launched).
 
     Job folders are made under ``root / JOBS``; uploads are taken only from ``root / UPLOADS``;
-    jobs run in ``worker`` (one at a time, the three tabs sharing it); the network menus offer ``nets``.
+    jobs run in ``worker`` (one at a time, the three tabs sharing it); the network menus offer ``nets``,
+    the edit controls ``dirs`` (default: those of ``cfg.directions`` and ``nets``).
     """
     gr = import_gradio()
-    page = Page(cfg, nets, worker, root / JOBS, root / UPLOADS)
+    dirs = dirs if dirs is not None else allowed_directions(cfg.directions, nets.body)
+    page = Page(cfg, nets, worker, root / JOBS, root / UPLOADS, dirs)
     with gr.Blocks(title="insetgan", analytics_enabled=False, delete_cache=(300, UPLOAD_TTL_S)) as blocks:
         gr.Markdown("# insetgan\nA full-body picture of you: drop a selfie, get a body. Everything runs on this "
                     "machine.")
@@ -418,6 +400,7 @@ def serve(cfg: AppConfig) -> None:
     is removed on the way out, or ``cfg.workdir``, whose upload and job subfolders are.
     """
     nets = allowed_networks(cfg.body, cfg.face_net, cfg.shoes_net, cfg.models_dir)
+    dirs = allowed_directions(cfg.directions, nets.body)
     temporary = cfg.workdir is None
     root = Path(tempfile.mkdtemp(prefix="insetgan-app-")) if temporary else cfg.workdir
     worker = Worker(cfg.limits, preload=("insetgan.jobs.compose", "insetgan.jobs.refine"))
@@ -427,7 +410,7 @@ def serve(cfg: AppConfig) -> None:
             os.environ["GRADIO_TEMP_DIR"] = str(root / UPLOADS)  # uploads and results stay in the work folder
             gr = import_gradio()
             worker.start()
-            page = build_page(cfg, root, nets, worker)
+            page = build_page(cfg, root, nets, worker, dirs)
             theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                                       font_mono=["ui-monospace", "monospace"])
             try:

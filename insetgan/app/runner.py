@@ -40,6 +40,7 @@ JOB_PREFIX = "insetgan-job-"
 STAGES = ("loading", "inversion", "optimisation", "writing")
 MAX_STAGE_S = 86400.0  # the longest time limit a stage can be given (one day)
 TICK_S = 0.5  # a waiting job yields a Stage event this often (the page notices a lost client then)
+PROGRESS_EVERY_S = 0.25  # the page's status line is refreshed at most this often
 
 
 @dataclass(frozen=True)
@@ -307,6 +308,34 @@ class Worker:
         """Stop the worker process (a running job with it); no job runs after this."""
         self._closed = True
         self._stop_process()
+
+
+def drive(worker: Worker, fn: Callable, request: Any, status: Any) -> Generator[dict, None, RequestOutput]:
+    """Run a request in ``worker``, yielding the page's status-line updates ``{status: text}`` (steps
+    throttled); returns its output.
+
+    A stage that reports no steps still yields its name and time every tick, so a client that
+    went away is noticed (Gradio then closes this generator, which stops the job).
+    """
+    gen = worker.run(fn, request)
+    last, text, step_stage = 0.0, "", ""
+    try:
+        while True:
+            event: Step | Stage = next(gen)
+            now = time.monotonic()
+            if isinstance(event, Step):
+                step_stage = stage_of(event.desc)
+                if now - last < PROGRESS_EVERY_S and event.step != event.total:
+                    continue
+                text = event.text()
+            elif event.name != step_stage:
+                text = event.text()
+            last = now
+            yield {status: text}
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()
 
 
 @contextlib.contextmanager

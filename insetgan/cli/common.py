@@ -105,7 +105,7 @@ def _click_param(f: dataclasses.Field, spec: OptionSpec) -> Callable[[Callable],
     kind = range_type(spec.range) if spec.range is not None else \
         click.Choice(spec.choices) if spec.choices is not None else None
     return click.option(flag, f.name, type=kind, default=default, required=not has_default(f), multiple=spec.many,
-                        show_default=default is not None, metavar=spec.metavar, help=text or None)
+                        show_default=default not in (None, ()), metavar=spec.metavar, help=text or None)
 
 
 def click_options(request_type: type) -> Callable[[Callable], Callable]:

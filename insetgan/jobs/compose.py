@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from insetgan.devices import torch_device
+from insetgan.editing.apply import apply_w_edits, style_edits
+from insetgan.editing.directions import LoadedEdit
 from insetgan.eval.keep import Given
 from insetgan.inversion.embedding import embed_outfit
 from insetgan.inversion.perceptual import PerceptualChoice, l1_ssim, load_perceptual
@@ -24,6 +26,7 @@ from insetgan.jobs.report import JobOutput, RequestOutput, complete
 from insetgan.jobs.requests import ComposeRequest, SampleBodiesRequest
 from insetgan.jobs.setup import UserFace, embed_user_face, face_provider, initial_boxes, load_generator_for, shoe_boxes
 from insetgan.jobs.sources import LatentSource, batch_of, start_latents
+from insetgan.jobs.start_edits import edits_report, load_for
 from insetgan.method import losses as L
 from insetgan.method.boxes import FACE_PRIOR, SHOES_PRIOR
 from insetgan.method.config import OptimConfig
@@ -67,13 +70,16 @@ class ComposeInputs:
     priors: dict[str, tuple[float, float, float, float]] = dataclasses.field(default_factory=dict)
     outfit: torch.Tensor | None = None  # the outfit photo's person crop [1, 3, H, W] (--outfit)
     outfit_mask: torch.Tensor | None = None  # its person mask [1, 1, H, W] in [0, 1] (None: the whole crop)
+    canvas_edits: tuple[LoadedEdit, ...] = ()  # --edit: directions of the body's start (read for ``body``)
+    face_edits: tuple[LoadedEdit, ...] = ()  # --face-edit: directions of the face's start (read for ``face``)
 
 
 def _insets(inp: ComposeInputs, canvas0: torch.Tensor, cfg: OptimConfig, batch: int, device: torch.device
             ) -> tuple[list[InsetInput], list[str], str]:
     """The face (and shoes) insets of every candidate with their start boxes, the box notes and the face
     box's provider."""
-    face_ws = batch_of(start_latents(inp.face, inp.face_source, inp.trunc, device), batch, "face")
+    face_ws = batch_of(apply_w_edits(start_latents(inp.face, inp.face_source, inp.trunc, device), inp.face_edits),
+                       batch, "face")
     provider = face_provider(inp.detector) if inp.face_box is None else None
     face_boxes, notes = initial_boxes(canvas0, inp.face_box, provider, inp.priors.get("face", FACE_PRIOR), "face")
     user = inp.user_face
@@ -98,22 +104,27 @@ def compose_candidates(inp: ComposeInputs, cfg: OptimConfig, device: torch.devic
     ``keep_face`` (sample-bodies) keeps every candidate's face close to the given face (L_face);
     otherwise the face weights of the preset apply as they are. ``keep_best`` returns the start
     face of a candidate whose face got worse (:func:`~insetgan.jobs.outputs.package_outputs`).
-    The output's report holds the job's sections (no command, inputs or versions).
+    The output's report holds the job's sections (no command, inputs or versions). The edits of
+    ``inp`` (``--edit``, ``--face-edit``) change the body and face starts; their style-space
+    parts act on the generators while the job renders and optimises.
     """
-    body_ws = torch.cat([start_latents(inp.body, s, inp.trunc, device) for s in inp.body_sources])
-    with torch.no_grad():
-        canvas0 = render(inp.body, body_ws)
-    insets, notes, face_provider_name = _insets(inp, canvas0, cfg, body_ws.shape[0], device)
+    body_ws = apply_w_edits(torch.cat([start_latents(inp.body, s, inp.trunc, device) for s in inp.body_sources]),
+                            inp.canvas_edits)
     user = inp.user_face
     if keep_face or user is not None:
         w = cfg.inset_weights
         cfg = dataclasses.replace(cfg, inset_weights=dataclasses.replace(
             w, face_l1=max(w.face_l1, 2.0 * max(w.coarse_l1, 1e-3)), face_perceptual=max(w.face_perceptual, 0.4),
             face_identity=user.weight if user is not None and user.identity is not None else w.face_identity))
-    res = optimize(CanvasInput(G=inp.body, ws=body_ws), insets, cfg, perceptual, progress)
+    with style_edits(inp.body, inp.canvas_edits), style_edits(inp.face, inp.face_edits):
+        with torch.no_grad():
+            canvas0 = render(inp.body, body_ws)
+        insets, notes, face_provider_name = _insets(inp, canvas0, cfg, body_ws.shape[0], device)
+        res = optimize(CanvasInput(G=inp.body, ws=body_ws), insets, cfg, perceptual, progress)
     given = Given(outfit=inp.outfit, outfit_mask=inp.outfit_mask, face_photo=user.photo if user is not None else None)
     out = package_outputs(res, cfg, perceptual, perceptual_name, given=given, keep_best=keep_best)
-    out.report.update(box_notes=notes, box_provider={"face": face_provider_name})
+    out.report.update(box_notes=notes, box_provider={"face": face_provider_name},
+                      edits=edits_report(canvas=inp.canvas_edits, face=inp.face_edits))
     return out
 
 
@@ -134,7 +145,9 @@ def _networks(req: ComposeRequest | SampleBodiesRequest, dev: torch.device) -> t
     inputs: dict[str, Any] = {"body": body_info, "face": face_info}
     inp = ComposeInputs(body_ck.generator, face_ck.generator, req.body_sources, req.face_source, trunc=req.trunc,
                         face_box=req.face_box_value, detector=req.detector,
-                        priors=region_priors(dict(body_ck.metadata)))
+                        priors=region_priors(dict(body_ck.metadata)),
+                        canvas_edits=load_for(body_ck.generator, req.edit_list("edits"), "--edit"),
+                        face_edits=load_for(face_ck.generator, req.edit_list("face_edits"), "--face-edit"))
     if isinstance(req, ComposeRequest) and req.shoes_net is not None:
         shoes_ck, inputs["shoes"] = load_generator_for(req.shoes_net, dev, "--shoes-net", "shoes")
         inp = dataclasses.replace(inp, shoes=shoes_ck.generator, shoes_source=req.shoes_source,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from insetgan import io as iio
-from insetgan.editing.spec import EDIT_HELP, Edit, parse_edit
+from insetgan.editing.spec import EDIT_HELP, Edit
 from insetgan.editing.strip import StripConfig, parse_strengths
 from insetgan.inversion.encoder_training import EncoderTrainConfig
 from insetgan.jobs.options import REQUIRED, escape, option
@@ -46,11 +46,17 @@ class GenerateRequest(JobRequest):
     rotate: float | None = option(None, "StyleGAN3 only: rotate the images by DEG degrees, as the official "
                                   "gen_images.py.", metavar="DEG", range=ROTATE_RANGE)
     raw: bool = option(False, "Also write each float32 CHW image as seedNNNN.npy.")
+    edits: tuple[str, ...] = option((), EDIT_HELP, flag="--edit", metavar="SPEC", many=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.seed_list()
         self.shift()
+        self.parsed_edits()
+
+    def parsed_edits(self) -> tuple[Edit, ...]:
+        """The ``--edit`` specs (a spec without ``=α`` has strength 1; the strip job scales it per column)."""
+        return self.edit_list("edits")
 
     def seed_list(self) -> list[int]:
         """The seeds, in the order given."""
@@ -85,12 +91,7 @@ class EditRequest(GenerateRequest):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.parsed_edits()
         StripConfig(tuple(self.seed_list()), self.strength_list())
-
-    def parsed_edits(self) -> list[Edit]:
-        """The ``--edit`` specs (a spec without ``=α`` has strength 1)."""
-        return [parse_edit(spec, strength_required=False) for spec in self.edits]
 
     def strength_list(self) -> tuple[float, ...]:
         """The grid's columns: factors of every edit's strength."""

@@ -239,9 +239,9 @@ def check_values(request: Any) -> None:
             problem = range_problem(value, spec.range)
         elif is_flag(f):
             problem = None if isinstance(value, bool) else "must be true or false"
-        elif spec.many:
-            problem = None if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value) \
-                else "must be one or more texts"
+        elif spec.many:  # an option with a default (none given) may be empty
+            problem = None if isinstance(value, tuple) and (value or has_default(f)) \
+                and all(isinstance(v, str) for v in value) else "must be one or more texts"
         elif not isinstance(value, str):
             problem = f"must be text, got {short_repr(value)}"
         elif spec.choices is not None and value not in spec.choices:

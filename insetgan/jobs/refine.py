@@ -15,6 +15,8 @@ import torch
 
 from insetgan import io as iio
 from insetgan.devices import torch_device
+from insetgan.editing.apply import apply_w_edits, style_edits
+from insetgan.editing.directions import LoadedEdit
 from insetgan.errors import InsetganError
 from insetgan.eval.keep import Given
 from insetgan.inversion.perceptual import PerceptualChoice, l1_ssim, load_perceptual
@@ -24,6 +26,7 @@ from insetgan.jobs.report import JobOutput, RequestOutput, complete
 from insetgan.jobs.requests import RefineRequest
 from insetgan.jobs.setup import UserFace, embed_user_face, face_provider, initial_boxes, load_generator_for
 from insetgan.jobs.sources import LatentSource, batch_of, load_image, start_latents
+from insetgan.jobs.start_edits import edits_report, load_for
 from insetgan.method import losses as L
 from insetgan.method.boxes import FACE_PRIOR, clamp_box
 from insetgan.method.config import OptimConfig
@@ -38,7 +41,8 @@ class RefineInputs:
     """Resolved inputs of refine-face: the image [1, 3, H, W], the face generator and how the face starts.
 
     ``face_source`` None: the best of ``search_seeds`` (coarse L1 against the image's face);
-    ``face_box`` None: dlib finds the face (``detector``); ``user_face``: the reference selfie.
+    ``face_box`` None: dlib finds the face (``detector``); ``user_face``: the reference selfie;
+    ``face_edits`` (``--face-edit``): directions of the face's start, read for ``face``.
     """
 
     image: torch.Tensor
@@ -49,6 +53,7 @@ class RefineInputs:
     search_seeds: Sequence[int] = tuple(range(16))
     detector: str = "auto"
     user_face: UserFace | None = None
+    face_edits: tuple[LoadedEdit, ...] = ()
 
 
 def pick_face_start(G: Generator, canvas: torch.Tensor, box: Box, seeds: Sequence[int], trunc: float,
@@ -95,6 +100,7 @@ def refine_candidates(inp: RefineInputs, cfg: OptimConfig, perceptual: L.Percept
 
     With ``inp.user_face`` (``refine-face --reference``) the face is replaced by the user's: the
     start latent is their inverted face, and L_face and the identity loss keep it theirs. The
+    edits of ``inp`` change the chosen start (style-space ones act while the face renders). The
     output's report holds the job's sections.
     """
     image, face = inp.image, inp.face
@@ -112,11 +118,12 @@ def refine_candidates(inp: RefineInputs, cfg: OptimConfig, perceptual: L.Percept
     user = inp.user_face
     cfg = _refine_config(cfg, user)
     identity = user.identity if user is not None else None
-    res = optimize(CanvasInput(image=image), [InsetInput("face", face, ws, boxes, identity=identity)], cfg,
-                   perceptual, progress)
+    with style_edits(face, inp.face_edits):
+        res = optimize(CanvasInput(image=image), [InsetInput("face", face, apply_w_edits(ws, inp.face_edits), boxes,
+                                                             identity=identity)], cfg, perceptual, progress)
     given = Given(face_photo=user.photo if user is not None else None, original=image)
     out = package_outputs(res, cfg, perceptual, perceptual_name, given=given, original=image, keep_best=keep_best)
-    out.report.update(face_start=start, box_notes=notes)
+    out.report.update(face_start=start, box_notes=notes, edits=edits_report(face=inp.face_edits))
     return out
 
 
@@ -129,7 +136,8 @@ def _load(req: RefineRequest, dev: torch.device, pc: PerceptualChoice, cache_dir
     inputs: dict[str, Any] = {"image": {"path": str(req.image), "sha256": iio.sha256(req.image),
                                         "size": [img.shape[-2], img.shape[-1]]}, "face": face_info}
     inp = RefineInputs(img, face_ck.generator, req.face_source, req.face_box_value, req.trunc,
-                       tuple(range(req.search)))
+                       tuple(range(req.search)),
+                       face_edits=load_for(face_ck.generator, req.edit_list("face_edits"), "--face-edit"))
     if req.reference is None:
         return inp, inputs, {}
     emb, user = embed_user_face(req.reference, inp.face, pc, req.embed_config, cache_dir, dev, "reference", progress,

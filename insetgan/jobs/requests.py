@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from insetgan import io as iio
 from insetgan.devices import DEVICES
+from insetgan.editing.spec import EDIT_HELP, Edit, parse_edit
 from insetgan.errors import InsetganError
 from insetgan.inversion.embedding import EmbedConfig
 from insetgan.inversion.encoder import ENCODER_HELP, INIT_CHOICES, INIT_HELP, StartConfig
@@ -43,6 +44,7 @@ CKPT_SUFFIXES = (".pkl", ".pt", ".pth", ".safetensors")
 PROJECTOR_STEPS = Range(1, 100_000, integer=True)
 STEPS_SHOWN = f"{InvertConfig.steps} from w_avg, {REFINE_STEPS} after an encoder"
 SEARCH = Range(1, 1024, integer=True)
+FACE_EDIT_HELP = "Direction for the face inset's start, as --edit takes it. Repeat to combine."
 NETWORK_HELP = "Generator checkpoint (.pkl, .pt, .safetensors) or a built-in model (default-body, default-face, " \
                "default-shoes)."
 
@@ -68,6 +70,14 @@ class JobRequest:
         for other in others:
             if getattr(self, other) is not None:
                 raise self.refuse("give either {" + first + "} or {" + other + "}, not both")
+
+    def edit_list(self, field: str) -> tuple[Edit, ...]:
+        """The edits of the ``--edit``-like option ``field`` (``FILE[:NAME][@ROWS][%T][=STRENGTH]`` specs; without
+        ``=STRENGTH`` the strength is 1); a bad spec is refused in one line naming that option."""
+        try:
+            return tuple(parse_edit(spec, strength_required=False) for spec in getattr(self, field))
+        except InsetganError as exc:
+            raise self.refuse("{" + field + "}: " + escape(str(exc))) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,10 +136,12 @@ class Engine(StartOptions):
     pti_steps: int | None = option(None, "", range=PROJECTOR_STEPS, shown=PTIConfig.steps)
     identity_weight: float = option(IDENTITY_WEIGHT, "Weight of the MobileFaceNet identity loss keeping the "
                                     "user's face.", range=WEIGHT_RANGE)
+    face_edits: tuple[str, ...] = option((), FACE_EDIT_HELP, flag="--face-edit", metavar="SPEC", many=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.box("face_box")
+        self.edit_list("face_edits")
         if self.pti_steps is not None and not self.pti:
             raise self.refuse("{pti_steps} needs {pti}")
 
@@ -192,10 +204,13 @@ class BodyJob(Engine):
     detector: str = option("auto", "Face box: dlib detection (auto: when installed), or the fixed prior.",
                            choices=("auto", "dlib", "fixed"))
     face_photo: str | None = option(None, "Your selfie: the result gets your face.", flag="--face", metavar="PHOTO")
+    edits: tuple[str, ...] = option((), "For the body (canvas) start. " + EDIT_HELP, flag="--edit", metavar="SPEC",
+                                    many=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_face_start("face_photo")
+        self.edit_list("edits")
 
     @property
     def face_source(self) -> LatentSource:
