@@ -78,10 +78,13 @@ def _cache_names(kind: str, key: str) -> tuple[str, str]:
 
 
 def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Perceptual | None,
-          kind: str, key_parts: dict[str, Any], mask: torch.Tensor | None = None,
+          key_parts: dict[str, Any], mask: torch.Tensor | None = None,
           identity: Callable[[torch.Tensor], torch.Tensor] | None = None, cache_dir: Path | None = None,
           progress: Progress | None = None, generator_path: str | Path | None = None) -> Embedded:
     """Invert ``target`` [1, 3, H, W] into ``G``: the generator that renders it and its W+ latent.
+
+    ``key_parts`` identify the photo in the cache key; its ``kind`` (``face``, ``outfit``) names
+    the cache files.
 
     The projector starts from ``cfg.start`` (the encoder found for ``G``, looked up beside
     ``generator_path`` and among the built-in models, or ``w_avg``) and runs ``cfg.refine`` or
@@ -95,6 +98,7 @@ def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Pe
     key = hashlib.sha256(json.dumps({**key_parts, "net": network_sha256(G), "cfg": cfg.to_dict(),
                                      "start": used.get("encoder_sha256")}, sort_keys=True).encode()).hexdigest()
     info: dict[str, Any] = {"cache_key": key[:20], "config": cfg.to_dict(), "start": used}
+    kind = str(key_parts["kind"])
     npz_name, net_name = _cache_names(kind, key)
     t0 = time.perf_counter()
     cached = cache_dir is not None and (cache_dir / npz_name).is_file() and \
@@ -190,8 +194,8 @@ def embed_face(photo_path: str, G: Generator, cfg: EmbedConfig, perceptual: L.Pe
     identity, id_info = (None, {})
     if identity_net is not None:
         identity, id_info = face_identity(identity_net, metric_img, size, device, detector)
-    emb = embed(G, target, cfg, perceptual, "face", {"photo": photo_info(photo_path, photo)["sha256"],
-                                                      "size": size, "identity": identity is not None},
+    emb = embed(G, target, cfg, perceptual, {"kind": "face", "photo": photo_info(photo_path, photo)["sha256"],
+                                             "size": size, "identity": identity is not None},
                 identity=identity, cache_dir=cache_dir, progress=progress, generator_path=generator_path)
     emb.info.update(photo=photo_info(photo_path, photo), aligned_size=size, identity_points=id_info.get("points"))
     return emb, metric_img, identity
@@ -217,7 +221,7 @@ def embed_outfit(photo_path: str, mask_path: str | None, G: Generator, cfg: Embe
     mask = to_tensor(mcrop, device) if mcrop is not None else None
     key = {"photo": photo_info(photo_path, photo)["sha256"],
            "mask": hashlib.sha256(Path(mask_path).read_bytes()).hexdigest() if mask_path else None}
-    emb = embed(G, target, cfg, perceptual, "outfit", key, mask=mask, cache_dir=cache_dir, progress=progress,
+    emb = embed(G, target, cfg, perceptual, {"kind": "outfit", **key}, mask=mask, cache_dir=cache_dir, progress=progress,
                 generator_path=generator_path)
     emb.info.update(photo=photo_info(photo_path, photo), mask=mask_path)
     return emb

@@ -20,6 +20,7 @@ from insetgan.editing.directions import LoadedEdit
 from insetgan.eval.keep import Given
 from insetgan.inversion.embedding import embed_outfit
 from insetgan.inversion.perceptual import PerceptualChoice, l1_ssim, load_perceptual
+from insetgan.eval.keep import Judges
 from insetgan.jobs.outputs import package_outputs
 from insetgan.jobs.progress import ProgressFactory, Reporter
 from insetgan.jobs.report import JobOutput, RequestOutput, complete
@@ -67,6 +68,7 @@ class ComposeInputs:
     shoes_box: Box | None = None
     detector: str = "auto"
     user_face: UserFace | None = None
+    judges: Judges | None = None  # the job's dlib models: the selfie's alignment, the face box, the measures
     priors: dict[str, tuple[float, float, float, float]] = dataclasses.field(default_factory=dict)
     outfit: torch.Tensor | None = None  # the outfit photo's person crop [1, 3, H, W] (--outfit)
     outfit_mask: torch.Tensor | None = None  # its person mask [1, 1, H, W] in [0, 1] (None: the whole crop)
@@ -80,7 +82,8 @@ def _insets(inp: ComposeInputs, canvas0: torch.Tensor, cfg: OptimConfig, batch: 
     box's provider."""
     face_ws = batch_of(apply_w_edits(start_latents(inp.face, inp.face_source, inp.trunc, device), inp.face_edits),
                        batch, "face")
-    provider = face_provider(inp.detector) if inp.face_box is None else None
+    provider = face_provider(inp.detector, inp.judges.detector if inp.judges else None) if inp.face_box is None \
+        else None
     face_boxes, notes = initial_boxes(canvas0, inp.face_box, provider, inp.priors.get("face", FACE_PRIOR), "face")
     user = inp.user_face
     insets = [InsetInput("face", inp.face, face_ws, face_boxes, provider,
@@ -122,7 +125,7 @@ def compose_candidates(inp: ComposeInputs, cfg: OptimConfig, device: torch.devic
         insets, notes, face_provider_name = _insets(inp, canvas0, cfg, body_ws.shape[0], device)
         res = optimize(CanvasInput(G=inp.body, ws=body_ws), insets, cfg, perceptual, progress)
     given = Given(outfit=inp.outfit, outfit_mask=inp.outfit_mask, face_photo=user.photo if user is not None else None)
-    out = package_outputs(res, cfg, perceptual, perceptual_name, given=given, keep_best=keep_best)
+    out = package_outputs(res, cfg, perceptual, perceptual_name, given=given, keep_best=keep_best, judges=inp.judges)
     out.report.update(box_notes=notes, box_provider={"face": face_provider_name},
                       edits=edits_report(canvas=inp.canvas_edits, face=inp.face_edits))
     return out
@@ -160,10 +163,11 @@ def _load(req: ComposeRequest | SampleBodiesRequest, dev: torch.device, pc: Perc
     """Load the networks and embed the user's selfie and outfit (an outfit changes the config)."""
     cfg = req.optim_config()
     inp, inputs = _networks(req, dev)
+    inp = dataclasses.replace(inp, judges=Judges.load())
     cache_files: dict[str, bytes] = {}
     if req.face_photo is not None:
         emb, user = embed_user_face(req.face_photo, inp.face, pc, req.embed_config, cache_dir, dev, "face", progress,
-                                    inputs["face"]["path"])
+                                    inputs["face"]["path"], inp.judges.detector if inp.judges else None)
         inputs["face_photo"] = emb.info
         cache_files.update(emb.cache_files)
         inp = dataclasses.replace(inp, face=emb.G, user_face=user,

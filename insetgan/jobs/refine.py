@@ -20,6 +20,7 @@ from insetgan.editing.directions import LoadedEdit
 from insetgan.errors import InsetganError
 from insetgan.eval.keep import Given
 from insetgan.inversion.perceptual import PerceptualChoice, l1_ssim, load_perceptual
+from insetgan.eval.keep import Judges
 from insetgan.jobs.outputs import package_outputs
 from insetgan.jobs.progress import ProgressFactory, Reporter
 from insetgan.jobs.report import JobOutput, RequestOutput, complete
@@ -54,6 +55,7 @@ class RefineInputs:
     detector: str = "auto"
     user_face: UserFace | None = None
     face_edits: tuple[LoadedEdit, ...] = ()
+    judges: Judges | None = None  # the job's dlib models: the reference's alignment, the face box, the measures
 
 
 def pick_face_start(G: Generator, canvas: torch.Tensor, box: Box, seeds: Sequence[int], trunc: float,
@@ -74,7 +76,8 @@ def _face_box(inp: RefineInputs) -> tuple[list[Box], list[str]]:
     """The face box: the one given, else dlib's (an error when there is no face)."""
     if inp.face_box is not None:
         return initial_boxes(inp.image, inp.face_box, None, FACE_PRIOR, "face")
-    provider = face_provider("dlib" if inp.detector == "auto" else inp.detector)
+    provider = face_provider("dlib" if inp.detector == "auto" else inp.detector,
+                             inp.judges.detector if inp.judges else None)
     box = provider(inp.image) if provider is not None else None
     if box is None:
         raise InsetganError("no face found in the image: give --face-box x,y,w,h")
@@ -122,7 +125,8 @@ def refine_candidates(inp: RefineInputs, cfg: OptimConfig, perceptual: L.Percept
         res = optimize(CanvasInput(image=image), [InsetInput("face", face, apply_w_edits(ws, inp.face_edits), boxes,
                                                              identity=identity)], cfg, perceptual, progress)
     given = Given(face_photo=user.photo if user is not None else None, original=image)
-    out = package_outputs(res, cfg, perceptual, perceptual_name, given=given, original=image, keep_best=keep_best)
+    out = package_outputs(res, cfg, perceptual, perceptual_name, given=given, original=image, keep_best=keep_best,
+                          judges=inp.judges)
     out.report.update(face_start=start, box_notes=notes, edits=edits_report(face=inp.face_edits))
     return out
 
@@ -137,11 +141,12 @@ def _load(req: RefineRequest, dev: torch.device, pc: PerceptualChoice, cache_dir
                                         "size": [img.shape[-2], img.shape[-1]]}, "face": face_info}
     inp = RefineInputs(img, face_ck.generator, req.face_source, req.face_box_value, req.trunc,
                        tuple(range(req.search)),
-                       face_edits=load_for(face_ck.generator, req.edit_list("face_edits"), "--face-edit"))
+                       face_edits=load_for(face_ck.generator, req.edit_list("face_edits"), "--face-edit"),
+                       judges=Judges.load())
     if req.reference is None:
         return inp, inputs, {}
     emb, user = embed_user_face(req.reference, inp.face, pc, req.embed_config, cache_dir, dev, "reference", progress,
-                                face_info["path"])
+                                face_info["path"], inp.judges.detector if inp.judges else None)
     inputs["face_photo"] = emb.info
     inp = dataclasses.replace(inp, face=emb.G, user_face=user,
                               face_source=LatentSource(ws=emb.ws, label=req.reference, key="face"))
