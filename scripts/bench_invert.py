@@ -72,18 +72,19 @@ def run(config: str, device: str, steps: int, max_steps: int | None, perceptual_
     run_steps = min(steps, max_steps) if max_steps else steps
     cfg = inv.InvertConfig(steps=steps)
     stamps: list[float] = []
+    history: list[dict] = []  # the losses of every step run, filled by the progress callback
 
     def progress(step: int, total: int, losses: dict) -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
+        history.append(losses)
         if run_steps < total and step >= run_steps:
             raise _Stop
 
     t0 = time.perf_counter()
-    history: list[dict] = []
     try:
-        history = inv.project(G, target, cfg, pc.fn, progress=progress).history
+        inv.project(G, target, cfg, pc.fn, progress=progress)
     except _Stop:
         pass
     per_step = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1) if len(stamps) > 1 else stamps[0] - t0
