@@ -31,25 +31,25 @@ FACE_DATA=${FACE_DATA:-$DATA/faces64}
 BODY_DATA=${BODY_DATA:-$DATA/bodies256}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 
+train() {  # train ROLE DATA KIMG OPTIONS...: the encoder of the built-in ROLE, resumed from its latest state
+  local role=$1 data=$2 kimg=$3 resume=()
+  shift 3
+  ls "$RUNS/$role"/state-*.pt >/dev/null 2>&1 && resume=(--resume)
+  exec nice -n 15 "$BIN" train-encoder --network "default-$role" --data "$data" --outdir "$RUNS/$role" --kimg "$kimg" \
+    --lr 0.0002 --psi-min 0.5 --psi-max 1 --style-mixing 0.5 --latent-weight 1 --pixel-weight 1 \
+    --perceptual-weight 0.2 --delta-weight 0.05 --unlock-kimg 2 --snapshot-kimg 4 --holdout 64 --width 128 --seed 0 \
+    --device "$DEVICE" --progress lines "$@" "${resume[@]}"
+}
+
 case "${1:-} ${2:-}" in
   "prepare face")
     nice -n 15 "$BIN" prepare faces "$SHARED/data/aaf/faces" --size 64 --out "$FACE_DATA" --progress lines ;;
   "train face")
-    resume=()
-    ls "$RUNS/face"/state-*.pt >/dev/null 2>&1 && resume=(--resume)
-    exec nice -n 15 "$BIN" train-encoder --network default-face --data "$FACE_DATA" --outdir "$RUNS/face" \
-      --kimg "$KIMG_FACE" --batch-fake 4 --batch-real 4 --lr 0.0002 --psi-min 0.5 --psi-max 1 --style-mixing 0.5 \
-      --latent-weight 1 --pixel-weight 1 --perceptual-weight 0.2 --perceptual-size 64 --identity-weight 0.5 \
-      --delta-weight 0.05 --unlock-kimg 2 --snapshot-kimg 4 --holdout 64 --width 128 --input-scale 2 --seed 0 \
-      --device "$DEVICE" --progress lines "${resume[@]}" ;;
+    train face "$FACE_DATA" "$KIMG_FACE" --batch-fake 4 --batch-real 4 --perceptual-size 64 --identity-weight 0.5 \
+      --input-scale 2 ;;
   "train body")
-    resume=()
-    ls "$RUNS/body"/state-*.pt >/dev/null 2>&1 && resume=(--resume)
-    exec nice -n 15 "$BIN" train-encoder --network default-body --data "$BODY_DATA" --outdir "$RUNS/body" \
-      --kimg "$KIMG_BODY" --batch-fake 2 --batch-real 2 --lr 0.0002 --psi-min 0.5 --psi-max 1 --style-mixing 0.5 \
-      --latent-weight 1 --pixel-weight 1 --perceptual-weight 0.2 --perceptual-size 128 --identity-weight 0 \
-      --delta-weight 0.05 --unlock-kimg 2 --snapshot-kimg 4 --holdout 64 --width 128 --input-scale 1 --seed 0 \
-      --device "$DEVICE" --progress lines "${resume[@]}" ;;
+    train body "$BODY_DATA" "$KIMG_BODY" --batch-fake 2 --batch-real 2 --perceptual-size 128 --identity-weight 0 \
+      --input-scale 1 ;;
   "package face")
     .venv/bin/python scripts/package_encoder.py "$RUNS/face/encoder-${SNAP_FACE:-latest}.safetensors" \
       insetgan/assets/models/face-encoder.safetensors ;;
