@@ -18,9 +18,8 @@ from insetgan.devices import torch_device
 from insetgan.editing.apply import apply_w_edits, style_edits
 from insetgan.editing.directions import LoadedEdit
 from insetgan.errors import InsetganError
-from insetgan.eval.keep import Given
+from insetgan.eval.keep import Given, Judges
 from insetgan.inversion.perceptual import PerceptualChoice, l1_ssim, load_perceptual
-from insetgan.eval.keep import Judges
 from insetgan.jobs.outputs import package_outputs
 from insetgan.jobs.progress import ProgressFactory, Reporter
 from insetgan.jobs.report import JobOutput, RequestOutput, complete
