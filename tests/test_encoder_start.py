@@ -54,6 +54,9 @@ def test_start_choices_and_their_errors(face, tmp_path):
         choose_start(StartConfig("encoder"), fixture)
     with pytest.raises(InsetganError, match="another generator"):
         choose_start(StartConfig("encoder", str(SHIPPED)), fixture)
+    # auto: a file for another network of the job is passed over; the network's own is used
+    assert choose_start(StartConfig("auto", str(SHIPPED)), fixture).describe() == {"init": "mean"}
+    assert choose_start(StartConfig("auto", str(SHIPPED)), face).path == SHIPPED
     with pytest.raises(InsetganError, match="exclude each other"):
         StartConfig("mean", str(SHIPPED))
     with pytest.raises(InsetganError, match="init must be one of"):
@@ -147,6 +150,9 @@ def test_start_options_are_refused_in_one_line(tmp_path):
              (["invert", photo, "--network", fixture, "--encoder", str(tmp_path / "none.safetensors")],
               "encoder file not found"),
              (["compose", "--face", photo, "--encoder", str(other), "--init", "mean"], "exclude each other"),
+             (["compose", "--face", photo, "--encoder", str(other), "--invert-steps", "1"],
+              "no photo of this job is inverted into the network it was trained for"),
+             (["refine-face", photo, "--encoder", str(SHIPPED)], "no photo of this job is inverted"),
              (["invert", photo, "--network", fixture, "--encoder", fixture], "not an encoder file")]
     for args, message in cases:
         r = run("--quiet", *args, "--outdir", str(tmp_path / "out"))

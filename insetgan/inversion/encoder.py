@@ -21,7 +21,7 @@ from insetgan import io as iio
 from insetgan.errors import InsetganError
 from insetgan.models import models_dir
 from insetgan.networks.encoder import Encoder
-from insetgan.networks.encoder_files import ENCODER_FORMAT, load_encoder, network_sha256
+from insetgan.networks.encoder_files import ENCODER_FORMAT, load_encoder, network_sha256, read_encoder
 from insetgan.networks.native import read_metadata
 from insetgan.networks.stylegan3 import AnyGenerator
 
@@ -32,7 +32,8 @@ MAX_CANDIDATES = 64  # encoder files looked at in one folder
 INIT_CHOICES = ("auto", "encoder", "mean")
 INIT_HELP = ("Where inversion starts: the encoder trained for the network, then a short refinement (auto: when one "
              "is found; encoder: required), or w_avg and the full optimisation (mean).")
-ENCODER_HELP = "An encoder file trained for the network (insetgan train-encoder); implies --init encoder."
+ENCODER_HELP = ("An encoder file (insetgan train-encoder) for one of the job's networks, found by its hash: the "
+                "photo inverted into that network starts from it.")
 
 
 def encoder_name(generator_path: str | os.PathLike) -> Path:
@@ -145,12 +146,18 @@ def choose_start(cfg: StartConfig, G: AnyGenerator, generator_path: str | os.Pat
                  device: str | torch.device = "cpu") -> Start:
     """The start ``cfg`` asks for ``G``: its encoder file, the one found for it (``auto``, ``encoder``), or w_avg.
 
-    ``init='encoder'`` without a matching encoder, and an ``encoder`` file trained for another
-    generator, are one-line errors.
+    With ``init='auto'`` an ``encoder`` file trained for another generator is passed over (it is
+    for another network of the job: compose inverts a selfie and an outfit photo) and the search
+    goes on; with ``init='encoder'`` it is a one-line error, as is finding no encoder at all.
     """
     if cfg.init == "mean":
         return Start()
-    found = encoder_for(G, cfg.encoder, generator_path, device)
+    if cfg.encoder is not None:
+        encoder, meta = read_encoder(cfg.encoder, device)
+        if cfg.init == "encoder" or meta["generator_sha256"] == network_sha256(G):
+            encoder, _ = load_encoder(cfg.encoder, G, device)  # the checks and their messages
+            return Start(encoder, Path(cfg.encoder), iio.sha256(cfg.encoder))
+    found = encoder_for(G, None, generator_path, device)
     if found is None:
         if cfg.init == "encoder":
             raise InsetganError("no encoder was trained for this network: give one with --encoder, train one with "

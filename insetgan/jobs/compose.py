@@ -24,7 +24,8 @@ from insetgan.jobs.outputs import package_outputs
 from insetgan.jobs.progress import ProgressFactory, Reporter
 from insetgan.jobs.report import JobOutput, RequestOutput, complete
 from insetgan.jobs.requests import ComposeRequest, SampleBodiesRequest
-from insetgan.jobs.setup import UserFace, embed_user_face, face_provider, initial_boxes, load_generator_for, shoe_boxes
+from insetgan.jobs.setup import (UserFace, check_encoder_used, embed_user_face, face_provider, initial_boxes,
+                                 load_generator_for, shoe_boxes)
 from insetgan.jobs.sources import LatentSource, batch_of, start_latents
 from insetgan.jobs.start_edits import edits_report, load_for
 from insetgan.method import losses as L
@@ -183,6 +184,7 @@ def _load(req: ComposeRequest | SampleBodiesRequest, dev: torch.device, pc: Perc
         inp = dataclasses.replace(inp, body=emb.G, outfit=emb.target, outfit_mask=emb.mask,
                                   body_sources=(LatentSource(ws=emb.ws, label=req.outfit),))
         cfg = outfit_config(cfg)
+    check_encoder_used(req.encoder, [inputs.get("face_photo"), inputs.get("outfit")])
     return _Loaded(inp, cfg, inputs, cache_files)
 
 

@@ -123,8 +123,8 @@ def run_invert(req: InvertRequest, progress: ProgressFactory) -> JobOutput:
     report = job_report(req.command, req, dev, {"network": net_info, "images": t.infos},
                         {"load": load_s, "encode": encode_s, "project": proj.seconds,
                          "per_step": proj.seconds / cfg.steps, "pti": res.pti_seconds},
-                        start=start.describe(), mode=req.mode, aligned=req.align, mask=req.mask, perceptual=pc.name, config=cfg.to_dict(),
-                        pti=pti.to_dict() if pti else None, metrics=metrics,
+                        start=start.describe(), mode=req.mode, aligned=req.align, mask=req.mask, perceptual=pc.name,
+                        config=cfg.to_dict(), pti=pti.to_dict() if pti else None, metrics=metrics,
                         losses=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}
                                 for h in history])
     return finished(files, report)

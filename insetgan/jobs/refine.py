@@ -24,7 +24,8 @@ from insetgan.jobs.outputs import package_outputs
 from insetgan.jobs.progress import ProgressFactory, Reporter
 from insetgan.jobs.report import JobOutput, RequestOutput, complete
 from insetgan.jobs.requests import RefineRequest
-from insetgan.jobs.setup import UserFace, embed_user_face, face_provider, initial_boxes, load_generator_for
+from insetgan.jobs.setup import (UserFace, check_encoder_used, embed_user_face, face_provider, initial_boxes,
+                                 load_generator_for)
 from insetgan.jobs.sources import LatentSource, batch_of, load_image, start_latents
 from insetgan.jobs.start_edits import edits_report, load_for
 from insetgan.method import losses as L
@@ -143,10 +144,12 @@ def _load(req: RefineRequest, dev: torch.device, pc: PerceptualChoice, cache_dir
                        face_edits=load_for(face_ck.generator, req.edit_list("face_edits"), "--face-edit"),
                        judges=Judges.load())
     if req.reference is None:
+        check_encoder_used(req.encoder, [])
         return inp, inputs, {}
     emb, user = embed_user_face(req.reference, inp.face, pc, req.embed_config, cache_dir, dev, "reference", progress,
                                 face_info["path"], inp.judges.detector if inp.judges else None)
     inputs["face_photo"] = emb.info
+    check_encoder_used(req.encoder, [emb.info])
     inp = dataclasses.replace(inp, face=emb.G, user_face=user,
                               face_source=LatentSource(ws=emb.ws, label=req.reference, key="face"))
     return inp, inputs, emb.cache_files

@@ -108,8 +108,8 @@ class StartOptions(PerceptualOptions):
 
     @property
     def start_config(self) -> StartConfig:
-        """The start the user chose (an encoder file means ``init='encoder'``)."""
-        return StartConfig("encoder" if self.encoder is not None else self.init, self.encoder)
+        """The start the user chose; an encoder file serves the network it was trained for."""
+        return StartConfig(self.init, self.encoder)
 
     def projector_configs(self, steps: int | None, **common: object) -> tuple[InvertConfig, InvertConfig]:
         """The projector from ``w_avg`` and the refinement of an encoder's start, with ``steps`` when given."""
@@ -330,6 +330,11 @@ class InvertRequest(StartOptions):
             raise self.refuse("{pti_steps} needs {mode} pti")
         if self.identity_weight > 0 and not self.align:
             raise self.refuse("{identity_weight} needs {align} (aligned faces)")
+
+    @property
+    def start_config(self) -> StartConfig:
+        """The start the user chose: an encoder file means ``init='encoder'`` (one network: the file must match)."""
+        return StartConfig("encoder" if self.encoder is not None else self.init, self.encoder)
 
     def invert_config(self, encoder: bool) -> InvertConfig:
         """The projector's settings from ``w_avg`` or, with ``encoder``, refining its start (``pti`` projects into W

@@ -63,6 +63,16 @@ def embed_user_face(photo: str, G: Any, perceptual: PerceptualChoice, cfg: Embed
     return emb, UserFace(identity, metric_img, cfg.identity_weight)
 
 
+def check_encoder_used(encoder: str | None, embeddings: list[dict[str, Any] | None]) -> None:
+    """Refuse an ``--encoder`` file that none of the job's photo inversions started from (``embeddings``: their
+    report entries): it was trained for none of the networks the job inverts into."""
+    if encoder is None:
+        return
+    if not any(e is not None and e["start"].get("encoder") == str(Path(encoder)) for e in embeddings):
+        raise InsetganError(f"--encoder {encoder}: no photo of this job is inverted into the network it was "
+                            "trained for")
+
+
 def face_provider(detector: str, landmarks: LandmarkDetector | None = None) -> BoxProvider | None:
     """The dlib provider for ``dlib`` (on the job's loaded ``landmarks`` models when given); ``auto`` gives dlib
     when it is installed, else ``None``."""
