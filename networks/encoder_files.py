@@ -96,8 +96,8 @@ def _encoder_config(meta: Mapping[str, str], path: Path) -> EncoderConfig:
     return config_from_metadata(meta, EncoderConfig, path, "encoder")
 
 
-def read_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Encoder, dict[str, str]]:
-    """``(encoder, metadata)`` of an encoder file, in eval mode and frozen; one-line errors for bad files."""
+def read_encoder_header(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, str]]:
+    """``(config, metadata)`` of an encoder file, every header entry checked, no tensor read; one-line errors."""
     path = Path(path)
     _check_file(path)
     meta = read_metadata(path)
@@ -105,6 +105,13 @@ def read_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not _SHA256.fullmatch(meta.get("generator_sha256", "")):
         raise CheckpointError(f"{path}: generator_sha256 is not a SHA-256 hex digest: "
                               f"{short_repr(meta.get('generator_sha256'))}")
+    return cfg, meta
+
+
+def read_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Encoder, dict[str, str]]:
+    """``(encoder, metadata)`` of an encoder file, in eval mode and frozen; one-line errors for bad files."""
+    path = Path(path)
+    cfg, meta = read_encoder_header(path)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

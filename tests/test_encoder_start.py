@@ -28,7 +28,8 @@ from tests.test_encoder import tiny_generator
 SHIPPED = models_dir() / "face-encoder.safetensors"
 ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 # Never seen in training: the astronaut, and two adults among the photos the encoder's run holds out.
-PHOTOS = [ASTRONAUT, SHARED / "data" / "aaf" / "faces" / "01144A18.jpg", SHARED / "data" / "aaf" / "faces" / "01454A21.jpg"]
+AAF = SHARED / "data" / "aaf" / "faces"
+PHOTOS = [ASTRONAUT, AAF / "01144A18.jpg", AAF / "01454A21.jpg"]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ from insetgan.images import open_rgb
 from insetgan.inversion.align import LandmarkDetector, align_ffhq
 from insetgan.inversion.encoder import StartConfig, choose_start, encode
 from insetgan.inversion.identity import detect_five, identity_loss, identity_target, points_for_size
-from insetgan.inversion.invert import InvertConfig, PTIConfig, invert, quality, refine_config, synthesize, with_noise
+from insetgan.inversion.invert import (InvertConfig, PTIConfig, invert, quality, refine_config, start_latent,
+                                       synthesize, with_noise)
 from insetgan.inversion.photos import align_face, load_photo, person_crop, photo_info, to_tensor
 from insetgan.latents import read_npz_arrays
 from insetgan.method import losses as L
@@ -127,8 +128,7 @@ def embed(G: Generator, target: torch.Tensor, cfg: EmbedConfig, perceptual: L.Pe
     G_user = with_noise(tuned if tuned is not None else G, noise)
     with torch.no_grad():
         recon = synthesize(G_user, ws, None)
-        w0 = init_ws if init_ws is not None else G.w_avg.to(ws).reshape(1, 1, -1).expand_as(ws).contiguous()
-        first = synthesize(G, w0, None)
+        first = synthesize(G, start_latent(G, init_ws, ws.shape[0], "wplus", G.w_avg.to(ws).reshape(1, 1, -1)), None)
         info["seconds"] = round(time.perf_counter() - t0, 3)
         info["metrics"] = {"start": quality(first, target, perceptual), "inverted": quality(recon, target, perceptual)}
         if identity is not None:
@@ -219,9 +219,9 @@ def embed_outfit(photo_path: str, mask_path: str | None, G: Generator, cfg: Embe
     crop, mcrop = person_crop(photo, H, W, mask_img, detector)
     target = to_tensor(crop, device)
     mask = to_tensor(mcrop, device) if mcrop is not None else None
-    key = {"photo": photo_info(photo_path, photo)["sha256"],
+    key = {"kind": "outfit", "photo": photo_info(photo_path, photo)["sha256"],
            "mask": hashlib.sha256(Path(mask_path).read_bytes()).hexdigest() if mask_path else None}
-    emb = embed(G, target, cfg, perceptual, {"kind": "outfit", **key}, mask=mask, cache_dir=cache_dir, progress=progress,
+    emb = embed(G, target, cfg, perceptual, key, mask=mask, cache_dir=cache_dir, progress=progress,
                 generator_path=generator_path)
     emb.info.update(photo=photo_info(photo_path, photo), mask=mask_path)
     return emb

@@ -21,7 +21,7 @@ from insetgan import io as iio
 from insetgan.errors import InsetganError
 from insetgan.models import models_dir
 from insetgan.networks.encoder import Encoder
-from insetgan.networks.encoder_files import ENCODER_FORMAT, load_encoder, network_sha256, read_encoder
+from insetgan.networks.encoder_files import ENCODER_FORMAT, load_encoder, network_sha256, read_encoder_header
 from insetgan.networks.native import read_metadata
 from insetgan.networks.stylegan3 import AnyGenerator
 
@@ -153,7 +153,7 @@ def choose_start(cfg: StartConfig, G: AnyGenerator, generator_path: str | os.Pat
     if cfg.init == "mean":
         return Start()
     if cfg.encoder is not None:
-        encoder, meta = read_encoder(cfg.encoder, device)
+        _, meta = read_encoder_header(cfg.encoder)  # the tensors are read once, for the network they belong to
         if cfg.init == "encoder" or meta["generator_sha256"] == network_sha256(G):
             encoder, _ = load_encoder(cfg.encoder, G, device)  # the checks and their messages
             return Start(encoder, Path(cfg.encoder), iio.sha256(cfg.encoder))

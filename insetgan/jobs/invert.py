@@ -15,7 +15,7 @@ from insetgan.inversion import photos
 from insetgan.inversion.embedding import batch_identity
 from insetgan.inversion.encoder import choose_start, encode
 from insetgan.inversion.identity import dlib_distances, load_mobilefacenet
-from insetgan.inversion.invert import Inversion, invert, quality, synthesize
+from insetgan.inversion.invert import Inversion, invert, quality, start_latent, synthesize
 from insetgan.inversion.perceptual import PerceptualChoice, load_perceptual
 from insetgan.jobs.progress import ProgressFactory
 from insetgan.jobs.report import JobOutput, finished, job_report
@@ -56,8 +56,7 @@ def _metrics(G: Generator, res: Inversion, t: Targets, perceptual: PerceptualCho
     faces); the images start, projection (and tuned) of every photo."""
     proj, tuned = res.projection, res.tuned
     with torch.no_grad():
-        w0 = init_ws if init_ws is not None else G.w_avg.reshape(1, 1, -1).expand_as(proj.ws).contiguous()
-        start = synthesize(G, w0, None)
+        start = synthesize(G, start_latent(G, init_ws, proj.ws.shape[0], "wplus", G.w_avg.reshape(1, 1, -1)), None)
         recon = synthesize(G, proj.ws, proj.noise)
         final = synthesize(tuned, proj.ws, proj.noise) if tuned is not None else recon
     metrics: dict[str, Any] = {"start": quality(start, t.images, perceptual.fn),
